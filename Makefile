@@ -1,0 +1,27 @@
+# `make test` and `make demo` work on a fresh machine: they create .venv, install the pinned
+# requirements, build the extension, then run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: venv build build-cuda test demo clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+build: venv
+	$(PY) setup.py build_ext --inplace
+
+# Compile the CUDA kernels even without a GPU (what CI does to catch CUDA compile errors).
+build-cuda: venv
+	FORCE_CUDA=1 $(PY) setup.py build_ext --inplace
+
+test: build
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf build dw_ops/*.so

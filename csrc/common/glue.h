@@ -1,0 +1,43 @@
+// Device-independent steps around the kernels (allocation, segment offsets, deterministic
+// scatter-adds), shared by the CPU and CUDA implementations so that they differ only in the
+// kernels themselves.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace dw_ops {
+
+// Pairs from the (M, P) inside mask: nonzero walks it row-major, so the pairs come grouped per GT
+// with points ascending; gt_pair_offsets[g] .. gt_pair_offsets[g + 1] are GT g's pairs.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> pairs_from_mask(const at::Tensor& inside) {
+  const int64_t M = inside.size(0);
+  const auto idx = at::nonzero(inside);
+  auto offsets = at::zeros({M + 1}, inside.options().dtype(at::kLong));
+  if (M > 0) offsets.narrow(0, 1, M).copy_(inside.sum(1).cumsum(0));
+  return {idx.select(1, 0).contiguous(), idx.select(1, 1).contiguous(), offsets};
+}
+
+// Sum per-pair distance gradients (K, 4) into (N, P, 4): a point may sit in several bags.
+// index_put_ with accumulate has a deterministic implementation under
+// torch.use_deterministic_algorithms(True).
+inline at::Tensor scatter_pair_grads(const at::Tensor& pair_grad, const at::Tensor& distances,
+                                     const at::Tensor& gt_image, const at::Tensor& pair_gt,
+                                     const at::Tensor& pair_point) {
+  const int64_t P = distances.size(1);
+  auto grad = at::zeros(distances.sizes(), pair_grad.options());
+  const auto anchor = gt_image.index_select(0, pair_gt) * P + pair_point;
+  grad.view({-1, 4}).index_put_({anchor}, pair_grad, /*accumulate=*/true);
+  return grad.to(distances.scalar_type());
+}
+
+// Loss dtype of neg_loss: float64 for float64 logits, else float32 (a 16-bit sum would overflow).
+inline at::ScalarType neg_loss_dtype(const at::Tensor& cls_logits) {
+  return cls_logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Row (n * P + p) of each flat (n * P + p) * C + k entry.
+inline at::Tensor entry_rows(const at::Tensor& entry_index, int64_t C) {
+  return entry_index.div(C, "floor");
+}
+
+}  // namespace dw_ops

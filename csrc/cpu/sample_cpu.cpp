@@ -1,0 +1,99 @@
+// CPU kernels of boundary-point sampling (a depthwise 1x1 deformable convolution with unit weights).
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "common/checks.h"
+#include "common/dw_math.h"
+
+namespace dw_ops {
+namespace {
+
+using namespace math;
+
+at::Tensor boundary_sample_cpu(const at::Tensor& boxes_, const at::Tensor& offsets_) {
+  check_boundary_sample(boxes_, offsets_);
+  const auto boxes = boxes_.contiguous(), offsets = offsets_.contiguous();
+  const int64_t N = boxes.size(0), H = boxes.size(2), W = boxes.size(3), HW = H * W;
+  auto out = at::empty_like(boxes);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, boxes.scalar_type(), "boundary_sample_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const scalar_t* in = boxes.data_ptr<scalar_t>();
+    const scalar_t* off = offsets.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, N * 4 * HW, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t plane = i / HW, pos = i % HW;  // plane = n * 4 + c
+        const int64_t n = plane / 4, c = plane % 4;
+        const scalar_t* off_yx = off + (n * 8 + 2 * c) * HW + pos;
+        const opmath_t y = opmath_t(pos / W) + opmath_t(off_yx[0]);
+        const opmath_t x = opmath_t(pos % W) + opmath_t(off_yx[HW]);
+        const auto b = bilinear(y, x, H, W);
+        const scalar_t* src = in + plane * HW;
+        opmath_t v = 0;
+        for (int j = 0; j < 4; ++j)
+          if (b.idx[j] >= 0) v += b.wt[j] * opmath_t(src[b.idx[j]]);
+        o[i] = v;
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> boundary_sample_backward_cpu(const at::Tensor& grad_, const at::Tensor& boxes_,
+                                                                const at::Tensor& offsets_) {
+  check_boundary_sample(boxes_, offsets_);
+  TORCH_CHECK(grad_.sizes() == boxes_.sizes(), "grad must have the shape of boxes ", shape_str(boxes_), ", got ",
+              shape_str(grad_));
+  const auto boxes = boxes_.contiguous(), offsets = offsets_.contiguous();
+  const auto grad = grad_.to(boxes.scalar_type()).contiguous();
+  const int64_t N = boxes.size(0), H = boxes.size(2), W = boxes.size(3), HW = H * W;
+  // 16-bit inputs accumulate the scattered box gradient in float.
+  auto grad_boxes_acc = at::zeros(boxes.sizes(), boxes.options().dtype(at::toOpMathType(boxes.scalar_type())));
+  auto grad_offsets = at::empty_like(offsets);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, boxes.scalar_type(), "boundary_sample_backward_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const scalar_t* in = boxes.data_ptr<scalar_t>();
+    const scalar_t* off = offsets.data_ptr<scalar_t>();
+    const scalar_t* go = grad.data_ptr<scalar_t>();
+    opmath_t* gb = grad_boxes_acc.data_ptr<opmath_t>();
+    scalar_t* goff = grad_offsets.data_ptr<scalar_t>();
+    // One (n, c) plane per task: its samples scatter only into its own plane, so no two threads
+    // write the same element.
+    at::parallel_for(0, N * 4, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t n = plane / 4, c = plane % 4;
+        const scalar_t* src = in + plane * HW;
+        opmath_t* dst = gb + plane * HW;
+        for (int64_t pos = 0; pos < HW; ++pos) {
+          const int64_t oy = (n * 8 + 2 * c) * HW + pos, ox = oy + HW;
+          const opmath_t y = opmath_t(pos / W) + opmath_t(off[oy]);
+          const opmath_t x = opmath_t(pos % W) + opmath_t(off[ox]);
+          const auto b = bilinear(y, x, H, W);
+          const opmath_t g = go[plane * HW + pos];
+          opmath_t d_y = 0, d_x = 0;
+          for (int j = 0; j < 4; ++j) {
+            if (b.idx[j] < 0) continue;
+            const opmath_t v = src[b.idx[j]];
+            d_y += b.dwt_dy[j] * v;
+            d_x += b.dwt_dx[j] * v;
+            dst[b.idx[j]] += b.wt[j] * g;
+          }
+          goff[oy] = g * d_y;
+          goff[ox] = g * d_x;
+        }
+      }
+    });
+  });
+  return {grad_boxes_acc.to(boxes.scalar_type()), grad_offsets};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dw_ops, CPU, m) {
+  m.impl("boundary_sample", &boundary_sample_cpu);
+  m.impl("_boundary_sample_backward", &boundary_sample_backward_cpu);
+}
+
+}  // namespace dw_ops

@@ -1,0 +1,114 @@
+"""Fake (meta) kernels, autograd and autocast rules of the dw_ops operators.
+
+The schemas and the CPU/CUDA kernels live in csrc/; this module adds what torch.compile, autograd
+and AMP need. It must run after the extension is loaded (the ops must exist).
+"""
+import torch
+
+from dw_ops import _ext  # noqa: F401  (registers the operators)
+
+ops = torch.ops.dw_ops
+_LOSS_OPS = ("dw_ops::bag_iou", "dw_ops::dual_weights", "dw_ops::neg_loss")
+
+
+# ---- fake kernels: output shapes and dtypes only -------------------------------------------------
+
+@torch.library.register_fake("dw_ops::bag_pairs")
+def _(points, gt_boxes):
+    num_pairs = torch.library.get_ctx().new_dynamic_size()
+    pair = points.new_empty((num_pairs,), dtype=torch.int64)
+    return pair, pair.clone(), points.new_empty((gt_boxes.shape[0] + 1,), dtype=torch.int64)
+
+
+@torch.library.register_fake("dw_ops::bag_iou")
+def _(points, strides, distances, gt_boxes, gt_image, pair_gt, pair_point, sigma, hard_prior):
+    out = distances.new_empty(pair_gt.shape)
+    return out, out.clone(), out.clone()
+
+
+@torch.library.register_fake("dw_ops::_bag_iou_backward")
+def _(grad, points, distances, gt_boxes, gt_image, pair_gt, pair_point):
+    return torch.empty_like(distances, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("dw_ops::dual_weights")
+def _(score, iou, giou_loss, prior, gt_pair_offsets, pos_mode, beta, mu_num, mu_den, neg_mode, gamma1):
+    return torch.empty_like(score), torch.empty_like(score)
+
+
+def _neg_loss_dtype(cls_logits: torch.Tensor) -> torch.dtype:
+    return torch.float64 if cls_logits.dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("dw_ops::neg_loss")
+def _(cls_logits, ctr_logits, entry_index, entry_weight, gamma_out, gamma_in, base_weight):
+    return cls_logits.new_empty((), dtype=_neg_loss_dtype(cls_logits))
+
+
+@torch.library.register_fake("dw_ops::_neg_loss_backward")
+def _(grad, cls_logits, ctr_logits, entry_index, entry_weight, gamma_out, gamma_in, base_weight):
+    return torch.empty_like(cls_logits), ctr_logits.new_empty(ctr_logits.shape)
+
+
+@torch.library.register_fake("dw_ops::boundary_sample")
+def _(boxes, offsets):
+    return torch.empty_like(boxes, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("dw_ops::_boundary_sample_backward")
+def _(grad, boxes, offsets):
+    return (torch.empty_like(boxes, memory_format=torch.contiguous_format),
+            torch.empty_like(offsets, memory_format=torch.contiguous_format))
+
+
+# ---- autograd --------------------------------------------------------------------------------------
+
+def _bag_iou_setup(ctx, inputs, output):
+    points, _strides, distances, gt_boxes, gt_image, pair_gt, pair_point, _sigma, _hard = inputs
+    ctx.save_for_backward(points, distances, gt_boxes, gt_image, pair_gt, pair_point)
+    ctx.mark_non_differentiable(output[0], output[1])  # prior and IoU carry no gradient
+
+
+def _bag_iou_backward(ctx, _grad_prior, _grad_iou, grad_giou_loss):
+    points, distances, gt_boxes, gt_image, pair_gt, pair_point = ctx.saved_tensors
+    grad_distances = None
+    if ctx.needs_input_grad[2]:
+        grad_distances = ops._bag_iou_backward(grad_giou_loss, points, distances, gt_boxes, gt_image, pair_gt,
+                                               pair_point)
+    return None, None, grad_distances, None, None, None, None, None, None
+
+
+torch.library.register_autograd("dw_ops::bag_iou", _bag_iou_backward, setup_context=_bag_iou_setup)
+
+
+def _neg_loss_setup(ctx, inputs, output):
+    cls_logits, ctr_logits, entry_index, entry_weight, gamma_out, gamma_in, base_weight = inputs
+    ctx.save_for_backward(cls_logits, ctr_logits, entry_index, entry_weight)
+    ctx.params = (gamma_out, gamma_in, base_weight)
+
+
+def _neg_loss_backward(ctx, grad):
+    cls_logits, ctr_logits, entry_index, entry_weight = ctx.saved_tensors
+    grad_cls, grad_ctr = ops._neg_loss_backward(grad, cls_logits, ctr_logits, entry_index, entry_weight, *ctx.params)
+    return grad_cls, grad_ctr, None, None, None, None, None
+
+
+torch.library.register_autograd("dw_ops::neg_loss", _neg_loss_backward, setup_context=_neg_loss_setup)
+
+
+def _boundary_sample_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _boundary_sample_backward(ctx, grad):
+    boxes, offsets = ctx.saved_tensors
+    return ops._boundary_sample_backward(grad, boxes, offsets)
+
+
+torch.library.register_autograd("dw_ops::boundary_sample", _boundary_sample_backward,
+                                setup_context=_boundary_sample_setup)
+
+# ---- autocast: the assignment and the loss run in float32 under AMP -----------------------------
+for _name in _LOSS_OPS:
+    for _device in ("cpu", "cuda"):
+        torch.library.register_autocast(_name, _device, torch.float32)

@@ -1,0 +1,84 @@
+"""Build the dw_ops._C extension.
+
+    python setup.py build_ext --inplace
+
+CPU kernels are always built. CUDA kernels are built when a CUDA toolkit is found and either a GPU
+is visible or FORCE_CUDA=1 (e.g. on a build machine without a GPU). The fixes for the usual build
+pitfalls (CUDA_HOME guessed wrong, no TORCH_CUDA_ARCH_LIST without a GPU, headers that live in the
+CUDA wheels rather than the toolkit) are applied here so that users need not know about them.
+"""
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+# Data-centre and consumer GPUs that nvcc 12/13 can target (Turing .. Blackwell), plus PTX for newer.
+DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
+
+
+def _guess_cuda_home() -> None:
+    # torch.utils.cpp_extension reads CUDA_HOME at import; it can mistake /usr/local for the toolkit.
+    if not os.environ.get("CUDA_HOME") and not os.environ.get("CUDA_PATH"):
+        for candidate in ("/usr/local/cuda",):
+            if os.path.exists(os.path.join(candidate, "bin", "nvcc")):
+                os.environ["CUDA_HOME"] = candidate
+
+
+_guess_cuda_home()
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _want_cuda() -> bool:
+    if os.environ.get("FORCE_CPU", "0") == "1":
+        return False
+    if torch.version.cuda is None or CUDA_HOME is None:
+        if os.environ.get("FORCE_CUDA", "0") == "1":
+            sys.exit("FORCE_CUDA=1 but torch is a CPU build or no CUDA toolkit was found "
+                     "(set CUDA_HOME to the toolkit folder).")
+        return False
+    return torch.cuda.is_available() or os.environ.get("FORCE_CUDA", "0") == "1"
+
+
+def _wheel_cuda_include_dirs() -> list:
+    # The CUDA toolkit on a machine may lack headers (e.g. cusparse.h) that the torch wheel's
+    # nvidia-* dependencies ship; ATen's CUDA headers include them.
+    dirs = []
+    for base in sys.path:
+        dirs += glob.glob(os.path.join(base, "nvidia", "cu*", "include"))
+        dirs += glob.glob(os.path.join(base, "nvidia", "*", "include"))
+    return sorted({d for d in dirs if os.path.isdir(d)})
+
+
+def _extension():
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    include_dirs = [os.path.join(HERE, "csrc")]
+    cxx_flags = ["-O3"]  # the C++ standard is the one torch.utils.cpp_extension picks for this torch
+    define_macros = [("DW_TORCH_VERSION", f'"{torch.__version__}"')]
+    if not _want_cuda():
+        return CppExtension("dw_ops._C", sources, include_dirs=include_dirs,
+                            extra_compile_args={"cxx": cxx_flags}, define_macros=define_macros)
+    if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "visible GPU")
+    sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    define_macros += [("WITH_CUDA", None), ("DW_CUDA_ARCHS", f'"{archs}"')]
+    nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+    return CUDAExtension("dw_ops._C", sources, include_dirs=include_dirs + _wheel_cuda_include_dirs(),
+                         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+                         define_macros=define_macros)
+
+
+setup(
+    name="dwdet",
+    version="0.1.0",
+    description="Dual Weighting label assignment for dense object detectors, with fused C++/CUDA operators",
+    packages=find_packages(include=["dw_ops", "dw_ops.*", "dwdet", "dwdet.*"]),
+    python_requires=">=3.9",
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
