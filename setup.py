@@ -54,10 +54,20 @@ def _wheel_cuda_include_dirs() -> list:
     return sorted({d for d in dirs if os.path.isdir(d)})
 
 
+def _simd_flags() -> list:
+    # The CPU kernels use ATen's Vectorized types; compile them for AVX2 when this CPU has it
+    # (DW_CPU_ARCH=generic builds a portable extension instead, e.g. for a wheel).
+    if os.environ.get("DW_CPU_ARCH", "native") == "generic":
+        return []
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    return []
+
+
 def _extension():
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     include_dirs = [os.path.join(HERE, "csrc")]
-    cxx_flags = ["-O3"]  # the C++ standard is the one torch.utils.cpp_extension picks for this torch
+    cxx_flags = ["-O3", "-g0"] + _simd_flags()  # the C++ standard is the one cpp_extension picks for this torch
     define_macros = [("DW_TORCH_VERSION", f'"{torch.__version__}"')]
     if not _want_cuda():
         return CppExtension("dw_ops._C", sources, include_dirs=include_dirs,

@@ -17,11 +17,11 @@ TORCH_LIBRARY(dw_ops, m) {
         "int pos_mode, float beta, float mu_num, float mu_den, int neg_mode, float gamma1) "
         "-> (Tensor pos_weight, Tensor neg_prob)");
   // sum over all (n, p, k) of w * s^gamma * BCE(s, 0), s = sigmoid(cls) * sigmoid(ctr), where w is
-  // base_weight (with gamma_out) except at the listed entries (entry_weight, with gamma_in).
+  // base_weight (with gamma_out) except at the listed entries (entry_weight, with gamma_in). With
+  // compute_grad it also returns d loss / d cls and d loss / d ctr from the same single pass (the
+  // backward then only scales them); otherwise the two gradients are empty.
   m.def("neg_loss(Tensor cls_logits, Tensor ctr_logits, Tensor entry_index, Tensor entry_weight, "
-        "float gamma_out, float gamma_in, float base_weight) -> Tensor");
-  m.def("_neg_loss_backward(Tensor grad, Tensor cls_logits, Tensor ctr_logits, Tensor entry_index, "
-        "Tensor entry_weight, float gamma_out, float gamma_in, float base_weight) -> (Tensor, Tensor)");
+        "float gamma_out, float gamma_in, float base_weight, bool compute_grad) -> (Tensor loss, Tensor grad_cls, Tensor grad_ctr)");
   // Each of the 4 box channels bilinearly sampled at its own (dy, dx) offset, deform-conv style.
   m.def("boundary_sample(Tensor boxes, Tensor offsets) -> Tensor");
   m.def("_boundary_sample_backward(Tensor grad, Tensor boxes, Tensor offsets) -> (Tensor, Tensor)");

@@ -41,13 +41,11 @@ def _neg_loss_dtype(cls_logits: torch.Tensor) -> torch.dtype:
 
 
 @torch.library.register_fake("dw_ops::neg_loss")
-def _(cls_logits, ctr_logits, entry_index, entry_weight, gamma_out, gamma_in, base_weight):
-    return cls_logits.new_empty((), dtype=_neg_loss_dtype(cls_logits))
-
-
-@torch.library.register_fake("dw_ops::_neg_loss_backward")
-def _(grad, cls_logits, ctr_logits, entry_index, entry_weight, gamma_out, gamma_in, base_weight):
-    return torch.empty_like(cls_logits), ctr_logits.new_empty(ctr_logits.shape)
+def _(cls_logits, ctr_logits, entry_index, entry_weight, gamma_out, gamma_in, base_weight, compute_grad):
+    n, p, c = cls_logits.shape
+    rows = n if compute_grad else 0
+    grad_cls = cls_logits.new_empty((rows, c, p)).transpose(1, 2)  # class-major, like the kernels
+    return cls_logits.new_empty((), dtype=_neg_loss_dtype(cls_logits)), grad_cls, ctr_logits.new_empty((rows, p))
 
 
 @torch.library.register_fake("dw_ops::boundary_sample")
@@ -82,15 +80,20 @@ torch.library.register_autograd("dw_ops::bag_iou", _bag_iou_backward, setup_cont
 
 
 def _neg_loss_setup(ctx, inputs, output):
-    cls_logits, ctr_logits, entry_index, entry_weight, gamma_out, gamma_in, base_weight = inputs
-    ctx.save_for_backward(cls_logits, ctr_logits, entry_index, entry_weight)
-    ctx.params = (gamma_out, gamma_in, base_weight)
+    # The forward already computed the gradients (one pass over the scores); keep them.
+    _loss, grad_cls, grad_ctr = output
+    ctx.mark_non_differentiable(grad_cls, grad_ctr)
+    ctx.save_for_backward(grad_cls, grad_ctr)
+    ctx.computed = inputs[-1]
 
 
-def _neg_loss_backward(ctx, grad):
-    cls_logits, ctr_logits, entry_index, entry_weight = ctx.saved_tensors
-    grad_cls, grad_ctr = ops._neg_loss_backward(grad, cls_logits, ctr_logits, entry_index, entry_weight, *ctx.params)
-    return grad_cls, grad_ctr, None, None, None, None, None
+def _neg_loss_backward(ctx, grad, _grad_of_grad_cls, _grad_of_grad_ctr):
+    if not ctx.computed:
+        raise RuntimeError("dw_ops::neg_loss was called with compute_grad=False, so it has no gradient; "
+                           "call dw_ops.neg_loss (which sets it) or pass compute_grad=True")
+    grad_cls, grad_ctr = ctx.saved_tensors
+    return (grad_cls * grad.to(grad_cls.dtype), grad_ctr * grad.to(grad_ctr.dtype),
+            None, None, None, None, None, None)
 
 
 torch.library.register_autograd("dw_ops::neg_loss", _neg_loss_backward, setup_context=_neg_loss_setup)

@@ -165,9 +165,11 @@ def neg_loss(cls_logits: Tensor, ctr_logits: Tensor, entry_index: Optional[Tenso
     ``(n * P + p) * C + k`` indices, unique), where ``w = entry_weight, g = gamma_in`` (default ``gamma``).
     The released DW loss uses ``P_neg`` as the entry weights and ``gamma = 2``.
 
-    Differentiable w.r.t. both logits (entry_weight is a constant). cls_logits (N, P, C) may be any
-    strided view, e.g. the transpose of a (N, C, P) tensor. Returns a float32 scalar (float64 for
-    float64 logits). NaN logits give a NaN loss.
+    Differentiable w.r.t. both logits (entry_weight is a constant); the gradients are computed in
+    the same pass as the loss when the logits require grad, and the backward only scales them.
+    cls_logits (N, P, C) may be any strided view; the fastest layout is class-major, i.e. the
+    transpose of a contiguous (N, C, P) tensor (how per-level head outputs concatenate). Returns a
+    float32 scalar (float64 for float64 logits). NaN logits give a NaN loss.
     """
     if entry_index is None:
         entry_index = torch.zeros(0, dtype=torch.int64, device=cls_logits.device)
@@ -177,8 +179,10 @@ def neg_loss(cls_logits: Tensor, ctr_logits: Tensor, entry_index: Optional[Tenso
     if entry_weight.requires_grad:
         raise ValueError("entry_weight is treated as a constant: pass entry_weight.detach()")
     gamma_in = gamma if gamma_in is None else gamma_in
-    return ops.neg_loss(cls_logits, ctr_logits, entry_index, entry_weight, float(gamma), float(gamma_in),
-                        float(base_weight))
+    compute_grad = torch.is_grad_enabled() and (cls_logits.requires_grad or ctr_logits.requires_grad)
+    loss, _, _ = ops.neg_loss(cls_logits, ctr_logits, entry_index, entry_weight, float(gamma), float(gamma_in),
+                              float(base_weight), compute_grad)
+    return loss
 
 
 def boundary_sample(boxes: Tensor, offsets: Tensor) -> Tensor:

@@ -194,47 +194,75 @@ DW_HOST_DEVICE inline T paper_neg_prob(T iou, T gamma1) {
 
 // ---------------------------------------------------------------------------------------------
 // Negative classification term  w * s^gamma * BCE(s, 0),  s = sigmoid(cls) * sigmoid(ctr)
+//
+// Written once for scalars (float/double, host and device) and for CPU SIMD vectors: the
+// transcendental functions go through Prim<T>, which csrc/cpu/vec_math.h specialises for
+// at::vec::Vectorized. `gamma` stays a scalar (it is uniform over a launch).
 // ---------------------------------------------------------------------------------------------
 
 template <typename T>
+struct Prim {
+  static DW_HOST_DEVICE inline T exp(T x) { return std::exp(x); }
+  static DW_HOST_DEVICE inline T log1p(T x) { return std::log1p(x); }
+  static DW_HOST_DEVICE inline T pow(T x, T y) { return std::pow(x, y); }
+  static DW_HOST_DEVICE inline T max(T a, T b) { return max_(a, b); }
+};
+
+template <typename T>
 DW_HOST_DEVICE inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+  return T(1) / (T(1) + Prim<T>::exp(-x));
 }
 
-// PyTorch's binary_cross_entropy against target 0: -max(log1p(-s), -100).
+// PyTorch's binary_cross_entropy against target 0: -max(log1p(-s), -100) (NaN propagates).
 template <typename T>
 DW_HOST_DEVICE inline T bce_zero(T s) {
-  const T log_q = std::log1p(-s);
-  return log_q < T(-100) ? T(100) : -log_q;  // NaN propagates
+  return -Prim<T>::max(Prim<T>::log1p(-s), T(-100));
 }
 
 // Its derivative as PyTorch's backward computes it: s / max((1 - s) s, 1e-12).
 template <typename T>
 DW_HOST_DEVICE inline T bce_zero_grad(T s) {
-  return s / max_((T(1) - s) * s, T(1e-12));
+  return s / Prim<T>::max((T(1) - s) * s, T(1e-12));
 }
 
-// s^gamma with the gradient convention of torch.pow: d/ds s^0 = 0.
-template <typename T>
-DW_HOST_DEVICE inline T pow_gamma(T s, T gamma) {
-  return gamma == T(2) ? s * s : std::pow(s, gamma);
+// s^gamma, and its derivative with torch.pow's convention d/ds s^0 = 0.
+template <typename T, typename G>
+DW_HOST_DEVICE inline T pow_gamma(T s, G gamma) {
+  if (gamma == G(2)) return s * s;
+  if (gamma == G(0)) return T(1);
+  return Prim<T>::pow(s, T(gamma));
 }
-template <typename T>
-DW_HOST_DEVICE inline T pow_gamma_grad(T s, T gamma) {
-  if (gamma == T(0)) return T(0);
-  if (gamma == T(2)) return T(2) * s;
-  return gamma * std::pow(s, gamma - T(1));
+template <typename T, typename G>
+DW_HOST_DEVICE inline T pow_gamma_grad(T s, G gamma) {
+  if (gamma == G(2)) return T(2) * s;
+  if (gamma == G(0)) return T(0);
+  return T(gamma) * Prim<T>::pow(s, T(gamma - G(1)));
 }
 
-template <typename T>
-DW_HOST_DEVICE inline T neg_term(T s, T gamma) {
+template <typename T, typename G>
+DW_HOST_DEVICE inline T neg_term(T s, G gamma) {
   return pow_gamma(s, gamma) * bce_zero(s);
 }
 
 // d neg_term / d s
-template <typename T>
-DW_HOST_DEVICE inline T neg_term_grad(T s, T gamma) {
+template <typename T, typename G>
+DW_HOST_DEVICE inline T neg_term_grad(T s, G gamma) {
   return pow_gamma_grad(s, gamma) * bce_zero(s) + pow_gamma(s, gamma) * bce_zero_grad(s);
+}
+
+// One score of the negative term: value and gradients w.r.t. the class logit x and the
+// centerness logit c (given sc = sigmoid(c)), all scaled by `weight`.
+template <typename T>
+struct NegGrad {
+  T value, d_cls, d_ctr;
+};
+
+template <typename T, typename G>
+DW_HOST_DEVICE inline NegGrad<T> neg_term_and_grads(T x, T sc, G gamma, T weight) {
+  const T sx = sigmoid(x);
+  const T s = sx * sc;
+  const T d_s = weight * neg_term_grad(s, gamma);
+  return {weight * neg_term(s, gamma), d_s * sc * sx * (T(1) - sx), d_s * sx * sc * (T(1) - sc)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -260,7 +288,12 @@ DW_HOST_DEVICE inline Bilinear<T> bilinear(T y, T x, int64_t H, int64_t W) {
     b.dwt_dy[i] = T(0);
     b.dwt_dx[i] = T(0);
   }
-  if (!(y > T(-1) && y < T(H) && x > T(-1) && x < T(W))) return b;  // also rejects NaN
+  if (y != y || x != x) {  // a NaN sample point propagates NaN (through corner 0) instead of vanishing
+    b.idx[0] = 0;
+    b.wt[0] = b.dwt_dy[0] = b.dwt_dx[0] = y + x;
+    return b;
+  }
+  if (!(y > T(-1) && y < T(H) && x > T(-1) && x < T(W))) return b;
   const T yf = std::floor(y), xf = std::floor(x);
   const int64_t y0 = static_cast<int64_t>(yf), x0 = static_cast<int64_t>(xf);
   const T ly = y - yf, lx = x - xf;

@@ -20,20 +20,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bag_pairs_cpu(const at::Tensor& p
   const auto points = points_.contiguous();
   const auto gt_boxes = gt_boxes_.contiguous();
   const int64_t P = points.size(0), M = gt_boxes.size(0);
-  // The (M, P) inside mask is the only dense intermediate; never (M, P, 4).
-  auto inside = at::empty({M, P}, points.options().dtype(at::kBool));
+  // Two passes per GT, in parallel over GTs: count its inside points, then write them at its
+  // offset. Pairs come grouped per GT, points ascending; nothing (M, P)-sized is stored.
+  auto offsets = at::zeros({M + 1}, points.options().dtype(at::kLong));
+  int64_t* off = offsets.data_ptr<int64_t>();
+  at::Tensor pair_gt, pair_point;
   AT_DISPATCH_FLOATING_TYPES(points.scalar_type(), "bag_pairs_cpu", [&] {
     const scalar_t* pts = points.data_ptr<scalar_t>();
     const scalar_t* gts = gt_boxes.data_ptr<scalar_t>();
-    bool* out = inside.data_ptr<bool>();
-    at::parallel_for(0, M * P, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t g = i / P, p = i % P;
-        out[i] = strictly_inside(pts[2 * p], pts[2 * p + 1], gts + 4 * g);
+    at::parallel_for(0, M, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t g = begin; g < end; ++g) {
+        int64_t count = 0;
+        for (int64_t p = 0; p < P; ++p) count += strictly_inside(pts[2 * p], pts[2 * p + 1], gts + 4 * g);
+        off[g + 1] = count;
+      }
+    });
+    for (int64_t g = 0; g < M; ++g) off[g + 1] += off[g];
+    pair_gt = at::empty({off[M]}, offsets.options());
+    pair_point = at::empty({off[M]}, offsets.options());
+    int64_t* pg = pair_gt.data_ptr<int64_t>();
+    int64_t* pp = pair_point.data_ptr<int64_t>();
+    at::parallel_for(0, M, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t g = begin; g < end; ++g) {
+        int64_t k = off[g];
+        for (int64_t p = 0; p < P; ++p) {
+          if (strictly_inside(pts[2 * p], pts[2 * p + 1], gts + 4 * g)) {
+            pg[k] = g;
+            pp[k++] = p;
+          }
+        }
       }
     });
   });
-  return pairs_from_mask(inside);
+  return {pair_gt, pair_point, offsets};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bag_iou_cpu(const at::Tensor& points_, const at::Tensor& strides_,

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "common/checks.h"
+#include "cpu/vec_math.h"
 #include "common/dw_math.h"
 #include "common/glue.h"
 
@@ -60,114 +61,102 @@ std::tuple<at::Tensor, at::Tensor> dual_weights_cpu(const at::Tensor& score_, co
   return {pos_weight, neg_prob};
 }
 
-// Strided view of the (N, P, C) logits and the (N, P) centerness, indexed by row r = n * P + p.
-template <typename scalar_t>
-struct Logits {
-  const scalar_t* cls;
-  const scalar_t* ctr;
-  int64_t P, C, cls_sn, cls_sp, cls_sc, ctr_sn, ctr_sp;
-  Logits(const at::Tensor& c, const at::Tensor& t)
-      : cls(c.data_ptr<scalar_t>()), ctr(t.data_ptr<scalar_t>()), P(c.size(1)), C(c.size(2)),
-        cls_sn(c.stride(0)), cls_sp(c.stride(1)), cls_sc(c.stride(2)), ctr_sn(t.stride(0)), ctr_sp(t.stride(1)) {}
-  int64_t cls_offset(int64_t row, int64_t k) const { return (row / P) * cls_sn + (row % P) * cls_sp + k * cls_sc; }
-  int64_t ctr_offset(int64_t row) const { return (row / P) * ctr_sn + (row % P) * ctr_sp; }
-};
-
-at::Tensor neg_loss_cpu(const at::Tensor& cls_logits, const at::Tensor& ctr_logits, const at::Tensor& entry_index,
-                        const at::Tensor& entry_weight_, double gamma_out, double gamma_in, double base_weight) {
-  check_neg_loss(cls_logits, ctr_logits, entry_index, entry_weight_);
-  const int64_t rows = cls_logits.size(0) * cls_logits.size(1), C = cls_logits.size(2);
-  const int64_t U = entry_index.numel();
-  const auto index = entry_index.contiguous();
-  const auto weight = entry_weight_.to(at::kDouble).contiguous();
-  double total = 0;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cls_logits.scalar_type(), "neg_loss_cpu", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
-    const Logits<scalar_t> lg(cls_logits, ctr_logits);
-    const opmath_t g_out = gamma_out, g_in = gamma_in, base = base_weight;
-    const double dense = at::parallel_reduce(0, rows, 64, 0.0, [&](int64_t begin, int64_t end, double acc) {
-      for (int64_t r = begin; r < end; ++r) {
-        const opmath_t sc = sigmoid(opmath_t(lg.ctr[lg.ctr_offset(r)]));
-        const scalar_t* x = lg.cls + lg.cls_offset(r, 0);
-        opmath_t row = 0;
-        for (int64_t k = 0; k < C; ++k) row += neg_term(sigmoid(opmath_t(x[k * lg.cls_sc])) * sc, g_out);
-        acc += double(row) * double(base);
-      }
-      return acc;
-    }, std::plus<double>());
-    // The listed entries replace base * s^gamma_out by w * s^gamma_in.
-    const int64_t* idx = index.data_ptr<int64_t>();
-    const double* w = weight.data_ptr<double>();
-    double correction = 0;
-    for (int64_t e = 0; e < U; ++e) {
-      const int64_t r = idx[e] / C, k = idx[e] % C;
-      const opmath_t s = sigmoid(opmath_t(lg.cls[lg.cls_offset(r, k)])) * sigmoid(opmath_t(lg.ctr[lg.ctr_offset(r)]));
-      correction += w[e] * double(neg_term(s, g_in)) - double(base) * double(neg_term(s, g_out));
-    }
-    total = dense + correction;
-  });
-  return at::scalar_tensor(total, cls_logits.options().dtype(neg_loss_dtype(cls_logits)));
+// The negative term's kernel reads the logits class-major, (N, C, P) in memory with P contiguous
+// (how the head's per-level outputs concatenate), so that SIMD lanes run over points. Other
+// layouts are copied into it once; 16-bit logits are computed in float.
+at::Tensor class_major(const at::Tensor& cls_logits) {
+  const auto x = cls_logits.to(at::toOpMathType(cls_logits.scalar_type()));
+  const int64_t P = x.size(1), C = x.size(2);
+  if (x.stride(1) == 1 && x.stride(2) == P && x.stride(0) == P * C) return x;
+  return x.transpose(1, 2).contiguous().transpose(1, 2);
 }
 
-std::tuple<at::Tensor, at::Tensor> neg_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& cls_logits,
-                                                         const at::Tensor& ctr_logits, const at::Tensor& entry_index,
-                                                         const at::Tensor& entry_weight_, double gamma_out,
-                                                         double gamma_in, double base_weight) {
-  check_neg_loss(cls_logits, ctr_logits, entry_index, entry_weight_);
-  TORCH_CHECK(grad.numel() == 1, "grad of neg_loss must be a scalar, got ", shape_str(grad));
-  const int64_t rows = cls_logits.size(0) * cls_logits.size(1), C = cls_logits.size(2);
-  const int64_t U = entry_index.numel();
-  const auto index = entry_index.contiguous();
-  const auto weight = entry_weight_.to(at::kDouble).contiguous();
-  const double g = grad.item<double>();
-  // grad_cls keeps the logits' memory layout; the centerness gradient is a sum over classes,
-  // accumulated in opmath precision and cast once at the end.
-  auto grad_cls = at::empty_like(cls_logits);
-  auto grad_ctr_acc = at::empty(ctr_logits.sizes(), ctr_logits.options().dtype(at::toOpMathType(ctr_logits.scalar_type())));
-  auto ctr_corr = at::empty({U}, grad_ctr_acc.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cls_logits.scalar_type(), "neg_loss_backward_cpu", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
-    const Logits<scalar_t> lg(cls_logits, ctr_logits);
-    scalar_t* gc = grad_cls.data_ptr<scalar_t>();
-    opmath_t* gt = grad_ctr_acc.data_ptr<opmath_t>();
-    const int64_t gt_sn = grad_ctr_acc.stride(0), gt_sp = grad_ctr_acc.stride(1);
-    const opmath_t g_out = gamma_out, g_in = gamma_in, base = base_weight, go = g;
-    // grad_cls shares the logits' strides (empty_like preserves a dense layout).
-    const int64_t gsn = grad_cls.stride(0), gsp = grad_cls.stride(1), gsc = grad_cls.stride(2);
-    const int64_t P = lg.P;
-    at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const opmath_t sc = sigmoid(opmath_t(lg.ctr[lg.ctr_offset(r)]));
-        const scalar_t* x = lg.cls + lg.cls_offset(r, 0);
-        scalar_t* gx = gc + (r / P) * gsn + (r % P) * gsp;
-        opmath_t d_ctr = 0;
-        for (int64_t k = 0; k < C; ++k) {
-          const opmath_t sx = sigmoid(opmath_t(x[k * lg.cls_sc]));
-          const opmath_t d_s = go * base * neg_term_grad(sx * sc, g_out);
-          gx[k * gsc] = d_s * sc * sx * (opmath_t(1) - sx);
-          d_ctr += d_s * sx;
-        }
-        gt[(r / P) * gt_sn + (r % P) * gt_sp] = d_ctr * sc * (opmath_t(1) - sc);
+template <typename scalar_t, bool kGrad>
+double neg_loss_dense(const scalar_t* x, const scalar_t* ctr, scalar_t* grad_cls, scalar_t* grad_ctr, int64_t N,
+                      int64_t P, int64_t C, double gamma, double base) {
+  using Vec = at::vec::Vectorized<scalar_t>;
+  constexpr int64_t kBlock = 256;  // points per task; their sigmoid(ctr) and ctr gradients stay on the stack
+  constexpr int64_t kLanes = Vec::size();
+  const int64_t blocks = (P + kBlock - 1) / kBlock;
+  const scalar_t w = base;
+  return at::parallel_reduce(0, N * blocks, 1, 0.0, [&](int64_t begin, int64_t end, double acc) {
+    alignas(64) scalar_t sc[kBlock], d_ctr[kBlock], lane_sum[kLanes];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, p0 = (task % blocks) * kBlock, len = std::min(kBlock, P - p0);
+      for (int64_t i = 0; i < len; ++i) {
+        sc[i] = sigmoid(ctr[n * P + p0 + i]);
+        d_ctr[i] = 0;
       }
-    });
+      for (int64_t k = 0; k < C; ++k) {
+        const int64_t row = (n * C + k) * P + p0;
+        Vec sum(0);
+        double tail = 0;
+        int64_t i = 0;
+        for (; i + kLanes <= len; i += kLanes) {
+          const auto r = neg_term_and_grads(Vec::loadu(x + row + i), Vec::loadu(sc + i), gamma, Vec(w));
+          sum += r.value;
+          if constexpr (kGrad) {
+            r.d_cls.store(grad_cls + row + i);
+            (Vec::loadu(d_ctr + i) + r.d_ctr).store(d_ctr + i);
+          }
+        }
+        for (; i < len; ++i) {
+          const auto r = neg_term_and_grads(x[row + i], sc[i], gamma, w);
+          tail += r.value;
+          if constexpr (kGrad) {
+            grad_cls[row + i] = r.d_cls;
+            d_ctr[i] += r.d_ctr;
+          }
+        }
+        sum.store(lane_sum);
+        for (int64_t l = 0; l < kLanes; ++l) acc += lane_sum[l];
+        acc += tail;
+      }
+      if constexpr (kGrad) std::copy(d_ctr, d_ctr + len, grad_ctr + n * P + p0);
+    }
+    return acc;
+  }, std::plus<double>());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> neg_loss_cpu(const at::Tensor& cls_logits, const at::Tensor& ctr_logits,
+                                                            const at::Tensor& entry_index,
+                                                            const at::Tensor& entry_weight, double gamma_out,
+                                                            double gamma_in, double base_weight, bool compute_grad) {
+  check_neg_loss(cls_logits, ctr_logits, entry_index, entry_weight);
+  const int64_t N = cls_logits.size(0), P = cls_logits.size(1), C = cls_logits.size(2);
+  const auto x = class_major(cls_logits);  // (N, P, C) view of (N, C, P) memory
+  const auto ctr = ctr_logits.to(x.scalar_type()).contiguous();
+  const auto index = entry_index.contiguous();
+  const auto weight = entry_weight.to(at::kDouble).contiguous();
+  auto grad_cls = at::empty({compute_grad ? N : 0, C, P}, x.options()).transpose(1, 2);
+  auto grad_ctr = at::empty({compute_grad ? N : 0, P}, x.options());
+  double total = 0;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "neg_loss_cpu", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* cp = ctr.data_ptr<scalar_t>();
+    scalar_t* gc = grad_cls.data_ptr<scalar_t>();
+    scalar_t* gt = grad_ctr.data_ptr<scalar_t>();
+    total = compute_grad ? neg_loss_dense<scalar_t, true>(xp, cp, gc, gt, N, P, C, gamma_out, base_weight)
+                         : neg_loss_dense<scalar_t, false>(xp, cp, gc, gt, N, P, C, gamma_out, base_weight);
+    // The listed entries replace base * s^gamma_out by w * s^gamma_in (few: a serial pass).
     const int64_t* idx = index.data_ptr<int64_t>();
     const double* w = weight.data_ptr<double>();
-    opmath_t* cc = ctr_corr.data_ptr<opmath_t>();
-    at::parallel_for(0, U, 1024, [&](int64_t begin, int64_t end) {
-      for (int64_t e = begin; e < end; ++e) {
-        const int64_t r = idx[e] / C, k = idx[e] % C;
-        const opmath_t sc = sigmoid(opmath_t(lg.ctr[lg.ctr_offset(r)]));
-        const opmath_t sx = sigmoid(opmath_t(lg.cls[lg.cls_offset(r, k)]));
-        const opmath_t s = sx * sc;
-        const opmath_t d_in = go * opmath_t(w[e]) * neg_term_grad(s, g_in);
-        const opmath_t d_base = go * base * neg_term_grad(s, g_out);
-        gc[(r / P) * gsn + (r % P) * gsp + k * gsc] = d_in * sc * sx * (opmath_t(1) - sx);
-        cc[e] = (d_in - d_base) * sx * sc * (opmath_t(1) - sc);
+    const scalar_t g_in = gamma_in, g_out = gamma_out, base = base_weight;
+    for (int64_t e = 0; e < index.numel(); ++e) {
+      const int64_t n = idx[e] / (P * C), p = idx[e] / C % P, k = idx[e] % C;
+      const int64_t off = (n * C + k) * P + p;
+      const scalar_t sc = sigmoid(cp[n * P + p]);
+      const auto in = neg_term_and_grads(xp[off], sc, g_in, scalar_t(w[e]));
+      const auto out = neg_term_and_grads(xp[off], sc, g_out, base);
+      total += double(in.value) - double(out.value);
+      if (compute_grad) {
+        gc[off] = in.d_cls;
+        gt[n * P + p] += in.d_ctr - out.d_ctr;
       }
-    });
+    }
   });
-  grad_ctr_acc.view(-1).index_put_({entry_rows(index, C)}, ctr_corr, /*accumulate=*/true);
-  return {grad_cls, grad_ctr_acc.to(ctr_logits.scalar_type())};
+  const auto loss = at::scalar_tensor(total, cls_logits.options().dtype(neg_loss_dtype(cls_logits)));
+  return {loss, grad_cls.to(cls_logits.scalar_type()), grad_ctr.to(ctr_logits.scalar_type())};
 }
 
 }  // namespace
@@ -175,7 +164,6 @@ std::tuple<at::Tensor, at::Tensor> neg_loss_backward_cpu(const at::Tensor& grad,
 TORCH_LIBRARY_IMPL(dw_ops, CPU, m) {
   m.impl("dual_weights", &dual_weights_cpu);
   m.impl("neg_loss", &neg_loss_cpu);
-  m.impl("_neg_loss_backward", &neg_loss_backward_cpu);
 }
 
 }  // namespace dw_ops

@@ -1,0 +1,178 @@
+"""Dual Weighting loss (Li et al., CVPR 2022) on top of the fused dw_ops operators.
+
+The default reproduces the released 41.5-AP model (see docs/semantics.md); ``variant="paper"``
+follows equations 3-8 and 11-12 of the paper literally. The ablations of the paper's tables 4
+(candidate bag) and 5 (negative weighting) are options.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import dw_ops
+from dwdet.models.points import level_points
+from dwdet.utils.dist import reduce_mean
+
+CENTER_PRIORS = ("soft", "hard", "threshold", "topk")
+NEG_WEIGHTINGS = ("pneg_ineg", "pneg", "ineg", "one_minus_wpos", "none")
+VARIANTS = ("released", "paper")
+
+
+class DWLoss(nn.Module):
+    """DW loss: ``loss(cls_logits, bbox_preds, centerness, targets)`` -> dict of loss terms.
+
+    Args:
+        num_classes: C.
+        strides: stride of each FPN level, in the order of the per-level inputs.
+        variant: ``"released"`` (default; what the published checkpoints used) or ``"paper"``.
+        beta, mu: the consistency exponent (eq. 3; in the released variant the weight of the GIoU
+            loss in ``exp(-beta (1 - GIoU))``) and the positive-weight modulation (eq. 4).
+        mu_den: exponent of the per-GT normaliser; defaults to 3 (released) or ``mu`` (paper).
+        gamma1, gamma2: P_neg curvature (eq. 6, paper variant) and I_neg = s^gamma2 (eq. 7).
+        center_prior: ``"soft"`` Gaussian (sigma in stride units), ``"hard"`` (soft > 0.3),
+            ``"threshold"`` (distance to the GT center below ``prior_threshold`` strides) or
+            ``"topk"`` (the ``prior_topk`` nearest points per FPN level), table 4.
+        neg_weighting: table 5: ``"pneg_ineg"`` (P_neg * I_neg, default), ``"pneg"`` (P_neg only),
+            ``"ineg"`` (I_neg only), ``"one_minus_wpos"`` (1 - w_pos in the bag) or ``"none"``
+            (no negative weight in the bag). Outside the bag every score keeps I_neg
+            (the focal term of the paper variant).
+        pos_reweight: factor of both positive terms (released: 0.25; paper: 1).
+        focal_alpha: the paper variant's focal loss outside the bag is ``(1 - alpha) s^gamma2 BCE``.
+
+    Normalisers (both variants): the positive terms by the number of GTs in the batch, the
+    negative term by sum(1 - P_neg), each averaged over DDP ranks and clamped to >= 1.
+    """
+
+    def __init__(self, num_classes: int, strides: Sequence[int] = (8, 16, 32, 64, 128), *,
+                 variant: str = "released", beta: float = 5.0, mu: float = 5.0, mu_den: float | None = None,
+                 gamma1: float = 2.0, gamma2: float = 2.0, center_prior: str = "soft", sigma: float = 1.11,
+                 prior_threshold: float = 1.7, prior_topk: int = 9, neg_weighting: str = "pneg_ineg",
+                 pos_reweight: float | None = None, focal_alpha: float = 0.25):
+        super().__init__()
+        _check_choice("variant", variant, VARIANTS)
+        _check_choice("center_prior", center_prior, CENTER_PRIORS)
+        _check_choice("neg_weighting", neg_weighting, NEG_WEIGHTINGS)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.strides = tuple(int(s) for s in strides)
+        self.variant = variant
+        self.beta, self.mu, self.gamma1, self.gamma2 = beta, mu, gamma1, gamma2
+        self.mu_den = mu_den if mu_den is not None else (3.0 if variant == "released" else mu)
+        self.center_prior, self.sigma = center_prior, sigma
+        self.prior_threshold, self.prior_topk = prior_threshold, prior_topk
+        self.neg_weighting = neg_weighting
+        self.pos_reweight = pos_reweight if pos_reweight is not None else (0.25 if variant == "released" else 1.0)
+        # The released model applies s^2 BCE to every score; the paper uses focal loss outside the bag.
+        self.neg_base_weight = 1.0 if variant == "released" else 1.0 - focal_alpha
+
+    def forward(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], centerness: List[Tensor],
+                targets: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
+        if not (len(cls_logits) == len(bbox_preds) == len(centerness) == len(self.strides)):
+            raise ValueError(f"expected {len(self.strides)} levels of cls_logits, bbox_preds and centerness, got "
+                             f"{len(cls_logits)}, {len(bbox_preds)} and {len(centerness)}")
+        if len(targets) != cls_logits[0].shape[0]:
+            raise ValueError(f"got {len(targets)} targets for a batch of {cls_logits[0].shape[0]} images")
+        # Work in float32 even under AMP; (N, C, H, W) levels -> (N, P, C) strided views, no copy per class.
+        cls = torch.cat([_upcast(x).flatten(2) for x in cls_logits], dim=2).transpose(1, 2)
+        ctr = torch.cat([_upcast(x).flatten(1) for x in centerness], dim=1)
+        dist = torch.cat([_upcast(x).flatten(2) for x in bbox_preds], dim=2).transpose(1, 2)
+        if cls.shape[2] != self.num_classes:
+            raise ValueError(f"cls_logits have {cls.shape[2]} classes, DWLoss was built for {self.num_classes}")
+        num_points = cls.shape[1]
+        points, strides = level_points([tuple(x.shape[-2:]) for x in cls_logits], self.strides,
+                                       device=cls.device, dtype=cls.dtype)
+        gt_boxes = [t["boxes"].to(cls) for t in targets]
+        labels = torch.cat([t["labels"] for t in targets]).to(cls.device, torch.int64)
+        _check_labels(labels, self.num_classes)
+
+        bag = dw_ops.candidate_bag_iou(points, strides, dist, gt_boxes, sigma=self.sigma,
+                                       hard_prior=self.center_prior == "hard")
+        if self.center_prior in ("threshold", "topk"):
+            bag = self._select_bag(bag, points, strides, torch.cat(gt_boxes) if gt_boxes else dist.new_zeros(0, 4))
+        score = dw_ops.pair_scores(bag, cls, ctr, labels)
+        weights = dw_ops.dual_weights(bag, score, labels, num_points, self.num_classes,
+                                      pos_mode=self.variant, beta=self.beta, mu=self.mu, mu_den=self.mu_den,
+                                      neg_mode=self.variant, gamma1=self.gamma1)
+        w_pos = weights.pos_weight
+        ones = torch.ones_like(score)
+        pos_cls = (w_pos * F.binary_cross_entropy(score, ones, reduction="none")).sum()
+        if self.variant == "released":  # BCE(exp(-beta L), 1) = beta L, as the released code writes it
+            pos_loc = (w_pos * F.binary_cross_entropy(torch.exp(-self.beta * bag.giou_loss), ones,
+                                                      reduction="none")).sum()
+        else:  # eq. 11: beta * sum w_pos GIoU loss
+            pos_loc = self.beta * (w_pos * bag.giou_loss).sum()
+        neg = self._neg_loss(cls, ctr, bag, weights, labels, num_points)
+
+        num_gts = reduce_mean(labels.new_tensor(float(labels.numel()), dtype=cls.dtype)).clamp(min=1.0)
+        neg_norm = reduce_mean(weights.neg_normalizer.to(cls.dtype)).clamp(min=1.0)
+        return {"loss_cls_pos": self.pos_reweight * pos_cls / num_gts,
+                "loss_loc": self.pos_reweight * pos_loc / num_gts,
+                "loss_cls_neg": neg / neg_norm}
+
+    def _neg_loss(self, cls: Tensor, ctr: Tensor, bag: dw_ops.BagPairs, weights: dw_ops.DualWeights,
+                  labels: Tensor, num_points: int) -> Tensor:
+        index, value, gamma_in = weights.neg_index, weights.neg_prob, self.gamma2
+        if self.neg_weighting == "pneg":
+            gamma_in = 0.0
+        elif self.neg_weighting == "ineg":
+            index, value = index[:0], value[:0]
+        elif self.neg_weighting == "one_minus_wpos":
+            entries = dw_ops.pair_entry_index(bag, labels, num_points, self.num_classes)
+            index, value = dw_ops.merge_entries(entries, (1 - weights.pos_weight).clamp(min=0))
+            gamma_in = 0.0
+        elif self.neg_weighting == "none":
+            value = torch.zeros_like(value)
+        return dw_ops.neg_loss(cls, ctr, index, value, gamma=self.gamma2, gamma_in=gamma_in,
+                               base_weight=self.neg_base_weight)
+
+    def _select_bag(self, bag: dw_ops.BagPairs, points: Tensor, strides: Tensor, gt_boxes: Tensor) -> dw_ops.BagPairs:
+        """Table 4's hard candidate bags: keep the pairs near the GT center, with prior 1."""
+        centers = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
+        offset = (points[bag.point_index] - centers[bag.gt_index]) / strides[bag.point_index, None]
+        distance = offset.norm(dim=1)
+        if self.center_prior == "threshold":
+            keep = distance < self.prior_threshold
+        else:
+            level = torch.bucketize(strides[bag.point_index], strides.new_tensor(self.strides))
+            keep = _rank_in_group(bag.gt_index * len(self.strides) + level, distance) < self.prior_topk
+        return _restrict_bag(bag, keep)
+
+
+def _restrict_bag(bag: dw_ops.BagPairs, keep: Tensor) -> dw_ops.BagPairs:
+    """The sub-bag of the kept pairs (still grouped per GT), with prior 1."""
+    gt_index = bag.gt_index[keep]
+    counts = torch.bincount(gt_index, minlength=bag.gt_image.numel())
+    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return dw_ops.BagPairs(gt_index, bag.point_index[keep], bag.image_index[keep], offsets, bag.gt_image,
+                           torch.ones_like(bag.prior[keep]), bag.iou[keep], bag.giou_loss[keep])
+
+
+def _rank_in_group(group: Tensor, key: Tensor) -> Tensor:
+    """Rank of each element by ascending key within its group (0 = smallest)."""
+    order = torch.argsort(key, stable=True)
+    order = order[torch.argsort(group[order], stable=True)]
+    sorted_group = group[order]
+    start = torch.searchsorted(sorted_group, sorted_group, side="left")
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=order.device) - start
+    return rank
+
+
+def _upcast(x: Tensor) -> Tensor:
+    """16-bit AMP activations become float32 for the loss; float32/float64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_labels(labels: Tensor, num_classes: int) -> None:
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"target labels must be 0-based class ids in [0, {num_classes}), got values in "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
