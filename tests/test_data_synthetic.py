@@ -1,0 +1,127 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+import dwdet.data.synthetic as synthetic
+from dwdet.data.coco import CocoDetection
+from dwdet.data.synthetic import SHAPE_CLASSES, SyntheticConfig, ensure_synthetic, generate_synthetic
+
+TINY = dict(num_train=3, num_val=2, image_size=64, min_object_size=6)
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory):
+    """A small default-looking benchmark: enough objects to populate every class and area range."""
+    return ensure_synthetic(tmp_path_factory.mktemp("synthetic") / "shapes", seed=0, num_train=24, num_val=4,
+                            image_size=256)
+
+
+@pytest.mark.parametrize("image_format", ["jpg", "png"])
+def test_same_seed_gives_identical_files_and_another_seed_differs(tmp_path, image_format):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        generate_synthetic(tmp_path / name, SyntheticConfig(seed=seed, image_format=image_format, **TINY))
+    a, b, c = (files(tmp_path / name) for name in "abc")
+    assert len(a) == 1 + 2 + 3 + 2  # manifest, two annotation files, images
+    assert a == b
+    assert a.keys() == c.keys()
+    assert all(a[k] != c[k] for k in a if not k.startswith("manifest"))
+
+
+def test_annotations_cover_every_class_and_area_range(benchmark):
+    for split, expected_images in (("train", 24), ("val", 4)):
+        coco = COCO(str(benchmark[split].annotations))
+        assert len(coco.imgs) == expected_images
+        assert [coco.cats[c]["name"] for c in sorted(coco.cats)] == list(SHAPE_CLASSES)
+    coco = COCO(str(benchmark["train"].annotations))
+    anns = list(coco.anns.values())
+    assert {a["category_id"] for a in anns} == set(coco.cats)
+    areas = np.array([a["bbox"][2] * a["bbox"][3] for a in anns])
+    assert all(a["area"] == a["bbox"][2] * a["bbox"][3] and a["iscrowd"] == 0 for a in anns)
+    assert (areas < 32**2).sum() > 0 and ((areas >= 32**2) & (areas < 96**2)).sum() > 0 and (areas >= 96**2).sum() > 0
+    for a in anns:
+        image = coco.imgs[a["image_id"]]
+        x, y, w, h = a["bbox"]
+        assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= image["width"] and y + h <= image["height"]
+    shapes = {(i["width"] >= i["height"], max(i["width"], i["height"])) for i in coco.imgs.values()}
+    assert shapes == {(True, 256), (False, 256)}  # landscape and portrait, long side as asked
+
+
+def test_loads_as_a_dataset(benchmark):
+    dataset = CocoDetection(str(benchmark["val"].images), str(benchmark["val"].annotations), filter_empty=False)
+    image, target = dataset[0]
+    assert image.shape[1:] == dataset.image_sizes[0] and 0 <= image.min() and image.max() <= 1
+    assert dataset.num_classes == len(SHAPE_CLASSES) and target["labels"].max() < len(SHAPE_CLASSES)
+    assert dataset.stats.degenerate_boxes == 0
+
+
+def test_occlusion_leaves_out_hidden_objects_and_keeps_full_boxes():
+    square = np.ones((4, 4), dtype=bool)
+    placed = [(0, (0, 0), square), (1, (1, 0), square), (2, (2, 0), square), (3, (8, 8), square)]
+    # Bottom to top: 0 spans x 0..3, 1 spans x 1..4, 2 spans x 2..5, 3 stands alone. 2 hides 3/4 of 1,
+    # which is left out; 0 is then hidden by 2 only (2/4), not by the left-out 1 as well (3/4).
+    kept = synthetic._visible_enough(placed, 12, 12, max_occlusion=0.6)
+    assert [label for label, _, _ in kept] == [0, 2, 3]
+    kept = synthetic._visible_enough(placed, 12, 12, max_occlusion=0.75)
+    assert [label for label, _, _ in kept] == [0, 1, 2, 3]
+
+
+def test_ensure_generates_only_when_missing_or_different(tmp_path, monkeypatch):
+    root = tmp_path / "shapes"
+    paths = ensure_synthetic(root, seed=3, **TINY)
+    assert paths["train"].annotations == root / "annotations" / "instances_train.json"
+    before = files(root)
+    assert json.loads(before["manifest.json"])["config"]["seed"] == 3
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("regenerated although the manifest matches")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(synthetic, "generate_synthetic", must_not_run)
+        ensure_synthetic(root, seed=3, **TINY)
+    assert files(root) == before
+
+    ensure_synthetic(root, seed=3, **{**TINY, "num_val": 1})
+    assert len(COCO(str(root / "annotations" / "instances_val.json")).imgs) == 1
+    assert not (root / "val" / "000002.jpg").exists()  # the stale folder was replaced, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]  # no staging folder left
+
+
+def test_ensure_refuses_a_foreign_folder(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"mine is not empty and has no manifest\.json"):
+        ensure_synthetic(tmp_path / "mine", **TINY)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(image_format="bmp"), "image_format must be 'jpg' or 'png'"),
+    (dict(min_objects=5, max_objects=2), "need 0 <= min_objects <= max_objects"),
+    (dict(image_size=64, min_object_size=60), "min_object_size 60 exceeds the largest object size"),
+    (dict(max_occlusion=1.0), r"max_occlusion must be in \[0, 1\)"),
+])
+def test_bad_configuration_is_named(params, message):
+    with pytest.raises(ValueError, match=message):
+        SyntheticConfig(**params)
+
+
+def test_command_line_tool(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("make_synthetic", Path("tools/make_synthetic.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(["--out", str(tmp_path / "cli"), "--seed", "7", "--num-train", "2", "--num-val", "1",
+               "--image-size", "64", "--min-object-size", "6", "--aspect-ratios", "1", "--image-format", "png"])
+    manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
+    assert manifest["config"] == {**manifest["config"], "seed": 7, "num_train": 2, "num_val": 1, "image_size": 64,
+                                  "aspect_ratios": [1.0], "image_format": "png"}
+    assert sorted(p.name for p in (tmp_path / "cli" / "train").iterdir()) == ["000001.png", "000002.png"]
+    printed = capsys.readouterr().out
+    assert "train: " in printed and "2 images" in printed and "val: " in printed and "1 images" in printed

@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from dwdet.data.transforms import RandomHorizontalFlip, hflip
+
+
+def painted(boxes, height=24, width=37):
+    """An image whose channel k is 1 exactly inside integer box k (xyxy, x2/y2 exclusive)."""
+    image = torch.zeros(len(boxes), height, width)
+    for k, (x1, y1, x2, y2) in enumerate(boxes):
+        image[k, y1:y2, x1:x2] = 1
+    return image, {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.arange(len(boxes)),
+                   "image_id": 3}
+
+
+def content_box(channel):
+    rows, cols = torch.nonzero(channel.any(dim=1)).flatten(), torch.nonzero(channel.any(dim=0)).flatten()
+    return [cols[0].item(), rows[0].item(), cols[-1].item() + 1, rows[-1].item() + 1]
+
+
+def test_flipped_boxes_match_flipped_content():
+    image, target = painted([[0, 2, 5, 9], [30, 0, 37, 24], [11, 5, 12, 6]])
+    flipped, flipped_target = hflip(image, target)
+    for channel, box in zip(flipped, flipped_target["boxes"].tolist()):
+        assert content_box(channel) == box
+    assert flipped_target["boxes"].tolist()[0] == [32, 2, 37, 9]
+    assert flipped_target["labels"] is target["labels"] and flipped_target["image_id"] == 3
+    twice, twice_target = hflip(flipped, flipped_target)
+    assert torch.equal(twice, image) and torch.equal(twice_target["boxes"], target["boxes"])
+
+
+def test_flip_keeps_an_image_without_boxes_valid():
+    image = torch.rand(3, 5, 8)
+    flipped, target = hflip(image, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)})
+    assert target["boxes"].shape == (0, 4) and torch.equal(flipped, image.flip(-1))
+
+
+def test_random_flip_rate_and_seeding():
+    image, target = painted([[0, 2, 5, 9]])
+    assert torch.equal(RandomHorizontalFlip(p=0.0)(image, target)[0], image)
+    assert torch.equal(RandomHorizontalFlip(p=1.0)(image, target)[0], image.flip(-1))
+    flip = RandomHorizontalFlip()
+
+    def draws(seed):
+        torch.manual_seed(seed)
+        return [not torch.equal(flip(image, target)[0], image) for _ in range(400)]
+
+    assert draws(1) == draws(1)
+    assert 160 < sum(draws(1)) < 240  # p = 0.5; 400 draws are within 4 sigma of 200
+    with pytest.raises(ValueError, match=r"flip probability must be in \[0, 1\], got 1.5"):
+        RandomHorizontalFlip(1.5)
