@@ -11,6 +11,8 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt
+	# Make the checkout importable from the venv (tools/ and tests run against it in place).
+	$(PY) -c "import site, os; open(os.path.join(site.getsitepackages()[0], 'dwdet-checkout.pth'), 'w').write(os.getcwd())"
 	touch $@
 
 build: venv

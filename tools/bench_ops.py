@@ -1,0 +1,214 @@
+"""Speed and peak memory of the fused dw_ops operators against their dense references.
+
+    python tools/bench_ops.py [--device cpu|cuda] [--gts 10 50 100] [--json docs/bench_ops_cpu.json]
+
+COCO-like sizes: an 800 x 1333 input padded to 800 x 1344 (P = 22,400 points over P3-P7),
+batch 2, 80 classes. Times are medians of torch.utils.benchmark measurements; each comparison is
+measured side by side in one run. Peak extra memory is measured per case in a fresh subprocess:
+RSS high-water mark above the inputs on CPU, torch.cuda.max_memory_allocated on CUDA.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import resource
+import sys
+from typing import Callable, Dict, List
+
+import torch
+import torch.utils.benchmark as tbench
+
+import dw_ops
+from dw_ops import reference
+from dwdet.losses.dw import DWLoss
+from dwdet.models.points import level_points
+
+SIZES = [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)]
+STRIDES = (8, 16, 32, 64, 128)
+BATCH, CLASSES = 2, 80
+
+
+def make_problem(num_gts: int, device: str, seed: int = 0) -> dict:
+    """Head outputs of a detector early in training, and num_gts COCO-like boxes per image."""
+    g = torch.Generator().manual_seed(seed)
+    cls = [torch.randn(BATCH, CLASSES, h, w, generator=g) - 4 for h, w in SIZES]
+    ctr = [torch.randn(BATCH, 1, h, w, generator=g) for h, w in SIZES]
+    reg = [torch.rand(BATCH, 4, h, w, generator=g) * s * 4 + 1 for (h, w), s in zip(SIZES, STRIDES)]
+    boxes, labels = [], []
+    for _ in range(BATCH):
+        xy = torch.rand(num_gts, 2, generator=g) * torch.tensor([1250.0, 720.0])
+        wh = torch.rand(num_gts, 2, generator=g) ** 2 * 500 + 4
+        boxes.append(torch.cat([xy, (xy + wh).clamp(max=torch.tensor([1344.0, 800.0]))], 1).to(device))
+        labels.append(torch.randint(CLASSES, (num_gts,), generator=g).to(device))
+    points, strides = level_points(SIZES, STRIDES, device=device)
+    to = lambda xs: [x.to(device) for x in xs]  # noqa: E731
+    return dict(cls=to(cls), ctr=to(ctr), reg=to(reg), boxes=boxes, labels=labels, points=points, strides=strides)
+
+
+def flat(prob: dict, requires_grad: bool):
+    """(N, P, C) class-major logits, (N, P) centerness, (N, P, 4) distances, as a loss sees them."""
+    cls = torch.cat([x.flatten(2) for x in prob["cls"]], 2).requires_grad_(requires_grad)
+    ctr = torch.cat([x.flatten(1) for x in prob["ctr"]], 1).requires_grad_(requires_grad)
+    reg = torch.cat([x.flatten(2) for x in prob["reg"]], 2).transpose(1, 2).contiguous().requires_grad_(requires_grad)
+    return cls, ctr, reg
+
+
+# ---- the measured functions --------------------------------------------------------------------
+
+def fused_assign(prob: dict, backward: bool) -> None:
+    cls, ctr, reg = flat(prob, backward)
+    cls_npc = cls.transpose(1, 2)
+    labels = torch.cat(prob["labels"])
+    bag = dw_ops.candidate_bag_iou(prob["points"], prob["strides"], reg, prob["boxes"])
+    score = dw_ops.pair_scores(bag, cls_npc, ctr, labels)
+    w = dw_ops.dual_weights(bag, score, labels, cls_npc.shape[1], CLASSES)
+    loss = dw_ops.neg_loss(cls_npc, ctr, w.neg_index, w.neg_prob) + (w.pos_weight * bag.giou_loss).sum()
+    if backward:
+        loss.backward()
+
+
+def dense_assign(prob: dict, backward: bool) -> None:
+    cls, ctr, reg = flat(prob, backward)
+    cls_npc = cls.transpose(1, 2)
+    out = reference.assign_and_neg_loss_dense(prob["points"], prob["strides"], reg, cls_npc, ctr, prob["boxes"],
+                                              prob["labels"])
+    loss = out.neg_loss + sum((w * b.giou_loss).sum() for w, b in zip(out.weights.pos_weight, out.bags))
+    if backward:
+        loss.backward()
+
+
+def _loss_inputs(prob: dict, backward: bool):
+    leaves = [x.clone().requires_grad_(backward) for x in prob["cls"] + prob["reg"] + prob["ctr"]]
+    targets = [{"boxes": b, "labels": lab} for b, lab in zip(prob["boxes"], prob["labels"])]
+    return leaves[:5], leaves[5:10], leaves[10:], targets
+
+
+def fused_loss(prob: dict, backward: bool) -> None:
+    out = DWLoss(CLASSES)(*_loss_inputs(prob, backward))
+    if backward:
+        sum(out.values()).backward()
+
+
+def dense_loss(prob: dict, backward: bool) -> None:
+    out = reference.dw_loss_dense(*_loss_inputs(prob, backward), STRIDES)
+    if backward:
+        sum(out.values()).backward()
+
+
+def _sample_inputs(prob: dict, backward: bool):
+    g = torch.Generator().manual_seed(1)
+    pairs = []
+    for x in prob["reg"]:
+        boxes = x.detach().clone().requires_grad_(backward)
+        offsets = (torch.randn(BATCH, 8, *x.shape[-2:], generator=g) * 2).to(x.device).requires_grad_(backward)
+        pairs.append((boxes, offsets))
+    return pairs
+
+
+def _sample_with(fn: Callable) -> Callable:
+    def run(prob: dict, backward: bool) -> None:
+        total = sum(fn(b, o).sum() for b, o in _sample_inputs(prob, backward))
+        if backward:
+            total.backward()
+    return run
+
+
+CASES: Dict[str, Dict[str, Callable]] = {
+    "assign": {"fused": fused_assign, "dense reference": dense_assign},
+    "dw_loss": {"fused": fused_loss, "dense reference": dense_loss},
+    "boundary_sample": {"fused": _sample_with(dw_ops.boundary_sample),
+                        "deform_conv2d": _sample_with(reference.boundary_sample_deform_conv),
+                        "dense reference": _sample_with(reference.boundary_sample_dense)},
+}
+
+
+# ---- measurement -----------------------------------------------------------------------------------
+
+def median_ms(fn: Callable, prob: dict, backward: bool, min_time: float) -> float:
+    timer = tbench.Timer(stmt="fn(prob, backward)", globals=dict(fn=fn, prob=prob, backward=backward))
+    return timer.blocked_autorange(min_run_time=min_time).median * 1e3
+
+
+def _peak_worker(case: str, impl: str, num_gts: int, device: str, queue) -> None:
+    torch.set_num_threads(torch.get_num_threads())
+    prob = make_problem(num_gts, device)
+    fn = CASES[case][impl]
+    fn(prob, True)  # warm up (allocator pools, lazy init) before the baseline is read
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn(prob, True)
+        torch.cuda.synchronize()
+        queue.put((torch.cuda.max_memory_allocated() - base) / 2 ** 20)
+        return
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn(prob, True)
+    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+
+
+def peak_extra_mib(case: str, impl: str, num_gts: int, device: str) -> float:
+    """Peak memory of one forward+backward above what the inputs take, in a fresh process."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_worker, args=(case, impl, num_gts, device, queue))
+    proc.start()
+    value = queue.get(timeout=600)
+    proc.join()
+    return value
+
+
+def run(device: str, gts: List[int], min_time: float, memory: bool) -> List[dict]:
+    rows = []
+    for case, impls in CASES.items():
+        for num_gts in (gts if case != "boundary_sample" else gts[:1]):
+            prob = make_problem(num_gts, device)
+            for backward in (False, True):
+                times = {impl: median_ms(fn, prob, backward, min_time) for impl, fn in impls.items()}
+                row = dict(case=case, gts=num_gts if case != "boundary_sample" else None,
+                           mode="fwd+bwd" if backward else "fwd", ms=times)
+                if backward and memory:
+                    row["peak_extra_mib"] = {impl: peak_extra_mib(case, impl, num_gts, device) for impl in impls}
+                rows.append(row)
+                print(_format_row(row), flush=True)
+    return rows
+
+
+def _format_row(row: dict) -> str:
+    fused = row["ms"]["fused"]
+    parts = [f"{row['case']:<16}", f"G={row['gts'] or '-':<4}", f"{row['mode']:<8}"]
+    for impl, ms in row["ms"].items():
+        ratio = "" if impl == "fused" else f" ({ms / fused:.1f}x)"
+        parts.append(f"{impl} {ms:9.2f} ms{ratio}")
+    for impl, mib in row.get("peak_extra_mib", {}).items():
+        parts.append(f"peak {impl} {mib:.0f} MiB")
+    return " | ".join(parts)
+
+
+def machine(device: str) -> str:
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--gts", type=int, nargs="+", default=[10, 50, 100], help="GTs per image")
+    parser.add_argument("--min-time", type=float, default=2.0, help="seconds of measurement per timing")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no GPU is visible")
+    print(f"device: {machine(args.device)}; dw_ops build: {dw_ops.build_info()}")
+    rows = run(args.device, args.gts, args.min_time, not args.no_memory)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": machine(args.device), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
