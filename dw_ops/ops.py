@@ -92,6 +92,9 @@ def candidate_bag_iou(points: Tensor, strides: Tensor, distances: Tensor, gt_box
     """
     if not isinstance(distances, Tensor) or distances.dim() != 3 or distances.shape[-1] != 4:
         raise ValueError(f"distances must have shape (N, P, 4), got {_shape(distances)}")
+    if distances.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"distances must be float32 or float64 (compute the assignment in float32 under AMP), "
+                         f"got {distances.dtype}")
     packed, gt_image = _pack_gt_boxes(gt_boxes, distances.shape[0], distances)
     points = points.to(distances.dtype)
     strides = strides.to(distances.dtype)

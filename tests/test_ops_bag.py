@@ -181,8 +181,6 @@ def test_errors_name_the_argument():
         ops.bag_iou(pts, strides, dist, torch.cat(boxes), gt_image, pair_gt, pair_point[1:], 1.11, False)
 
 
-@pytest.mark.xfail(strict=True, reason="candidate_bag_iou casts points to the distances' dtype before the "
-                   "checks, so half distances are reported as 'points must be float32 or float64, got Half'")
 def test_half_distances_error_names_distances():
     pb = random_problem(0, dtype=torch.float32)
     with pytest.raises((RuntimeError, ValueError), match="distances"):

@@ -164,3 +164,9 @@ def test_errors_name_the_argument():
         dw_ops.neg_loss(cls, ctr, index)
     with pytest.raises(ValueError, match="entry_weight is treated as a constant"):
         dw_ops.neg_loss(cls, ctr, index, weight.requires_grad_())
+
+
+def test_repeated_entries_are_refused():
+    cls, ctr = torch.randn(1, 3, 2), torch.randn(1, 3)
+    with pytest.raises(RuntimeError, match="strictly increasing"):
+        dw_ops.neg_loss(cls, ctr, torch.tensor([3, 3]), torch.tensor([0.5, 0.5]))

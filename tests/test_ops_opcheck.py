@@ -10,9 +10,6 @@ from ops_problems import GT_CASES, random_entries, random_problem
 ops = torch.ops.dw_ops
 LEVELS = ((4, 5, 8), (2, 3, 16))
 UTILS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
-BAG_PAIRS_ALIAS = ("bag_pairs returns pair_gt and pair_point as two views of one nonzero() result "
-                   "(csrc/common/glue.h pairs_from_mask: .contiguous() is a no-op on the column-major "
-                   "nonzero output), so its two outputs alias each other")
 
 
 def bag_args(case, dtype):
@@ -45,24 +42,21 @@ def samples():
         index, weight = random_entries(shape, 9, gen, torch.float32)
         params = (2.0, 1.5, 0.7)
         sid = str(dtype)
-        yield "neg_loss", sid, (cls.requires_grad_(), ctr.requires_grad_(), index, weight, *params)
-        yield "_neg_loss_backward", sid, (torch.tensor(1.5), cls.detach(), ctr.detach(), index, weight, *params)
+        yield "neg_loss", sid, (cls.requires_grad_(), ctr.requires_grad_(), index, weight, *params, True)
+        yield "neg_loss", f"{sid}-no_grad", (cls.detach(), ctr.detach(), index, weight, *params, False)
         boxes = (10 * torch.rand(2, 4, 3, 5, generator=gen)).to(dtype)
         offsets = (3 * torch.randn(2, 8, 3, 5, generator=gen)).to(dtype)
         yield "boundary_sample", sid, (boxes.requires_grad_(), offsets.requires_grad_())
         yield "_boundary_sample_backward", sid, (torch.randn(boxes.shape, generator=gen).to(dtype),
                                                  boxes.detach(), offsets.detach())
     yield "neg_loss", "no_entries", (cls.float(), ctr.float(), torch.zeros(0, dtype=torch.long), torch.zeros(0),
-                                     2.0, 2.0, 1.0)
+                                     2.0, 2.0, 1.0, True)
 
 
 def cases():
     for op, sid, args in samples():
         for util in UTILS:
-            marks = ()
-            if op == "bag_pairs" and util in ("test_schema", "test_faketensor"):
-                marks = pytest.mark.xfail(strict=True, reason=BAG_PAIRS_ALIAS)
-            yield pytest.param(op, args, util, id=f"{op}-{sid}-{util}", marks=marks)
+            yield pytest.param(op, args, util, id=f"{op}-{sid}-{util}")
 
 
 @pytest.mark.parametrize("op, args, util", cases())

@@ -139,6 +139,13 @@ inline void check_neg_loss(const at::Tensor& cls_logits, const at::Tensor& ctr_l
   check_same_device({{&cls_logits, "cls_logits"}, {&ctr_logits, "ctr_logits"}, {&entry_index, "entry_index"},
                      {&entry_weight, "entry_weight"}});
   check_index_range(entry_index, cls_logits.numel(), "entry_index", "flat (N * P * C) entries of cls_logits");
+  // A repeated entry would be corrected twice in the loss but once in the gradient.
+  if (entry_index.numel() > 1) {
+    TORCH_CHECK((entry_index.narrow(0, 1, entry_index.numel() - 1) > entry_index.narrow(0, 0, entry_index.numel() - 1))
+                    .all()
+                    .item<bool>(),
+                "entry_index must be strictly increasing (unique sorted entries, as dw_ops.merge_entries returns)");
+  }
 }
 
 inline void check_boundary_sample(const at::Tensor& boxes, const at::Tensor& offsets) {

@@ -14,7 +14,8 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> pairs_from_mask(const at::
   const auto idx = at::nonzero(inside);
   auto offsets = at::zeros({M + 1}, inside.options().dtype(at::kLong));
   if (M > 0) offsets.narrow(0, 1, M).copy_(inside.sum(1).cumsum(0));
-  return {idx.select(1, 0).contiguous(), idx.select(1, 1).contiguous(), offsets};
+  // nonzero's (K, 2) result is column-major: clone so that the two outputs do not share storage.
+  return {idx.select(1, 0).clone(), idx.select(1, 1).clone(), offsets};
 }
 
 // Sum per-pair distance gradients (K, 4) into (N, P, 4): a point may sit in several bags.
@@ -33,11 +34,6 @@ inline at::Tensor scatter_pair_grads(const at::Tensor& pair_grad, const at::Tens
 // Loss dtype of neg_loss: float64 for float64 logits, else float32 (a 16-bit sum would overflow).
 inline at::ScalarType neg_loss_dtype(const at::Tensor& cls_logits) {
   return cls_logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-// Row (n * P + p) of each flat (n * P + p) * C + k entry.
-inline at::Tensor entry_rows(const at::Tensor& entry_index, int64_t C) {
-  return entry_index.div(C, "floor");
 }
 
 }  // namespace dw_ops
