@@ -149,10 +149,12 @@ def _set_dotted(data: dict[str, Any], key: str, text: str) -> None:
     *parents, leaf = key.split(".")
     node = data
     for depth, part in enumerate(parents):
-        child = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(child, dict):
-            raise ConfigError(_unknown_key_message(".".join(parents[:depth + 1]), node))
-        node = child
+        section = ".".join(parents[:depth + 1])
+        if part not in node:
+            raise ConfigError(_unknown_key_message(section, node))
+        if not isinstance(node[part], dict):
+            raise ConfigError(f"unknown config key '{key}': '{section}' is a value ({node[part]!r}), not a section")
+        node = node[part]
     if leaf not in node:
         raise ConfigError(_unknown_key_message(key, node))
     value = _parse_literal(text)
@@ -211,10 +213,8 @@ def _coerce(name: str, value: Any, old: Any, source: str = "") -> Any:
     return value
 
 
-def _unknown_key_message(name: str, node: Any) -> str:
+def _unknown_key_message(name: str, node: dict[str, Any]) -> str:
     leaf = name.rsplit(".", 1)[-1]
-    if not isinstance(node, dict):
-        return f"unknown config key '{name}': its parent is not a section"
     close = difflib.get_close_matches(leaf, list(node), n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"unknown config key '{name}'{hint} (known here: {', '.join(sorted(node)) or 'none'})"

@@ -21,8 +21,8 @@ torch.set_num_threads(1)  # tiny tensors: extra threads only contend on a shared
 CATEGORY_IDS = [3, 7]  # COCO ids of labels 0 and 1: deliberately not 1-based contiguous
 
 CONFIG_TEXT = """
-model = dict(num_classes=2)
-data = dict(num_train=8, num_val=5, sigterm_at=None, nan_at=None)
+model = dict(num_classes=2, dropout=0.2)
+data = dict(num_train=8, num_val=5, flip=True, sigterm_at=None, nan_at=None)
 train = dict(epochs=2, batch_size=2, lr=0.16, momentum=0.9, weight_decay=1e-4, warmup_iters=3, warmup_ratio=0.1,
              lr_steps=(1,), lr_gamma=0.1, clip_grad_norm=0.0, amp="none", nonfinite="stop", seed=0,
              deterministic=False, num_workers=0, log_interval=2, checkpoint_interval=1, checkpoint_iters=0,
@@ -42,11 +42,11 @@ class TinyDetector(nn.Module):
     ``scale`` and dropout (so that the RNG state matters), and normalises its loss by the number of
     images with boxes averaged over ranks, like the real losses."""
 
-    def __init__(self, num_classes: int = 2):
+    def __init__(self, num_classes: int = 2, dropout: float = 0.2):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
         self.norm = nn.GroupNorm(2, 8)
-        self.drop = nn.Dropout(0.2)
+        self.drop = nn.Dropout(dropout)
         self.box = nn.Linear(8, 4)
         self.cls = nn.Linear(8, num_classes)
         self.scale = nn.Parameter(torch.tensor(1.0))
@@ -60,7 +60,8 @@ class TinyDetector(nn.Module):
         logits = self.cls(feats)
         if self.training:
             has_box = [i for i, t in enumerate(targets) if len(t["boxes"])]
-            normaliser = reduce_mean(torch.tensor(float(len(has_box)), device=rel.device)).clamp(min=1.0)
+            count = len(images) + sum(len(t["boxes"]) for t in targets)  # never 0, so needs no clamp
+            normaliser = reduce_mean(torch.tensor(float(count), device=rel.device))
             gt_rel = torch.stack([targets[i]["boxes"][0] for i in has_box]) / sizes[has_box] if has_box \
                 else rel.new_zeros(0, 4)
             gt_label = torch.stack([targets[i]["labels"][0] for i in has_box]) if has_box \
@@ -159,11 +160,11 @@ class TinyBatchSampler:
 
 
 def build_model(cfg: Config) -> nn.Module:
-    return TinyDetector(cfg.model.num_classes)
+    return TinyDetector(cfg.model.num_classes, cfg.model.dropout)
 
 
 def build_train_data(cfg: Config):
-    dataset = TinyDataset(cfg.data.num_train, flip=True, sigterm_at=cfg.data.sigterm_at, nan_at=cfg.data.nan_at)
+    dataset = TinyDataset(cfg.data.num_train, flip=cfg.data.flip, sigterm_at=cfg.data.sigterm_at, nan_at=cfg.data.nan_at)
     return dataset, TinyBatchSampler(cfg.data.num_train, cfg.train.batch_size, cfg.train.seed)
 
 
