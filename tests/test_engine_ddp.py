@@ -1,6 +1,7 @@
-"""Two-process gloo DDP on CPU, launched with torchrun: identical weights on both ranks, equal to
-one process with the same total batch (the normaliser is averaged across ranks), and gathered
-evaluation equal to single-process evaluation."""
+"""Two-process gloo DDP on CPU, launched with torchrun: a SIGTERM on one rank stops both after the
+same iteration, the resumed run ends with identical weights on both ranks, equal to one process
+with the same total batch (the normaliser is averaged across ranks), and the gathered evaluation
+equals single-process evaluation."""
 import json
 import os
 import signal
@@ -40,9 +41,11 @@ def ddp_run(tmp_path_factory):
     return out
 
 
-def test_ranks_end_with_identical_weights_and_reduce_mean_averages(ddp_run):
+def test_ranks_stop_together_and_end_with_identical_weights(ddp_run):
     results = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1)]
     weights = [torch.load(ddp_run / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert all(r["interrupted"] == {"status": "interrupted", "epoch": 0, "iteration": 3, "metrics": None}
+               for r in results)
     assert all(r["status"] == "finished" and r["iteration"] == 8 for r in results)
     assert all(r["reduce_mean"] == [1.5, 5.0] for r in results)
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -10,7 +10,7 @@ from dwdet.config import Config
 from dwdet.engine.evaluation import CocoEvaluator
 from dwdet.utils.dist import get_rank, get_world_size
 
-__all__ = ["build_model", "build_train_data", "build_val_data"]
+__all__ = ["build_model", "build_train_data", "build_val_data", "val_categories"]
 
 
 def build_model(cfg: Config) -> nn.Module:
@@ -34,3 +34,9 @@ def build_val_data(cfg: Config) -> tuple[Any, CocoEvaluator]:
     from dwdet.data import build_dataset
     dataset = build_dataset(cfg.data, split="val")
     return dataset, CocoEvaluator(dataset.coco, dataset.cat_ids)
+
+
+def val_categories(cfg: Config) -> list[dict[str, Any]]:
+    """The validation set's COCO categories (``{"id", "name", ...}``) in label order."""
+    _, evaluator = build_val_data(cfg)
+    return evaluator.coco_gt.loadCats(evaluator.category_ids)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -42,7 +44,7 @@ def coco_bbox_eval(coco_gt: COCO, results: list[dict], image_ids: Iterable[int] 
     """COCOeval (bbox) of ``results`` over ``image_ids`` (default: all ground-truth images).
 
     Returns AP, AP50, AP75, APs, APm, APl as fractions (COCOeval's -1 where an area range has no
-    ground truth); with ``verbose`` prints COCOeval's summary and a one-line table in percent.
+    ground truth); with ``verbose`` prints COCOeval's summary and a table in percent ("n/a" for -1).
     """
     image_ids = sorted(coco_gt.getImgIds() if image_ids is None else set(image_ids))
     if results:
@@ -65,7 +67,7 @@ def coco_bbox_eval(coco_gt: COCO, results: list[dict], image_ids: Iterable[int] 
 
 def _table(stats: dict[str, float]) -> str:
     header = "| " + " | ".join(f"{name:>5}" for name in stats) + " |"
-    row = "| " + " | ".join(f"{100 * value:5.1f}" for value in stats.values()) + " |"
+    row = "| " + " | ".join(f"{100 * value:5.1f}" if value >= 0 else "  n/a" for value in stats.values()) + " |"
     return f"{header}\n|{'|'.join('-------' for _ in stats)}|\n{row}"
 
 
@@ -98,21 +100,28 @@ class CocoEvaluator:
         results = sorted((r for _, res in shards for r in res), key=lambda r: (r["image_id"], -r["score"]))
         return image_ids, results
 
-    def evaluate(self, verbose: bool = True) -> dict[str, float] | None:
-        """COCO metrics on rank 0, ``None`` on the other ranks (every rank must call it)."""
+    def evaluate(self, verbose: bool = True, results_path: str | os.PathLike | None = None
+                 ) -> dict[str, float] | None:
+        """COCO metrics on rank 0, ``None`` on the other ranks (every rank must call it).
+        With ``results_path``, rank 0 also writes the COCO results JSON there."""
         gathered = self.gather()
         if gathered is None:
             return None
         image_ids, results = gathered
+        if results_path is not None:
+            with open(results_path, "w") as f:
+                json.dump(results, f)
         return coco_bbox_eval(self.coco_gt, results, image_ids, verbose=verbose)
 
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, loader: Iterable, evaluator: CocoEvaluator, device: torch.device,
-             amp: str = "none", verbose: bool = True) -> dict[str, float] | None:
+             amp: str = "none", verbose: bool = True, results_path: str | os.PathLike | None = None
+             ) -> dict[str, float] | None:
     """Run ``model`` (unwrapped from DDP) on this rank's ``loader`` and score all ranks' detections.
 
-    Returns the COCO metrics on rank 0 and ``None`` elsewhere; leaves the model in eval mode.
+    Returns the COCO metrics on rank 0 and ``None`` elsewhere (optionally writing the COCO results
+    JSON to ``results_path``); leaves the model in eval mode.
     """
     model.eval()
     evaluator.reset()
@@ -121,4 +130,4 @@ def evaluate(model: torch.nn.Module, loader: Iterable, evaluator: CocoEvaluator,
         with autocast(device, amp):
             outputs = model(images)
         evaluator.process([t["image_id"] for t in targets], outputs)
-    return evaluator.evaluate(verbose=verbose)
+    return evaluator.evaluate(verbose=verbose, results_path=results_path)

@@ -114,6 +114,30 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.use_deterministic_algorithms(deterministic)
 
 
+class _LogWindow:
+    """Sums over the current log interval; skipped steps count, but add no loss values."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = self.skipped = 0
+        self.iter_time = self.data_time = 0.0
+
+    def add(self, values: dict[str, float] | None, iter_time: float, data_time: float) -> None:
+        if values is None:
+            self.skipped += 1
+        else:
+            self.steps += 1
+            for name, value in values.items():
+                self.sums[name] = self.sums.get(name, 0.0) + value
+        self.iter_time += iter_time
+        self.data_time += data_time
+
+    def record(self) -> dict[str, float]:
+        done = self.steps + self.skipped
+        return {**{k: v / max(self.steps, 1) for k, v in self.sums.items()}, "skipped": self.skipped,
+                "time": self.iter_time / done, "data_time": self.data_time / done}
+
+
 def train_one_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optimizer,
                     lr_scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
                     progress: Progress, options: StepOptions, device: torch.device, log: MetricsLog,
@@ -130,16 +154,15 @@ def train_one_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optim
     """
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    window: dict[str, float] = {}
-    counts = {"steps": 0, "skipped": 0}
-    timer = time.perf_counter()
-    data_time = iter_time = 0.0
+    window = _LogWindow()
     bar = tqdm(batches, desc=f"epoch {progress.epoch + 1}", initial=progress.epoch_iter,
                total=progress.epoch_iter + len(batches) if hasattr(batches, "__len__") else None,
                disable=not is_main_process(), dynamic_ncols=True)
+    stopped = False
+    timer = time.perf_counter()
     for images, targets in bar:
         images, targets = to_device(images, targets, device)
-        data_time += time.perf_counter() - timer
+        data_time = time.perf_counter() - timer
 
         with autocast(device, options.amp):
             loss_dict = model(images, targets)
@@ -148,17 +171,16 @@ def train_one_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optim
         reduced = reduce_mean(torch.stack([loss_dict[n].detach().float() for n in names]
                                           + [loss.detach(), torch.tensor(float(stop.requested), device=device)]))
         *term_values, loss_value, stop_votes = reduced.tolist()
+        stopped = stop_votes > 0
 
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        grads = [p.grad for p in params if p.grad is not None]
         if options.clip_grad_norm > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, options.clip_grad_norm).item()
         else:
-            grad_norm = torch.nn.utils.get_total_norm(grads).item()
-        finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
-        if finite or scaler.is_enabled():
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]).item()
+        if math.isfinite(loss_value) and math.isfinite(grad_norm) or scaler.is_enabled():
             scale = scaler.get_scale()
             scaler.step(optimizer)  # skips the step itself when fp16 gradients overflowed
             scaler.update()
@@ -176,34 +198,26 @@ def train_one_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optim
         progress.epoch_iter += 1
         progress.iteration += 1
 
-        counts["skipped" if skipped else "steps"] += 1
-        if not skipped:
-            for name, value in zip(names + ["loss", "grad_norm"], term_values + [loss_value, grad_norm]):
-                window[name] = window.get(name, 0.0) + value
-        iter_time += time.perf_counter() - timer
-        timer = time.perf_counter()
-        done = counts["steps"] + counts["skipped"]
-        if done % options.log_interval == 0 or stop_votes > 0:
+        values = None if skipped else {**dict(zip(names, term_values)), "loss": loss_value, "grad_norm": grad_norm}
+        window.add(values, time.perf_counter() - timer, data_time)
+        if (window.steps + window.skipped) % options.log_interval == 0 or stopped:
             record = {"type": "train", "epoch": progress.epoch + 1, "iter": progress.iteration, "lr": lr,
-                      **{k: v / max(counts["steps"], 1) for k, v in window.items()},
-                      "skipped": counts["skipped"], "time": iter_time / done, "data_time": data_time / done}
+                      **window.record()}
             if total_iters is not None:
                 record["eta_s"] = round(record["time"] * (total_iters - progress.iteration))
             if device.type == "cuda":
                 record["memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
             log.write(record, progress.iteration)
             bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", lr=f"{lr:.3g}")
-            window.clear()
-            counts = {"steps": 0, "skipped": 0}
-            data_time = iter_time = 0.0
+            window = _LogWindow()
         if save_checkpoint_fn is not None and options.checkpoint_iters and \
                 progress.iteration % options.checkpoint_iters == 0:
             save_checkpoint_fn()
-        if stop_votes > 0:
-            bar.close()
-            return True
+        timer = time.perf_counter()
+        if stopped:
+            break
     bar.close()
-    return False
+    return stopped
 
 
 ModelBuilder = Callable[[Config], nn.Module]
@@ -214,14 +228,13 @@ ValDataBuilder = Callable[[Config], tuple[Any, CocoEvaluator]]
 class Trainer:
     """A training run in ``work_dir``: build everything, optionally resume, then :meth:`fit`.
 
-    The builders default to the real detector and COCO data (:mod:`dwdet.engine.builders`);
-    ``build_val_data=None`` trains without evaluation. Call from every rank under torchrun.
+    The builders default to the real detector and COCO data (:mod:`dwdet.engine.builders`).
+    Call from every rank under torchrun.
     """
 
     def __init__(self, cfg: Config, work_dir: str | os.PathLike, resume: str | os.PathLike | None = None, *,
-                 build_model: ModelBuilder = builders.build_model,
-                 build_train_data: TrainDataBuilder = builders.build_train_data,
-                 build_val_data: ValDataBuilder | None = builders.build_val_data):
+                 build_model: ModelBuilder | None = None, build_train_data: TrainDataBuilder | None = None,
+                 build_val_data: ValDataBuilder | None = None):
         self.cfg = cfg
         self.work_dir = os.fspath(work_dir)
         train = cfg.train
@@ -230,14 +243,14 @@ class Trainer:
         os.makedirs(self.work_dir, exist_ok=True)
 
         seed_everything(train.seed, train.deterministic)  # the same initial weights on every rank
-        self.model = build_model(cfg).to(self.device)
+        self.model = (build_model or builders.build_model)(cfg).to(self.device)
         seed_everything(train.seed + rank, train.deterministic)  # then different randomness per rank
         self.ddp_model: nn.Module = self.model
         if is_distributed():
             self.ddp_model = DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
 
-        dataset, batch_sampler = build_train_data(cfg)
+        dataset, batch_sampler = (build_train_data or builders.build_train_data)(cfg)
         self.loader = EpochLoader(dataset, batch_sampler, train.num_workers, seed=train.seed + rank,
                                   pin_memory=self.device.type == "cuda")
         if len(self.loader) == 0:
@@ -252,8 +265,8 @@ class Trainer:
         self.progress = Progress()
 
         self.val_loader = self.evaluator = None
-        if build_val_data is not None and cfg.eval.interval > 0:
-            val_set, self.evaluator = build_val_data(cfg)
+        if cfg.eval.interval > 0:
+            val_set, self.evaluator = (build_val_data or builders.build_val_data)(cfg)
             self.val_loader = eval_loader(val_set, cfg.eval.batch_size, cfg.eval.num_workers)
         self.log = MetricsLog(self.work_dir, tensorboard=train.tensorboard)
         if resume is not None:
