@@ -22,6 +22,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -94,11 +95,13 @@ class StopRequest:
               file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopRequest:
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        if threading.current_thread() is threading.main_thread():  # only it may install handlers
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -157,7 +160,8 @@ def train_one_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optim
     window = _LogWindow()
     bar = tqdm(batches, desc=f"epoch {progress.epoch + 1}", initial=progress.epoch_iter,
                total=progress.epoch_iter + len(batches) if hasattr(batches, "__len__") else None,
-               disable=not is_main_process(), dynamic_ncols=True)
+               disable=not is_main_process(), dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
     stopped = False
     timer = time.perf_counter()
     for images, targets in bar:
@@ -295,7 +299,7 @@ class Trainer:
 
     def resume(self, path: str | os.PathLike) -> None:
         """Continue exactly where the checkpoint at ``path`` stopped (same world size and batch)."""
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt = load_checkpoint(path)  # on CPU; load_state_dict copies to the parameters' device
         saved = (ckpt["world_size"], ckpt["batch_size"])
         if saved != (get_world_size(), self.cfg.train.batch_size):
             raise CheckpointError(
