@@ -1,0 +1,220 @@
+"""Python-file configs with inheritance and type-checked dotted overrides.
+
+A config file is plain Python: every top-level name that does not start with ``_`` and is not a
+module, function or class becomes a key (usually one dict per section: ``model``, ``loss``,
+``data``, ``train``, ``eval``). A file may inherit with ``_base_ = "other.py"`` (or a list of
+files, merged in order; paths relative to the file). Sections merge key by key; a dict holding
+``"_replace_": True`` replaces the inherited dict instead of merging into it.
+
+Values from a child file or the command line are checked against the value they replace: an
+``int`` key takes ints, a ``float`` key ints or floats, a ``bool`` key only ``True``/``False``,
+lists and tuples are interchangeable and checked element by element, and a key whose value is
+``None`` takes anything. Command-line overrides may not add keys. Every error names the key.
+
+    cfg = load_config("configs/dw_r50_fpn_1x_coco.py", ["train.lr=0.02", "model.backbone=resnet18"])
+    cfg.train.lr            # 0.02
+    save_config(cfg, "work_dirs/run/config.json")
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import json
+import os
+import runpy
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+__all__ = ["Config", "ConfigError", "load_config", "save_config"]
+
+_REPLACE = "_replace_"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied; the message names the key."""
+
+
+class Config(Mapping):
+    """Read-only nested mapping with attribute access (``cfg.train.lr`` == ``cfg["train"]["lr"]``)."""
+
+    def __init__(self, data: Mapping[str, Any], prefix: str = ""):
+        object.__setattr__(self, "_data", dict(data))
+        object.__setattr__(self, "_prefix", prefix)
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            value = self._data[key]
+        except KeyError:
+            raise KeyError(f"config has no key '{self._prefix}{key}'") from None
+        return Config(value, f"{self._prefix}{key}.") if isinstance(value, dict) else value
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError as err:
+            raise AttributeError(err.args[0]) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("Config is read-only; pass overrides to load_config")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"Config({self._data!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A deep copy as plain dicts, lists and scalars."""
+        return copy.deepcopy(self._data)
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
+    """Load a ``.py`` config (following ``_base_``) or a saved ``.json`` one, then apply
+    ``key.sub=value`` overrides (values parsed as Python literals, bare words as strings)."""
+    data = _load_file(os.fspath(path), chain=())
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+        _set_dotted(data, key.strip(), text.strip())
+    return Config(data)
+
+
+def save_config(cfg: Config | Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write the resolved config as JSON (loadable again with :func:`load_config`)."""
+    data = cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def _load_file(path: str, chain: tuple[str, ...]) -> dict[str, Any]:
+    path = os.path.abspath(path)
+    if path in chain:
+        raise ConfigError(f"config inheritance loops: {' -> '.join(chain + (path,))}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    if path.endswith(".json"):
+        with open(path) as f:
+            return json.load(f)
+    if not path.endswith(".py"):
+        raise ConfigError(f"config file must be .py or .json: {path}")
+    namespace = runpy.run_path(path)
+    own = {k: v for k, v in namespace.items() if not k.startswith("_") and not _is_code(v)}
+    bases = namespace.get("_base_", [])
+    bases = [bases] if isinstance(bases, str) else list(bases)
+    merged: dict[str, Any] = {}
+    for base in bases:
+        _merge(merged, _load_file(os.path.join(os.path.dirname(path), base), chain + (path,)), "",
+               allow_new=True)
+    _merge(merged, own, "", allow_new=True, source=path)
+    return merged
+
+
+def _is_code(value: Any) -> bool:
+    return isinstance(value, (types.ModuleType, types.FunctionType, type))
+
+
+def _merge(dst: dict[str, Any], src: Mapping[str, Any], prefix: str, allow_new: bool,
+           source: str = "") -> None:
+    """Merge ``src`` into ``dst`` in place, type-checking every replaced value."""
+    for key, value in src.items():
+        if key == _REPLACE:
+            continue
+        name = prefix + key
+        if key not in dst:
+            if not allow_new:
+                raise ConfigError(_unknown_key_message(name, dst))
+            dst[key] = _strip_replace(value)
+        elif isinstance(dst[key], dict) and isinstance(value, Mapping) and not value.get(_REPLACE):
+            _merge(dst[key], value, name + ".", allow_new, source)
+        else:
+            dst[key] = _coerce(name, value, dst[key], source)
+
+
+def _strip_replace(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _strip_replace(v) for k, v in value.items() if k != _REPLACE}
+    return copy.deepcopy(value)
+
+
+def _set_dotted(data: dict[str, Any], key: str, text: str) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for depth, part in enumerate(parents):
+        section = ".".join(parents[:depth + 1])
+        if part not in node:
+            raise ConfigError(_unknown_key_message(section, node))
+        if not isinstance(node[part], dict):
+            raise ConfigError(f"unknown config key '{key}': '{section}' is a value ({node[part]!r}), not a section")
+        node = node[part]
+    if leaf not in node:
+        raise ConfigError(_unknown_key_message(key, node))
+    value = _parse_literal(text)
+    if isinstance(node[leaf], str) and not isinstance(value, str):
+        value = text  # e.g. `data.year=2017` for a string key
+    if isinstance(node[leaf], dict) and isinstance(value, Mapping):
+        _merge(node[leaf], value, key + ".", allow_new=False)
+    else:
+        node[leaf] = _coerce(key, value, node[leaf], "the command line")
+
+
+def _parse_literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _coerce(name: str, value: Any, old: Any, source: str = "") -> Any:
+    """``value`` converted to the type of ``old`` it replaces, or a ConfigError naming ``name``."""
+    if old is None or isinstance(value, Mapping) and value.get(_REPLACE):
+        return _strip_replace(value)
+    where = f" (from {source})" if source else ""
+
+    def fail() -> ConfigError:
+        return ConfigError(f"config key '{name}' expects {type(old).__name__} like {old!r}, "
+                           f"got {type(value).__name__} {value!r}{where}")
+
+    if isinstance(old, bool):
+        if not isinstance(value, bool):
+            raise fail()
+        return value
+    if isinstance(old, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail()
+        return value
+    if isinstance(old, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail()
+        return float(value)
+    if isinstance(old, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        kinds = {type(x) for x in old}
+        if len(kinds) == 1:
+            value = [_coerce(f"{name}[{i}]", x, old[0], source) for i, x in enumerate(value)]
+        return type(old)(value)
+    if isinstance(old, dict):
+        if not isinstance(value, Mapping):
+            raise fail()
+        merged = copy.deepcopy(old)
+        _merge(merged, value, name + ".", allow_new=True, source=source)
+        return merged
+    if not isinstance(value, type(old)):
+        raise fail()
+    return value
+
+
+def _unknown_key_message(name: str, node: dict[str, Any]) -> str:
+    leaf = name.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, list(node), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown config key '{name}'{hint} (known here: {', '.join(sorted(node)) or 'none'})"

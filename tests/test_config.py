@@ -1,0 +1,140 @@
+"""Config files: overrides with type checks, inheritance, saving and reloading."""
+import textwrap
+
+import pytest
+
+from dwdet.config import Config, ConfigError, load_config, save_config
+
+BASE = """
+import math
+
+model = dict(backbone="resnet50", depth=50, frozen_stages=1, refine=False, norm=dict(type="GN", groups=32))
+train = dict(lr=0.01, epochs=12, lr_steps=(8, 11), mean=[0.485, 0.456, 0.406], resume=None, amp="none")
+_private = 3
+
+def helper():
+    return 1
+"""
+
+
+def write(folder, name, text):
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def base(tmp_path):
+    return write(tmp_path, "base.py", BASE)
+
+
+def test_loads_sections_and_skips_private_names_modules_and_functions(base):
+    cfg = load_config(base)
+    assert set(cfg) == {"model", "train"}
+    assert cfg.model.norm.groups == 32 and cfg["train"]["lr"] == 0.01
+    assert isinstance(cfg.model, Config)
+
+
+@pytest.mark.parametrize("override,key,expected", [
+    ("train.lr=0.02", ("train", "lr"), 0.02),
+    ("train.lr=1", ("train", "lr"), 1.0),  # an int where a float is expected is converted
+    ("train.epochs=24", ("train", "epochs"), 24),
+    ("model.refine=True", ("model", "refine"), True),
+    ("model.backbone=resnet18", ("model", "backbone"), "resnet18"),
+    ("model.backbone=101", ("model", "backbone"), "101"),  # a string key keeps the text
+    ("train.lr_steps=[16,22]", ("train", "lr_steps"), (16, 22)),  # the existing container type is kept
+    ("train.mean=(0,0.5,1)", ("train", "mean"), [0.0, 0.5, 1.0]),
+    ("train.resume=work_dirs/run/last.pth", ("train", "resume"), "work_dirs/run/last.pth"),  # None takes anything
+    ("model.norm.groups=16", ("model", "norm", "groups"), 16),
+    ("model.norm={'groups': 8}", ("model", "norm", "groups"), 8),
+])
+def test_override_values(base, override, key, expected):
+    cfg = load_config(base, [override])
+    value = cfg
+    for part in key:
+        value = value[part]
+    assert value == expected and type(value) is type(expected)
+    assert cfg.model.norm.type == "GN"  # untouched siblings survive
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lrr=0.1", r"unknown config key 'train.lrr'; did you mean 'lr'\?"),
+    ("trian.lr=0.1", r"unknown config key 'trian'; did you mean 'train'\?"),
+    ("model.norm.kind=BN", r"unknown config key 'model.norm.kind'"),
+    ("model.depth.x=1", r"unknown config key 'model.depth.x': 'model.depth' is a value \(50\), not a section"),
+    ("model.norm={'gropus': 8}", r"unknown config key 'model.norm.gropus'"),
+    ("train.epochs=12.5", r"'train.epochs' expects int like 12, got float 12.5"),
+    ("model.refine=1", r"'model.refine' expects bool like False, got int 1"),
+    ("train.epochs=True", r"'train.epochs' expects int"),
+    ("train.lr=fast", r"'train.lr' expects float like 0.01, got str 'fast'"),
+    ("train.lr_steps=8", r"'train.lr_steps' expects tuple"),
+    ("train.lr_steps=[8,11.5]", r"'train.lr_steps\[1\]' expects int"),
+    ("model.norm=GN", r"'model.norm' expects dict"),
+    ("train.lr", r"override 'train.lr' is not of the form key.sub=value"),
+])
+def test_override_errors_name_the_key(base, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(base, [override])
+
+
+def test_inheritance_merges_sections_and_checks_types(tmp_path, base):
+    write(tmp_path, "mid.py", """
+        _base_ = "base.py"
+        model = dict(refine=True, norm=dict(groups=16))
+        eval = dict(interval=1)
+    """)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    child = write(sub, "child.py", """
+        _base_ = ["../mid.py"]
+        train = dict(lr=0.02, epochs=24)
+    """)
+    cfg = load_config(child, ["train.lr_steps=(16,22)"])
+    assert cfg.model.to_dict() == {"backbone": "resnet50", "depth": 50, "frozen_stages": 1, "refine": True,
+                                   "norm": {"type": "GN", "groups": 16}}
+    assert cfg.train.lr == 0.02 and cfg.train.epochs == 24 and cfg.train.lr_steps == (16, 22)
+    assert cfg.train.mean == [0.485, 0.456, 0.406] and cfg.eval.interval == 1
+
+    bad = write(tmp_path, "bad.py", '_base_ = "base.py"\ntrain = dict(epochs="twelve")\n')
+    with pytest.raises(ConfigError, match=r"'train.epochs' expects int.*bad.py"):
+        load_config(bad)
+
+
+def test_several_bases_merge_in_order_and_replace_marker(tmp_path, base):
+    write(tmp_path, "other.py", 'model = dict(depth=101, extra=True)\n')
+    child = write(tmp_path, "child.py", """
+        _base_ = ["base.py", "other.py"]
+        model = dict(norm=dict(_replace_=True, type="BN"))
+    """)
+    cfg = load_config(child)
+    assert cfg.model.depth == 101 and cfg.model.extra is True
+    assert cfg.model.norm.to_dict() == {"type": "BN"}
+
+
+def test_inheritance_loop_and_missing_base_are_errors(tmp_path):
+    write(tmp_path, "a.py", '_base_ = "b.py"\n')
+    write(tmp_path, "b.py", '_base_ = "a.py"\n')
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "a.py")
+    write(tmp_path, "c.py", '_base_ = "missing.py"\n')
+    with pytest.raises(ConfigError, match="not found: .*missing.py"):
+        load_config(tmp_path / "c.py")
+
+
+def test_saved_json_reloads_equal_and_still_type_checks(tmp_path, base):
+    cfg = load_config(base, ["train.lr=0.04"])
+    save_config(cfg, tmp_path / "config.json")
+    again = load_config(tmp_path / "config.json", ["train.lr_steps=[1,2]"])
+    assert again.train.lr == 0.04 and again.train.lr_steps == [1, 2] and again.model == cfg.model
+    with pytest.raises(ConfigError, match="'train.epochs' expects int"):
+        load_config(tmp_path / "config.json", ["train.epochs=x"])
+
+
+def test_config_is_read_only_and_missing_keys_are_named(base):
+    cfg = load_config(base)
+    with pytest.raises(AttributeError, match="read-only"):
+        cfg.train = {}
+    with pytest.raises(AttributeError, match="config has no key 'model.norm.eps'"):
+        cfg.model.norm.eps
+    cfg.to_dict()["train"]["lr"] = 1.0
+    assert cfg.train.lr == 0.01  # to_dict is a copy

@@ -1,0 +1,130 @@
+"""Single-process training: exact resume, SIGTERM, non-finite losses, AMP, logs and saved config."""
+import json
+import math
+
+import pytest
+import torch
+
+from dwdet.config import load_config
+from dwdet.engine import NonFiniteLossError, Trainer, load_checkpoint
+from tests.engine_helpers import BUILDERS, tiny_config
+
+
+def run(tmp_path, name, overrides=(), resume=None):
+    cfg = tiny_config(tmp_path, list(overrides))
+    trainer = Trainer(cfg, tmp_path / name, resume=resume, **BUILDERS)
+    return trainer, trainer.fit()
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("full")
+    trainer, result = run(tmp_path, "full", ["eval.interval=0"])
+    return trainer, result, tmp_path / "full"
+
+
+def test_uninterrupted_run_trains_and_keeps_epoch_checkpoints(uninterrupted):
+    trainer, result, work_dir = uninterrupted
+    assert result["status"] == "finished" and result["iteration"] == 2 * 4
+    initial = Trainer(trainer.cfg, work_dir.parent / "init", **BUILDERS).model.state_dict()
+    assert not same_weights(initial, trainer.model.state_dict())
+    first = load_checkpoint(work_dir / "epoch_1.pth")
+    assert first["progress"] == {"epoch": 1, "epoch_iter": 0, "iteration": 4}
+    assert same_weights(load_checkpoint(work_dir / "last.pth")["model"], trainer.model.state_dict())
+
+
+# 2 images per batch, 4 batches per epoch: stop after iteration 2 (mid-epoch 1), 4 (end of epoch 1), 6.
+@pytest.mark.parametrize("sigterm_at", [3, 7, 11])
+def test_sigterm_saves_and_resume_matches_uninterrupted_bitwise(tmp_path, uninterrupted, sigterm_at):
+    full_trainer, _, _ = uninterrupted
+    trainer, result = run(tmp_path, "stopped", ["eval.interval=0", f"data.sigterm_at={sigterm_at}"])
+    assert result["status"] == "interrupted"
+    ckpt = load_checkpoint(tmp_path / "stopped" / "last.pth")
+    assert ckpt["progress"]["iteration"] == (sigterm_at + 1) // 2 < 8
+    assert ckpt["progress"]["epoch_iter"] > 0
+    assert not same_weights(trainer.model.state_dict(), full_trainer.model.state_dict())
+
+    with pytest.warns(UserWarning, match="data.sigterm_at: .* -> None"):
+        resumed, result = run(tmp_path, "stopped", ["eval.interval=0"], resume=tmp_path / "stopped" / "last.pth")
+    assert result == {"status": "finished", "epoch": 2, "iteration": 8, "metrics": None}
+    assert same_weights(resumed.model.state_dict(), full_trainer.model.state_dict())
+    assert same_weights(resumed.optimizer.state_dict()["state"][0], full_trainer.optimizer.state_dict()["state"][0])
+
+
+def test_resume_from_epoch_checkpoint_matches_bitwise(tmp_path, uninterrupted):
+    full_trainer, _, work_dir = uninterrupted
+    resumed, _ = run(tmp_path, "from_epoch1", ["eval.interval=0"], resume=work_dir / "epoch_1.pth")
+    assert same_weights(resumed.model.state_dict(), full_trainer.model.state_dict())
+
+
+def test_resume_refuses_another_batch_size(tmp_path, uninterrupted):
+    _, _, work_dir = uninterrupted
+    with pytest.raises(RuntimeError, match="batch 2.*batch_size"):
+        Trainer(tiny_config(tmp_path, ["train.batch_size=3"]), tmp_path / "x", resume=work_dir / "last.pth",
+                **BUILDERS)
+
+
+def test_metrics_log_and_saved_config(tmp_path):
+    trainer, result = run(tmp_path, "logged", ["train.epochs=1"])
+    records = [json.loads(line) for line in (tmp_path / "logged" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["type"] == "train"]
+    assert [r["iter"] for r in train] == [2, 4]  # log_interval=2
+    assert {"loss", "loss_box", "loss_cls", "loss_neg", "lr", "grad_norm", "time", "data_time", "eta_s"} <= train[0].keys()
+    assert train[0]["loss"] == pytest.approx(train[0]["loss_box"] + train[0]["loss_cls"] + train[0]["loss_neg"])
+    # lr of iteration 2: base 0.16 * 2/16 scaled by the warmup factor at iteration 1 (0.1 + 0.9/3).
+    assert train[0]["lr"] == pytest.approx(0.02 * 0.4)
+    val = [r for r in records if r["type"] == "val"]
+    assert len(val) == 1 and val[0]["epoch"] == 1 and val[0]["AP"] == result["metrics"]["AP"]
+    assert 0.0 <= val[0]["AP"] <= 1.0
+    saved = load_config(tmp_path / "logged" / "config.json")
+    assert saved.to_dict() == json.loads(json.dumps(trainer.cfg.to_dict()))
+    assert json.loads((tmp_path / "logged" / "environment.json").read_text())["world_size"] == 1
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    # Image call 7 is the first of iteration 4; checkpoints are written after every iteration.
+    with pytest.raises(NonFiniteLossError, match=r"iteration 4 .*loss=nan.*train.nonfinite=skip"):
+        run(tmp_path, "nan", ["eval.interval=0", "data.nan_at=7", "train.checkpoint_iters=1"])
+    ckpt = load_checkpoint(tmp_path / "nan" / "last.pth")
+    assert ckpt["progress"]["iteration"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+@pytest.mark.parametrize("amp,policy", [("none", "skip"), ("fp16", "stop")])
+def test_nonfinite_loss_skipped(tmp_path, amp, policy):
+    trainer, result = run(tmp_path, "skip", ["eval.interval=0", "data.nan_at=7", "train.log_interval=1",
+                                             f"train.amp={amp}", f"train.nonfinite={policy}", "train.epochs=2"])
+    assert result["status"] == "finished"
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values())
+    records = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r["skipped"] for r in records]
+    if amp == "fp16":  # the scaler also skips its first steps while it lowers the initial 2**16 scale
+        assert skipped[2:] == [0, 1, 0, 0, 0, 0] and trainer.scaler.get_scale() < 2**16
+    else:
+        assert skipped == [0, 0, 0, 1, 0, 0, 0, 0]
+    assert records[3]["lr"] > 0 and "loss" not in records[3]
+
+
+def test_bf16_autocast_trains(tmp_path):
+    trainer, result = run(tmp_path, "bf16", ["eval.interval=0", "train.epochs=1", "train.amp=bf16"])
+    assert result["status"] == "finished"
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values())
+    assert not trainer.scaler.is_enabled()
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path):
+    free, _ = run(tmp_path, "free", ["eval.interval=0", "train.epochs=1", "train.weight_decay=0.0",
+                                     "train.momentum=0.0", "train.warmup_iters=0"])
+    clipped, _ = run(tmp_path, "clip", ["eval.interval=0", "train.epochs=1", "train.weight_decay=0.0",
+                                        "train.momentum=0.0", "train.warmup_iters=0", "train.clip_grad_norm=1e-3"])
+    start = Trainer(tiny_config(tmp_path), tmp_path / "init", **BUILDERS).model.state_dict()
+
+    def distance(trainer):
+        return math.sqrt(sum(((trainer.model.state_dict()[k] - start[k]) ** 2).sum() for k in start))
+    lr = 0.16 * 2 / 16
+    assert distance(clipped) <= 4 * lr * 1e-3 * (1 + 1e-5)  # 4 steps of plain SGD, each at most lr * max_norm
+    assert distance(free) > 10 * distance(clipped)
