@@ -1,0 +1,1 @@
+"""dwdet: Dual Weighting label assignment for dense object detectors (FCOS), in PyTorch."""
