@@ -1,0 +1,4 @@
+"""Training losses with the dwdet loss contract: ``loss(cls_logits, bbox_preds, centerness, targets) -> dict``."""
+from dwdet.losses.fcos import FCOSLoss, assign_fcos
+
+__all__ = ["FCOSLoss", "assign_fcos"]
