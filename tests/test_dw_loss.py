@@ -6,7 +6,7 @@ import torch
 
 import dw_ops
 from dwdet.losses.dw import DWLoss
-from dwdet.models.points import level_points
+from dwdet.models.points import anchor_points
 from dense_dw import dense_dw_loss
 
 SIZES = [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)]
@@ -155,7 +155,7 @@ def test_neg_weighting_ablations(weighting):
     cls, reg, ctr, targets = inputs
     s = (cls[0].sigmoid() * ctr[0].sigmoid()).reshape(2, 3).T  # (point, class)
     bce = -torch.log1p(-s)
-    pts, strs = level_points([(1, 3)], (8,), dtype=torch.float64)
+    pts, strs = anchor_points([(1, 3)], (8,), dtype=torch.float64)
     bag = dw_ops.candidate_bag_iou(pts, strs, reg[0].flatten(2).transpose(1, 2), [targets[0]["boxes"]])
     weights = dw_ops.dual_weights(bag, s[bag.point_index, 1], torch.tensor([1]), 2, 2)
     assert bag.point_index.tolist() == [0, 1, 2]

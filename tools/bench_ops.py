@@ -23,7 +23,7 @@ import torch.utils.benchmark as tbench
 import dw_ops
 from dw_ops import reference
 from dwdet.losses.dw import DWLoss
-from dwdet.models.points import level_points
+from dwdet.models.points import anchor_points
 
 SIZES = [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)]
 STRIDES = (8, 16, 32, 64, 128)
@@ -42,7 +42,7 @@ def make_problem(num_gts: int, device: str, seed: int = 0) -> dict:
         wh = torch.rand(num_gts, 2, generator=g) ** 2 * 500 + 4
         boxes.append(torch.cat([xy, (xy + wh).clamp(max=torch.tensor([1344.0, 800.0]))], 1).to(device))
         labels.append(torch.randint(CLASSES, (num_gts,), generator=g).to(device))
-    points, strides = level_points(SIZES, STRIDES, device=device)
+    points, strides = anchor_points(SIZES, STRIDES, device=device)
     to = lambda xs: [x.to(device) for x in xs]  # noqa: E731
     return dict(cls=to(cls), ctr=to(ctr), reg=to(reg), boxes=boxes, labels=labels, points=points, strides=strides)
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import dw_ops
-from dwdet.models.points import level_points
+from dwdet.models.points import anchor_points, flatten_levels
 from dwdet.utils.dist import reduce_mean
 
 CENTER_PRIORS = ("soft", "hard", "threshold", "topk")
@@ -76,14 +76,14 @@ class DWLoss(nn.Module):
                              f"{len(cls_logits)}, {len(bbox_preds)} and {len(centerness)}")
         if len(targets) != cls_logits[0].shape[0]:
             raise ValueError(f"got {len(targets)} targets for a batch of {cls_logits[0].shape[0]} images")
-        # Work in float32 even under AMP; (N, C, H, W) levels -> (N, P, C) strided views, no copy per class.
-        cls = torch.cat([_upcast(x).flatten(2) for x in cls_logits], dim=2).transpose(1, 2)
-        ctr = torch.cat([_upcast(x).flatten(1) for x in centerness], dim=1)
-        dist = torch.cat([_upcast(x).flatten(2) for x in bbox_preds], dim=2).transpose(1, 2)
+        # Work in float32 even under AMP; (N, C, H, W) levels -> class-major (N, P, C) views (one copy).
+        cls = flatten_levels([_upcast(x) for x in cls_logits])
+        ctr = flatten_levels([_upcast(x) for x in centerness])[..., 0]
+        dist = flatten_levels([_upcast(x) for x in bbox_preds])
         if cls.shape[2] != self.num_classes:
             raise ValueError(f"cls_logits have {cls.shape[2]} classes, DWLoss was built for {self.num_classes}")
         num_points = cls.shape[1]
-        points, strides = level_points([tuple(x.shape[-2:]) for x in cls_logits], self.strides,
+        points, strides = anchor_points([tuple(x.shape[-2:]) for x in cls_logits], self.strides,
                                        device=cls.device, dtype=cls.dtype)
         gt_boxes = [t["boxes"].to(cls) for t in targets]
         labels = torch.cat([t["labels"] for t in targets]).to(cls.device, torch.int64)

@@ -1,0 +1,90 @@
+"""ResNet / ResNeXt backbone with an FPN giving P3-P7.
+
+The backbone follows the released DW model: torchvision ResNets with every BatchNorm replaced by
+FrozenBatchNorm2d and the stem and stage 1 frozen; the FPN has P3-P5 from C3-C5 and P6/P7 from
+P5's output, with a ReLU before P7's conv.
+"""
+import os
+from typing import Optional, Union
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import ResNet, WeightsEnum
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_64x4d")
+FROZEN_MODULES = ("conv1", "bn1", "layer1")  # stem and stage 1
+Weights = Union[None, str, os.PathLike, WeightsEnum]
+
+
+def build_resnet(name: str, weights: Weights = None) -> ResNet:
+    """A torchvision ResNet/ResNeXt with frozen BatchNorm and a frozen stem and stage 1.
+
+    Args:
+        name: one of :data:`BACKBONES`.
+        weights: None for random init; a torchvision weights name or enum of that model (e.g.
+            ``"IMAGENET1K_V1"``, ``"DEFAULT"``; downloaded to torchvision's cache on first use); or
+            the path of a local checkpoint holding the ResNet's state dict (the classifier ``fc.*``
+            may be absent).
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+    path = os.fspath(weights) if _is_checkpoint_path(weights) else None
+    if path is not None and not os.path.isfile(path):
+        raise FileNotFoundError(f"backbone checkpoint {path!r} does not exist")
+    model = torchvision.models.get_model(name, weights=None if path else _verify_weights(name, weights),
+                                         norm_layer=FrozenBatchNorm2d)
+    if path is not None:
+        _load_checkpoint(model, path)
+    for module_name in FROZEN_MODULES:
+        getattr(model, module_name).requires_grad_(False)
+    return model
+
+
+def build_backbone(name: str = "resnet50", weights: Weights = None, out_channels: int = 256) -> BackboneWithFPN:
+    """ResNet + FPN returning five maps (P3-P7, strides 8-128) of ``out_channels`` channels.
+
+    The output is an ordered dict (keys ``"0", "1", "2", "p6", "p7"``); see :func:`build_resnet`
+    for ``name`` and ``weights``."""
+    resnet = build_resnet(name, weights)
+    c5_channels = resnet.inplanes  # channels of the last stage's output
+    fpn = BackboneWithFPN(resnet, return_layers={"layer2": "0", "layer3": "1", "layer4": "2"},
+                          in_channels_list=[c5_channels // 4, c5_channels // 2, c5_channels],
+                          out_channels=out_channels,
+                          # in == out channels makes P6 come from P5 (use_P5), not from C5
+                          extra_blocks=LastLevelP6P7(out_channels, out_channels))
+    for module in fpn.fpn.modules():  # the released model's FPN init (xavier uniform, zero bias)
+        if isinstance(module, nn.Conv2d):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    return fpn
+
+
+def _is_checkpoint_path(weights: Weights) -> bool:
+    if isinstance(weights, os.PathLike):
+        return True
+    return isinstance(weights, str) and (os.sep in weights or weights.endswith((".pth", ".pt")))
+
+
+def _verify_weights(name: str, weights: Union[None, str, WeightsEnum]) -> Optional[WeightsEnum]:
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        return enum.verify(weights)
+    except (KeyError, TypeError) as error:
+        choices = [w.name for w in enum] + ["DEFAULT"]
+        raise ValueError(f"weights {weights!r} are not weights of {name}; use None, one of {choices} "
+                         "or the path of a local checkpoint (.pth)") from error
+
+
+def _load_checkpoint(model: ResNet, path: str) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state.get("model", state))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    unexpected = [k for k in unexpected if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(f"backbone checkpoint {path!r} does not match {type(model).__name__}: "
+                         f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")

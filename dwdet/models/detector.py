@@ -1,0 +1,156 @@
+"""The FCOS detector: backbone + FPN, head, a pluggable loss and inference post-processing."""
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, clip_boxes_to_image
+
+from dwdet.models.backbone import Weights, build_backbone
+from dwdet.models.head import DEFAULT_STRIDES, FCOSHead
+from dwdet.models.points import level_points
+from dwdet.models.transform import DetectionTransform
+
+Detections = List[Dict[str, Tensor]]
+
+
+class FCOSDetector(nn.Module):
+    """A dense detector with the torchvision contract.
+
+    ``model(images, targets)`` in training returns the loss dict of ``loss`` (any module called as
+    ``loss(cls_logits, bbox_preds, centerness, targets)``, computed in float32); ``model(images)``
+    in eval returns one ``{"boxes" (D, 4) xyxy in the input image's pixels, "labels" (D,) int64,
+    "scores" (D,)}`` per image. ``images`` is a list of (3, H, W) float tensors in [0, 1];
+    targets are ``{"boxes" (G, 4) xyxy pixels, "labels" (G,) int64}`` per image (G may be 0).
+
+    Inference: score = sigmoid(cls) * sigmoid(centerness); per level the (point, class) pairs
+    with score > ``score_thresh``, at most ``pre_nms_top_n`` of them; boxes clipped to the image,
+    class-aware NMS at ``nms_thresh``, the best ``detections_per_img`` kept.
+    """
+
+    def __init__(self, backbone: nn.Module, head: FCOSHead, transform: DetectionTransform,
+                 loss: Optional[nn.Module] = None, *, score_thresh: float = 0.05, pre_nms_top_n: int = 1000,
+                 nms_thresh: float = 0.6, detections_per_img: int = 100) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.transform = transform
+        self.loss = loss
+        self.score_thresh = score_thresh
+        self.pre_nms_top_n = pre_nms_top_n
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
+                ) -> Union[Dict[str, Tensor], Detections]:
+        _check_images(images)
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are required in training mode")
+            if self.loss is None:
+                raise ValueError("this detector was built without a loss; it can only run in eval mode")
+            _check_targets(targets, len(images), self.num_classes)
+        original_sizes = [tuple(image.shape[-2:]) for image in images]
+        batch, targets = self.transform(images, targets if self.training else None)
+        features = list(self.backbone(batch.tensors).values())
+        outputs = [[x.float() for x in level_maps] for level_maps in self.head(features)]
+        if self.training:
+            with torch.autocast(batch.tensors.device.type, enabled=False):
+                return self.loss(*outputs, targets)
+        detections = self.postprocess(*outputs, batch.image_sizes)
+        return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+
+    @torch.no_grad()
+    def postprocess(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], centerness: List[Tensor],
+                    image_sizes: Sequence[Tuple[int, int]]) -> Detections:
+        """Detections of each image of the batch, in the pixels of the (resized, unpadded) image."""
+        detections = []
+        for i, image_size in enumerate(image_sizes):
+            boxes, scores, labels = [], [], []
+            for cls, dist, ctr, stride in zip(cls_logits, bbox_preds, centerness, self.head.strides):
+                level_boxes, level_scores, level_labels = self._level_candidates(cls[i], dist[i], ctr[i], stride)
+                boxes.append(level_boxes)
+                scores.append(level_scores)
+                labels.append(level_labels)
+            boxes = clip_boxes_to_image(torch.cat(boxes), image_size)
+            scores, labels = torch.cat(scores), torch.cat(labels)
+            keep = batched_nms(boxes, scores, labels, self.nms_thresh)[:self.detections_per_img]
+            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        return detections
+
+    def _level_candidates(self, cls: Tensor, dist: Tensor, ctr: Tensor, stride: int
+                          ) -> Tuple[Tensor, Tensor, Tensor]:
+        """The top (point, class) pairs of one level of one image: boxes, scores, labels."""
+        num_classes, height, width = cls.shape
+        scores = (cls.sigmoid() * ctr.sigmoid()).permute(1, 2, 0).reshape(-1)  # (H * W * C,) point-major
+        candidates = torch.nonzero(scores > self.score_thresh).squeeze(1)
+        scores = scores[candidates]
+        if len(scores) > self.pre_nms_top_n:
+            scores, order = scores.topk(self.pre_nms_top_n)
+            candidates = candidates[order]
+        point_index, labels = candidates // num_classes, candidates % num_classes
+        points = level_points(height, width, stride, dist.device, dist.dtype)[point_index]
+        dist = dist.flatten(1)[:, point_index].t()
+        boxes = torch.cat((points - dist[:, :2], points + dist[:, 2:]), dim=1)
+        return boxes, scores, labels
+
+
+def build_fcos(num_classes: int, loss: Optional[nn.Module] = None, *, backbone: str = "resnet50",
+               backbone_weights: Weights = "IMAGENET1K_V1", refine: bool = False,
+               min_size: Union[int, Sequence[int]] = 800, max_size: int = 1333, test_min_size: Optional[int] = None,
+               channels: int = 256, score_thresh: float = 0.05, pre_nms_top_n: int = 1000, nms_thresh: float = 0.6,
+               detections_per_img: int = 100) -> FCOSDetector:
+    """The FCOS detector of the DW paper from plain arguments (what configs call).
+
+    Args:
+        num_classes: number of object classes (labels are 0-based).
+        loss: the training loss (e.g. ``DWLoss`` or ``FCOSLoss``); None for an inference-only model.
+        backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"`` or ``"resnext101_64x4d"``.
+        backbone_weights: torchvision weights name (ImageNet, downloaded once to torchvision's
+            cache), the path of a local backbone checkpoint, or None for random init.
+        refine: add DW's box refinement.
+        min_size, max_size: resize to fit short side <= min_size, long side <= max_size; a
+            sequence of min sizes draws one per training image (multi-scale training).
+        test_min_size: short side at evaluation (default ``min_size``; required for multi-scale).
+        channels: FPN and head width.
+        score_thresh, pre_nms_top_n, nms_thresh, detections_per_img: inference settings.
+    """
+    return FCOSDetector(build_backbone(backbone, backbone_weights, channels),
+                        FCOSHead(num_classes, channels, strides=DEFAULT_STRIDES, refine=refine),
+                        DetectionTransform(min_size, max_size, test_min_size), loss,
+                        score_thresh=score_thresh, pre_nms_top_n=pre_nms_top_n, nms_thresh=nms_thresh,
+                        detections_per_img=detections_per_img)
+
+
+def _check_images(images: List[Tensor]) -> None:
+    if not isinstance(images, (list, tuple)) or not images:
+        raise ValueError(f"images must be a non-empty list of (3, H, W) tensors, got {type(images).__name__}")
+    for i, image in enumerate(images):
+        if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3 or min(image.shape[1:]) == 0:
+            shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            raise ValueError(f"images[{i}] must be a (3, H, W) tensor with H, W > 0, got {shape}")
+
+
+def _check_targets(targets: List[Dict[str, Tensor]], num_images: int, num_classes: int) -> None:
+    if len(targets) != num_images:
+        raise ValueError(f"got {num_images} images but {len(targets)} targets")
+    for i, target in enumerate(targets):
+        boxes, labels = target.get("boxes"), target.get("labels")
+        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+            raise ValueError(f"targets[{i}]['boxes'] must be a float (G, 4) tensor, got "
+                             f"{getattr(boxes, 'shape', boxes)} {getattr(boxes, 'dtype', '')}")
+        if not isinstance(labels, Tensor) or labels.shape != boxes.shape[:1] or labels.dtype != torch.int64:
+            raise ValueError(f"targets[{i}]['labels'] must be an int64 ({len(boxes)},) tensor, got "
+                             f"{getattr(labels, 'shape', labels)} {getattr(labels, 'dtype', '')}")
+    boxes = torch.cat([t["boxes"] for t in targets])
+    labels = torch.cat([t["labels"] for t in targets])
+    # one host sync for the whole batch
+    bad = torch.stack(((boxes[:, 2:] < boxes[:, :2]).any(), ((labels < 0) | (labels >= num_classes)).any()))
+    bad_boxes, bad_labels = bad.tolist()
+    if bad_boxes:
+        raise ValueError("targets contain boxes with x2 < x1 or y2 < y1 (boxes must be x1, y1, x2, y2)")
+    if bad_labels:
+        raise ValueError(f"targets contain labels outside [0, {num_classes}) (labels are 0-based class ids)")
