@@ -208,6 +208,8 @@ def _coerce(name: str, value: Any, old: Any, source: str = "") -> Any:
         merged = copy.deepcopy(old)
         _merge(merged, value, name + ".", allow_new=True, source=source)
         return merged
+    if isinstance(old, str) and value is None:
+        return None  # a name or path that can be unset (e.g. model.backbone_weights=None)
     if not isinstance(value, type(old)):
         raise fail()
     return value

@@ -59,6 +59,6 @@ def cases():
             yield pytest.param(op, args, util, id=f"{op}-{sid}-{util}")
 
 
-@pytest.mark.parametrize("op, args, util", cases())
+@pytest.mark.parametrize("op, args, util", list(cases()))
 def test_opcheck(op, args, util):
     opcheck(getattr(ops, op).default, args, test_utils=util)

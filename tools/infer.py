@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--score-thr", type=float, default=0.3, help="lowest score drawn (JSON keeps all)")
     parser.add_argument("--categories", help="COCO json whose categories name the labels")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may come before or after the options
 
 
 def list_images(inputs: list[str]) -> list[Path]:

@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--opts", nargs="+", default=[], metavar="key=value", help="more config overrides")
     parser.add_argument("--work-dir", help="where to write metrics.json (default: the checkpoint's folder)")
     parser.add_argument("--out", help="also write the COCO results JSON here")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may come before or after the options
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", help="run folder (default: work_dirs/<config name>)")
     parser.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
                         help="continue from CHECKPOINT, or with no value from <work-dir>/last.pth if it exists")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may come before or after the options
 
 
 def resolve_resume(resume: str | None, work_dir: str) -> str | None:

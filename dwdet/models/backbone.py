@@ -20,7 +20,10 @@ FROZEN_MODULES = ("conv1", "bn1", "layer1")  # stem and stage 1
 Weights = Union[None, str, os.PathLike, WeightsEnum]
 
 
-def build_resnet(name: str, weights: Weights = None) -> ResNet:
+NORMS = ("frozen_bn", "gn")
+
+
+def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn") -> ResNet:
     """A torchvision ResNet/ResNeXt with frozen BatchNorm and a frozen stem and stage 1.
 
     Args:
@@ -29,27 +32,35 @@ def build_resnet(name: str, weights: Weights = None) -> ResNet:
             ``"IMAGENET1K_V1"``, ``"DEFAULT"``; downloaded to torchvision's cache on first use); or
             the path of a local checkpoint holding the ResNet's state dict (the classifier ``fc.*``
             may be absent).
+        norm: ``"frozen_bn"`` (the paper's, for pretrained weights) or ``"gn"``: trainable
+            GroupNorm(32) everywhere and nothing frozen, for training from scratch (e.g. the
+            synthetic benchmark, where no pretrained weights can be downloaded).
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+    if norm not in NORMS:
+        raise ValueError(f"unknown backbone norm {norm!r}; choose one of {NORMS}")
     path = os.fspath(weights) if _is_checkpoint_path(weights) else None
     if path is not None and not os.path.isfile(path):
         raise FileNotFoundError(f"backbone checkpoint {path!r} does not exist")
+    norm_layer = FrozenBatchNorm2d if norm == "frozen_bn" else (lambda channels: nn.GroupNorm(32, channels))
     model = torchvision.models.get_model(name, weights=None if path else _verify_weights(name, weights),
-                                         norm_layer=FrozenBatchNorm2d)
+                                         norm_layer=norm_layer)
     if path is not None:
         _load_checkpoint(model, path)
-    for module_name in FROZEN_MODULES:
-        getattr(model, module_name).requires_grad_(False)
+    if norm == "frozen_bn":
+        for module_name in FROZEN_MODULES:
+            getattr(model, module_name).requires_grad_(False)
     return model
 
 
-def build_backbone(name: str = "resnet50", weights: Weights = None, out_channels: int = 256) -> BackboneWithFPN:
+def build_backbone(name: str = "resnet50", weights: Weights = None, out_channels: int = 256,
+                   norm: str = "frozen_bn") -> BackboneWithFPN:
     """ResNet + FPN returning five maps (P3-P7, strides 8-128) of ``out_channels`` channels.
 
     The output is an ordered dict (keys ``"0", "1", "2", "p6", "p7"``); see :func:`build_resnet`
     for ``name`` and ``weights``."""
-    resnet = build_resnet(name, weights)
+    resnet = build_resnet(name, weights, norm)
     c5_channels = resnet.inplanes  # channels of the last stage's output
     fpn = BackboneWithFPN(resnet, return_layers={"layer2": "0", "layer3": "1", "layer4": "2"},
                           in_channels_list=[c5_channels // 4, c5_channels // 2, c5_channels],

@@ -1,0 +1,14 @@
+# COCO 2017 in the usual layout under data/coco.
+data = dict(
+    type="coco",
+    root="data/coco",
+    train_images="train2017",
+    train_ann="annotations/instances_train2017.json",
+    val_images="val2017",
+    val_ann="annotations/instances_val2017.json",
+    seed=0,
+    params=dict(),
+    flip=0.5,
+    on_bad_image="error",  # or "skip" (counted and warned)
+    on_unknown_category="error",  # or "skip"
+)

@@ -1,0 +1,32 @@
+# The DW detector of the paper: ResNet-50 + FPN (P3-P7) + FCOS head, DW loss with the released semantics.
+model = dict(
+    num_classes=80,
+    backbone="resnet50",
+    backbone_weights="IMAGENET1K_V1",  # a torchvision weights name, a local .pth path, or None
+    backbone_norm="frozen_bn",
+    channels=256,
+    refine=False,
+    min_size=(800,),  # short side; several sizes: one drawn per training image (multi-scale)
+    max_size=1333,
+    test_min_size=None,  # defaults to min_size
+    score_thresh=0.05,
+    pre_nms_top_n=1000,
+    nms_thresh=0.6,
+    detections_per_img=100,
+)
+loss = dict(
+    type="dw",
+    variant="released",  # or "paper"
+    beta=5.0,
+    mu=5.0,
+    mu_den=None,  # 3 (released) or mu (paper)
+    gamma1=2.0,
+    gamma2=2.0,
+    center_prior="soft",  # soft | hard | threshold | topk (table 4)
+    sigma=1.11,
+    prior_threshold=1.7,
+    prior_topk=9,
+    neg_weighting="pneg_ineg",  # pneg_ineg | pneg | ineg | one_minus_wpos | none (table 5)
+    pos_reweight=None,
+    focal_alpha=0.25,
+)

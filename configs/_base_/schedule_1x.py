@@ -1,0 +1,23 @@
+# The 1x recipe: 12 epochs, SGD, lr 0.01 for a total batch of 16 (scaled linearly), warmup, steps at 8 and 11.
+train = dict(
+    epochs=12,
+    batch_size=2,  # per process
+    lr=0.01,
+    momentum=0.9,
+    weight_decay=1e-4,
+    warmup_iters=1000,
+    warmup_ratio=0.001,
+    lr_steps=(8, 11),
+    lr_gamma=0.1,
+    clip_grad_norm=0.0,  # 0 = off
+    amp="none",  # none | bf16 | fp16
+    nonfinite="stop",  # stop | skip
+    seed=0,
+    deterministic=False,
+    num_workers=4,
+    log_interval=50,
+    checkpoint_interval=1,
+    checkpoint_iters=0,
+    tensorboard=False,
+)
+eval = dict(interval=1, batch_size=2, num_workers=2)

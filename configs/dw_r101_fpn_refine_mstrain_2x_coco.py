@@ -1,0 +1,3 @@
+# DW + box refinement, R-101, multi-scale 2x: 46.8 AP on test-dev (table 7).
+_base_ = "dw_r50_fpn_refine_mstrain_2x_coco.py"
+model = dict(backbone="resnet101")

@@ -1,0 +1,2 @@
+_base_ = "dw_r18_synthetic.py"
+model = dict(refine=True)
