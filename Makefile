@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv build build-cuda test demo clean
+.PHONY: venv build build-cuda test demo bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -24,6 +24,16 @@ build-cuda: venv
 
 test: build
 	$(PY) -m pytest -q tests
+
+# Generate the synthetic benchmark, train DW on it (CPU, or the GPU if there is one) and print the
+# COCO AP table of the validation split. DEMO_OPTS adds config overrides, e.g. DEMO_OPTS=train.epochs=12.
+DEMO_OPTS ?=
+demo: build
+	rm -rf work_dirs/demo
+	$(PY) tools/train.py configs/dw_r18_synthetic.py --work-dir work_dirs/demo $(DEMO_OPTS)
+
+bench: build
+	$(PY) tools/bench_ops.py --json docs/bench_ops_cpu.json
 
 clean:
 	rm -rf build dw_ops/*.so

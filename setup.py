@@ -67,10 +67,13 @@ def _simd_flags() -> list:
 def _extension():
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     include_dirs = [os.path.join(HERE, "csrc")]
-    cxx_flags = ["-O3", "-g0"] + _simd_flags()  # the C++ standard is the one cpp_extension picks for this torch
+    # -fopenmp: at::parallel_for is header code that runs serially unless the extension itself is
+    # compiled with OpenMP. The C++ standard is the one cpp_extension picks for this torch.
+    cxx_flags = ["-O3", "-g0", "-fopenmp"] + _simd_flags()
+    link_flags = ["-fopenmp"]
     define_macros = [("DW_TORCH_VERSION", f'"{torch.__version__}"')]
     if not _want_cuda():
-        return CppExtension("dw_ops._C", sources, include_dirs=include_dirs,
+        return CppExtension("dw_ops._C", sources, include_dirs=include_dirs, extra_link_args=link_flags,
                             extra_compile_args={"cxx": cxx_flags}, define_macros=define_macros)
     if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
@@ -79,6 +82,7 @@ def _extension():
     define_macros += [("WITH_CUDA", None), ("DW_CUDA_ARCHS", f'"{archs}"')]
     nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
     return CUDAExtension("dw_ops._C", sources, include_dirs=include_dirs + _wheel_cuda_include_dirs(),
+                         extra_link_args=link_flags,
                          extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
                          define_macros=define_macros)
 

@@ -209,3 +209,37 @@ def boundary_sample_deform_conv(boxes: Tensor, offsets: Tensor) -> Tensor:
     groups (``torchvision.ops.deform_conv2d``)."""
     weight = boxes.new_ones(boxes.shape[1], 1, 1, 1)
     return torchvision.ops.deform_conv2d(boxes, offsets, weight)
+
+
+def dw_loss_dense(cls_logits: Sequence[Tensor], bbox_preds: Sequence[Tensor], centerness: Sequence[Tensor],
+                  targets: Sequence[dict], strides: Sequence[int], sigma: float = 1.11) -> dict:
+    """The released DW loss of a batch, written the dense way the released head computes it (single
+    process): the speed and memory baseline of ``dwdet.losses.DWLoss`` in tools/bench_ops.py.
+
+    Takes the per-level (N, C, H, W) / (N, 4, H, W) / (N, 1, H, W) head outputs and the
+    ``{"boxes", "labels"}`` targets, like DWLoss, and returns the same three terms."""
+    num_images, num_classes = cls_logits[0].shape[:2]
+    points, point_strides = [], []
+    for x, s in zip(cls_logits, strides):
+        h, w = x.shape[-2:]
+        ys, xs = torch.meshgrid((torch.arange(h, dtype=x.dtype, device=x.device) + 0.5) * s,
+                                (torch.arange(w, dtype=x.dtype, device=x.device) + 0.5) * s, indexing="ij")
+        points.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], 1))
+        point_strides.append(torch.full((h * w,), float(s), dtype=x.dtype, device=x.device))
+    points, point_strides = torch.cat(points), torch.cat(point_strides)
+    cls = torch.cat([x.permute(0, 2, 3, 1).reshape(num_images, -1, num_classes) for x in cls_logits], 1)
+    ctr = torch.cat([x.permute(0, 2, 3, 1).reshape(num_images, -1) for x in centerness], 1)
+    reg = torch.cat([x.permute(0, 2, 3, 1).reshape(num_images, -1, 4) for x in bbox_preds], 1)
+    boxes = [t["boxes"].to(reg) for t in targets]
+    labels = [t["labels"] for t in targets]
+    out = assign_and_neg_loss_dense(points, point_strides, reg, cls, ctr, boxes, labels, sigma=sigma)
+    scores = joint_scores(cls, ctr)
+    pos_cls = pos_loc = cls.new_zeros(())
+    for n, (bag, w, lab) in enumerate(zip(out.bags, out.weights.pos_weight, labels)):
+        p_cls = scores[n][:, lab.long()]
+        ones = torch.ones_like(p_cls)
+        pos_cls = pos_cls + (w * F.binary_cross_entropy(p_cls, ones, reduction="none")).sum()
+        pos_loc = pos_loc + (w * F.binary_cross_entropy(torch.exp(-5 * bag.giou_loss), ones, reduction="none")).sum()
+    num_gts = max(float(sum(len(b) for b in boxes)), 1.0)
+    return {"loss_cls_pos": 0.25 * pos_cls / num_gts, "loss_loc": 0.25 * pos_loc / num_gts,
+            "loss_cls_neg": out.neg_loss / out.weights.neg_normalizer.clamp(min=1)}

@@ -44,10 +44,11 @@ DW_HOST_DEVICE inline T dmin_da(T a, T b) {
 // Candidate bag and center prior
 // ---------------------------------------------------------------------------------------------
 
-// A point is in GT g's bag when it lies strictly inside the box.
+// A point is in GT g's bag when it lies strictly inside the box: min(x - x1, y - y1, x2 - x,
+// y2 - y) > 0, written as four comparisons so that the CPU loop vectorises (NaN is outside).
 template <typename T>
 DW_HOST_DEVICE inline bool strictly_inside(T x, T y, const T* box) {
-  return min_(min_(x - box[0], y - box[1]), min_(box[2] - x, box[3] - y)) > T(0);
+  return (x - box[0] > T(0)) & (y - box[1] > T(0)) & (box[2] - x > T(0)) & (box[3] - y > T(0));
 }
 
 // Gaussian center prior exp(-dx^2/2s^2) exp(-dy^2/2s^2), distances in units of the point's stride.
