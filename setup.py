@@ -69,7 +69,7 @@ def _extension():
     include_dirs = [os.path.join(HERE, "csrc")]
     # -fopenmp: at::parallel_for is header code that runs serially unless the extension itself is
     # compiled with OpenMP. The C++ standard is the one cpp_extension picks for this torch.
-    cxx_flags = ["-O3", "-g0", "-fopenmp"] + _simd_flags()
+    cxx_flags = ["-O3", "-g0", "-fopenmp", "-Wno-unknown-pragmas"] + _simd_flags()
     link_flags = ["-fopenmp"]
     define_macros = [("DW_TORCH_VERSION", f'"{torch.__version__}"')]
     if not _want_cuda():

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 namespace dw_ops {
 
@@ -34,6 +35,23 @@ inline at::Tensor scatter_pair_grads(const at::Tensor& pair_grad, const at::Tens
 // Loss dtype of neg_loss: float64 for float64 logits, else float32 (a 16-bit sum would overflow).
 inline at::ScalarType neg_loss_dtype(const at::Tensor& cls_logits) {
   return cls_logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// The negative term's kernels read the logits class-major, (N, C, P) in memory with P contiguous
+// (how the head's per-level outputs concatenate): SIMD lanes (CPU) and neighbouring threads (CUDA)
+// then run over neighbouring points. Other layouts are copied into it once; 16-bit logits are
+// computed in float. Returns an (N, P, C) view.
+inline at::Tensor class_major(const at::Tensor& cls_logits) {
+  const auto x = cls_logits.to(at::toOpMathType(cls_logits.scalar_type()));
+  const int64_t P = x.size(1), C = x.size(2);
+  if (x.stride(1) == 1 && x.stride(2) == P && x.stride(0) == P * C) return x;
+  return x.transpose(1, 2).contiguous().transpose(1, 2);
+}
+
+// The gradient buffers neg_loss returns: class-major like its input, or empty without compute_grad.
+inline std::tuple<at::Tensor, at::Tensor> neg_loss_grad_buffers(const at::Tensor& x, bool compute_grad) {
+  const int64_t N = compute_grad ? x.size(0) : 0, P = x.size(1), C = x.size(2);
+  return {at::empty({N, C, P}, x.options()).transpose(1, 2), at::empty({N, P}, x.options())};
 }
 
 }  // namespace dw_ops

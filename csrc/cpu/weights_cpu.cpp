@@ -61,16 +61,6 @@ std::tuple<at::Tensor, at::Tensor> dual_weights_cpu(const at::Tensor& score_, co
   return {pos_weight, neg_prob};
 }
 
-// The negative term's kernel reads the logits class-major, (N, C, P) in memory with P contiguous
-// (how the head's per-level outputs concatenate), so that SIMD lanes run over points. Other
-// layouts are copied into it once; 16-bit logits are computed in float.
-at::Tensor class_major(const at::Tensor& cls_logits) {
-  const auto x = cls_logits.to(at::toOpMathType(cls_logits.scalar_type()));
-  const int64_t P = x.size(1), C = x.size(2);
-  if (x.stride(1) == 1 && x.stride(2) == P && x.stride(0) == P * C) return x;
-  return x.transpose(1, 2).contiguous().transpose(1, 2);
-}
-
 template <typename scalar_t, bool kGrad>
 double neg_loss_dense(const scalar_t* x, const scalar_t* ctr, scalar_t* grad_cls, scalar_t* grad_ctr, int64_t N,
                       int64_t P, int64_t C, double gamma, double base) {
@@ -128,8 +118,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> neg_loss_cpu(const at::Tensor& cl
   const auto ctr = ctr_logits.to(x.scalar_type()).contiguous();
   const auto index = entry_index.contiguous();
   const auto weight = entry_weight.to(at::kDouble).contiguous();
-  auto grad_cls = at::empty({compute_grad ? N : 0, C, P}, x.options()).transpose(1, 2);
-  auto grad_ctr = at::empty({compute_grad ? N : 0, P}, x.options());
+  at::Tensor grad_cls, grad_ctr;  // (no structured binding: lambdas capture them only from C++20)
+  std::tie(grad_cls, grad_ctr) = neg_loss_grad_buffers(x, compute_grad);
   double total = 0;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "neg_loss_cpu", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
