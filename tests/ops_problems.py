@@ -36,7 +36,7 @@ class Problem(NamedTuple):
 
     @property
     def labels(self) -> Tensor:
-        return torch.cat(self.gt_labels)
+        return torch.cat(self.gt_labels) if self.gt_labels else torch.zeros(0, dtype=torch.long)  # N = 0 images
 
     @property
     def num_classes(self) -> int:
