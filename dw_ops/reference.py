@@ -137,7 +137,7 @@ def dual_weights_dense(bags: Sequence[DenseBag], cls_logits: Tensor, ctr_logits:
         mu_den = 3.0 if pos_mode == "released" else mu
     scores = joint_scores(cls_logits, ctr_logits)
     num_classes = scores.shape[-1]
-    p_neg = torch.ones_like(scores)
+    p_neg = torch.ones(scores.shape, dtype=scores.dtype, device=scores.device)  # contiguous, whatever the logits
     pos_weight = []
     for n, (bag, labels) in enumerate(zip(bags, gt_labels)):
         labels = labels.long()

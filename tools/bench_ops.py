@@ -5,25 +5,28 @@
 COCO-like sizes: an 800 x 1333 input padded to 800 x 1344 (P = 22,400 points over P3-P7),
 batch 2, 80 classes. Times are medians of torch.utils.benchmark measurements; each comparison is
 measured side by side in one run. Peak extra memory is measured per case in a fresh subprocess:
-RSS high-water mark above the inputs on CPU, torch.cuda.max_memory_allocated on CUDA.
+the RSS high-water mark above the inputs on CPU (Linux), torch.cuda.max_memory_allocated on CUDA.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
-import resource
 import sys
+from pathlib import Path
 from typing import Callable, Dict, List
 
-import torch
-import torch.utils.benchmark as tbench
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import dw_ops
-from dw_ops import reference
-from dwdet.losses.dw import DWLoss
-from dwdet.models.points import anchor_points
+import torch  # noqa: E402
+import torch.utils.benchmark as tbench  # noqa: E402
+
+import dw_ops  # noqa: E402
+from dw_ops import reference  # noqa: E402
+from dwdet.losses.dw import DWLoss  # noqa: E402
+from dwdet.models.points import anchor_points  # noqa: E402
 
 SIZES = [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)]
 STRIDES = (8, 16, 32, 64, 128)
@@ -132,10 +135,9 @@ def median_ms(fn: Callable, prob: dict, backward: bool, min_time: float) -> floa
 
 
 def _peak_worker(case: str, impl: str, num_gts: int, device: str, queue) -> None:
-    torch.set_num_threads(torch.get_num_threads())
     prob = make_problem(num_gts, device)
     fn = CASES[case][impl]
-    fn(prob, True)  # warm up (allocator pools, lazy init) before the baseline is read
+    fn(prob, True)  # warm up (thread pools, lazy init) before the baseline is read
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -144,15 +146,25 @@ def _peak_worker(case: str, impl: str, num_gts: int, device: str, queue) -> None
         torch.cuda.synchronize()
         queue.put((torch.cuda.max_memory_allocated() - base) / 2 ** 20)
         return
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as f:  # resets the RSS high-water mark (VmHWM)
+        f.write("5")
+    base = _status_kib("VmRSS")
     fn(prob, True)
-    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+    queue.put((_status_kib("VmHWM") - base) / 1024)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
 def peak_extra_mib(case: str, impl: str, num_gts: int, device: str) -> float:
-    """Peak memory of one forward+backward above what the inputs take, in a fresh process."""
+    """Peak memory of one forward+backward above what the inputs take, in a fresh process. On CPU
+    the process maps every large allocation (MALLOC_MMAP_THRESHOLD_) so that freed memory leaves
+    the RSS and the high-water mark counts what the case itself needs."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 16)  # inherited by the spawned interpreter
     proc = ctx.Process(target=_peak_worker, args=(case, impl, num_gts, device, queue))
     proc.start()
     value = queue.get(timeout=600)
