@@ -100,14 +100,15 @@ def dense_loss(prob: dict, backward: bool) -> None:
         sum(out.values()).backward()
 
 
-def _sample_inputs(prob: dict, backward: bool):
-    g = torch.Generator().manual_seed(1)
-    pairs = []
-    for x in prob["reg"]:
-        boxes = x.detach().clone().requires_grad_(backward)
-        offsets = (torch.randn(BATCH, 8, *x.shape[-2:], generator=g) * 2).to(x.device).requires_grad_(backward)
-        pairs.append((boxes, offsets))
-    return pairs
+def _sample_inputs(prob: dict, backward: bool) -> list:
+    """Per level: the (N, 4, H, W) box map and random (N, 8, H, W) offsets (made once per problem)."""
+    key = ("sample", backward)
+    if key not in prob:
+        g = torch.Generator().manual_seed(1)
+        prob[key] = [(x.detach().clone().requires_grad_(backward),
+                      (torch.randn(BATCH, 8, *x.shape[-2:], generator=g) * 2).to(x.device).requires_grad_(backward))
+                     for x in prob["reg"]]
+    return prob[key]
 
 
 def _sample_with(fn: Callable) -> Callable:
