@@ -8,21 +8,16 @@ batches are skipped as index lists, without loading their images.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dwdet.data.sampler import collate
 from dwdet.utils.dist import get_rank, get_world_size
 
-__all__ = ["EpochLoader", "collate", "eval_loader", "to_device"]
-
-
-def collate(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
-    """Images of different sizes stay a list; the detector pads them."""
-    images, targets = zip(*batch)
-    return list(images), list(targets)
+__all__ = ["EpochLoader", "eval_loader", "to_device"]
 
 
 def to_device(images: list[torch.Tensor], targets: list[dict], device: torch.device
