@@ -1,7 +1,7 @@
 """Two-process gloo DDP on CPU, launched with torchrun: a SIGTERM on one rank stops both after the
 same iteration, the resumed run ends with identical weights on both ranks, equal to one process
 with the same total batch (the normaliser is averaged across ranks), and the gathered evaluation
-equals single-process evaluation."""
+equals single-process evaluation; one rank failing ends the whole job."""
 import json
 import os
 import signal
@@ -20,7 +20,7 @@ from tests.engine_helpers import BUILDERS, TinyDetector, build_val_data, tiny_co
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def torchrun(args, timeout):
+def torchrun(args, timeout, expect_success=True):
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              *args], cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
@@ -31,7 +31,8 @@ def torchrun(args, timeout):
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
         pytest.fail(f"torchrun timed out after {timeout}s:\n{output[-3000:]}")
-    assert proc.returncode == 0, output[-3000:]
+    assert (proc.returncode == 0) == expect_success, output[-3000:]
+    return output
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,12 @@ def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     torchrun(["tests/ddp_worker.py", str(out)], timeout=240)
     return out
+
+
+def test_one_failing_rank_ends_the_job_with_its_error(tmp_path):
+    # torchrun's agent stops the other rank when one fails; the timeout turns a hang into a failure.
+    output = torchrun(["tests/ddp_fail_worker.py", str(tmp_path)], timeout=240, expect_success=False)
+    assert "injected failure on rank 1" in output
 
 
 def test_ranks_stop_together_and_end_with_identical_weights(ddp_run):
