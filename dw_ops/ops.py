@@ -1,6 +1,6 @@
 """The Python face of the fused DW operators.
 
-Three operators do the heavy parts of Dual Weighting label assignment:
+These operators do the heavy parts of Dual Weighting label assignment:
 
 * :func:`candidate_bag_iou` — finds every (GT, point) pair of the candidate bags and computes the
   center prior, the IoU (no gradient) and the differentiable GIoU loss of each pair;

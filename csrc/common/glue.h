@@ -8,7 +8,7 @@
 
 namespace dw_ops {
 
-// Pairs from the (M, P) inside mask: nonzero walks it row-major, so the pairs come grouped per GT
+// Pairs from the (M, P) inside mask (the CUDA path; the CPU counts and fills per GT without a mask): nonzero walks it row-major, so the pairs come grouped per GT
 // with points ascending; gt_pair_offsets[g] .. gt_pair_offsets[g + 1] are GT g's pairs.
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> pairs_from_mask(const at::Tensor& inside) {
   const int64_t M = inside.size(0);
