@@ -1,5 +1,6 @@
 # The DW detector of the paper: ResNet-50 + FPN (P3-P7) + FCOS head, DW loss with the released semantics.
 model = dict(
+    type="fcos",  # our detector; "torchvision_fcos": torchvision's FCOS (and loss) on the same backbone
     num_classes=80,
     backbone="resnet50",
     backbone_weights="IMAGENET1K_V1",  # a torchvision weights name, a local .pth path, or None

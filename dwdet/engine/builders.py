@@ -27,10 +27,19 @@ def build_loss(cfg: Config) -> nn.Module:
 
 
 def build_model(cfg: Config) -> nn.Module:
-    """The detector described by ``cfg.model`` with the loss of ``cfg.loss``."""
-    from dwdet.models import build_fcos
+    """The detector described by ``cfg.model``: ``type`` "fcos" is ours, with the loss of
+    ``cfg.loss``; "torchvision_fcos" is torchvision's FCOS (its own loss; ``cfg.loss`` is unused)
+    on the same backbone and inputs, for comparisons."""
+    from dwdet.models import build_fcos, build_torchvision_fcos
     kwargs = cfg.model.to_dict()
-    return build_fcos(kwargs.pop("num_classes"), build_loss(cfg), **kwargs)
+    kind, num_classes = kwargs.pop("type", "fcos"), kwargs.pop("num_classes")  # runs saved before model.type were ours
+    if kind == "fcos":
+        return build_fcos(num_classes, build_loss(cfg), **kwargs)
+    if kind == "torchvision_fcos":
+        if kwargs.pop("refine"):
+            raise ValueError("config key model.refine=True: torchvision's FCOS has no box refinement")
+        return build_torchvision_fcos(num_classes, **kwargs)
+    raise ValueError(f"config key model.type must be 'fcos' or 'torchvision_fcos', got {kind!r}")
 
 
 def build_dataset(cfg: Config, split: str) -> Any:
