@@ -1,0 +1,150 @@
+"""Time one training step (forward, backward, SGD step) of the same FCOS-R50 detector with the
+FCOS baseline loss, with DW and with DW + box refinement, and of torchvision's
+``fcos_resnet50_fpn``, on the same input.
+
+    python tools/bench_train.py [--device cpu|cuda] [--steps 5] [--json docs/bench_train_cpu.json]
+
+Input: ``--batch`` images of ``--height`` x ``--width`` (default 2 x 800 x 1333), which every
+model keeps at that size (padded to 800 x 1344), 80 classes, ``--gts`` random COCO-like boxes per image.
+Backbones are randomly initialised (timing does not depend on the weights; nothing is downloaded).
+After ``--warmup`` steps per model, the models take turns step by step, so that drifts of a shared
+machine hit them alike; reported are the median step times and their ratios, and on CUDA the peak
+allocated memory of a step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torchvision.models.detection import fcos_resnet50_fpn  # noqa: E402
+
+from dwdet.losses import DWLoss, FCOSLoss  # noqa: E402
+from dwdet.models import build_fcos  # noqa: E402
+from tools.bench_ops import machine  # noqa: E402
+
+NUM_CLASSES = 80
+MODELS = ("fcos", "dw", "dw_refine", "torchvision_fcos")
+
+
+def build(name: str, backbone: str, min_size: int = 800, max_size: int = 1333) -> nn.Module:
+    """Model ``name`` of :data:`MODELS`, resizing inputs to fit ``min_size`` x ``max_size``: ours
+    at the paper's settings, or torchvision's."""
+    if name == "torchvision_fcos":
+        if backbone != "resnet50":
+            raise ValueError("torchvision's fcos_resnet50_fpn only comes with resnet50")
+        return fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES,
+                                 min_size=min_size, max_size=max_size)
+    loss = FCOSLoss(NUM_CLASSES) if name == "fcos" else DWLoss(NUM_CLASSES)
+    return build_fcos(NUM_CLASSES, loss, backbone=backbone, backbone_weights=None, refine=name == "dw_refine",
+                      min_size=min_size, max_size=max_size)
+
+
+def make_batch(batch: int, height: int, width: int, gts: int, device: str, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.rand(3, height, width, generator=g).to(device) for _ in range(batch)]
+    targets = []
+    for _ in range(batch):
+        xy = torch.rand(gts, 2, generator=g) * torch.tensor([width * 0.9, height * 0.9])
+        wh = torch.rand(gts, 2, generator=g) ** 2 * min(height, width) * 0.6 + 8
+        boxes = torch.cat([xy, torch.minimum(xy + wh, torch.tensor([float(width), float(height)]))], 1)
+        targets.append({"boxes": boxes.to(device), "labels": torch.randint(NUM_CLASSES, (gts,), generator=g).to(device)})
+    return images, targets
+
+
+def step_fn(model: nn.Module, images, targets, device: str) -> Callable[[], float]:
+    """One timed training step of ``model``; returns its seconds."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+    def step() -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    return step
+
+
+def run(args: argparse.Namespace) -> Dict[str, dict]:
+    images, targets = make_batch(args.batch, args.height, args.width, args.gts, args.device)
+    steps: Dict[str, Callable[[], float]] = {}
+    peaks: Dict[str, float] = {}
+    for name in args.models:
+        torch.manual_seed(0)
+        # resize to the input's own size: every model sees the same pixels
+        model = build(name, args.backbone, min(args.height, args.width), max(args.height, args.width))
+        model = model.to(args.device).train()
+        steps[name] = step_fn(model, images, targets, args.device)
+        for _ in range(args.warmup):
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            steps[name]()
+            if args.device == "cuda":
+                peaks[name] = torch.cuda.max_memory_allocated() / 2**20
+    times: Dict[str, List[float]] = {name: [] for name in steps}
+    for _ in range(args.steps):
+        for name, step in steps.items():
+            times[name].append(step())
+    results = {}
+    for name, values in times.items():
+        results[name] = {"median_s": statistics.median(values), "times_s": values}
+        if name in peaks:
+            results[name]["peak_mib"] = peaks[name]
+    return results
+
+
+def ratios(results: Dict[str, dict]) -> Dict[str, float]:
+    """DW's cost over the FCOS baseline, and ours against torchvision's, from the medians."""
+    median = {name: r["median_s"] for name, r in results.items()}
+    pairs = {"dw / fcos": ("dw", "fcos"), "dw_refine / fcos": ("dw_refine", "fcos"),
+             "fcos / torchvision_fcos": ("fcos", "torchvision_fcos")}
+    return {label: median[a] / median[b] for label, (a, b) in pairs.items() if a in median and b in median}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--backbone", default="resnet50", help="our models' backbone (torchvision's is resnet50)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--height", type=int, default=800)
+    parser.add_argument("--width", type=int, default=1333)
+    parser.add_argument("--gts", type=int, default=10, help="boxes per image")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per model")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no GPU is visible")
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be >= 1 and --warmup >= 0")
+    device = machine(args.device)
+    print(f"device: {device}; {args.batch} x {args.height} x {args.width}, {args.gts} boxes per image")
+    results = run(args)
+    for name, r in results.items():
+        memory = f", peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else ""
+        print(f"{name:>18}: {1000 * r['median_s']:.0f} ms per step (median of {len(r['times_s'])}){memory}")
+    for label, value in ratios(results).items():
+        print(f"{label:>24}: {value:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": device, "input": vars(args) | {"json": None}, "results": results,
+                       "ratios": ratios(results)}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""The label-assignment comparison on the synthetic benchmark: train every method with several
+seeds on the same backbone, data and schedule, then tabulate COCO AP (mean ± std over seeds) and
+draw a bar chart and the loss curves.
+
+    python tools/compare.py                          # the methods study, 3 seeds, then the report
+    python tools/compare.py --study wneg --seeds 0   # table 5's w_neg ablation
+    python tools/compare.py --jobs 2 --opts train.epochs=24 model.min_size='(256,)' model.max_size=256
+    python tools/compare.py --report-only            # rebuild the report from finished runs
+
+Each run is ``tools/train.py <config> <overrides> train.seed=<seed>`` in
+``<out>/<method>/seed<seed>`` with its log in ``train.log`` there; a finished run (``result.json``)
+is skipped and an interrupted one resumes from its ``last.pth``, so the command can simply be
+rerun. ``--jobs`` runs that many trainings at once, sharing the CPU threads between them (on a GPU
+machine keep ``--jobs 1``). ``--opts`` applies to every run (e.g. a longer schedule or larger
+images on a GPU). The report is ``results.json``, ``results.md``, ``ap.png`` and ``loss.png`` in
+``<out>``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tools.plot_metrics import read_metrics  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DW_CONFIG = "configs/compare_r18_synthetic.py"
+FCOS_CONFIG = "configs/compare_fcos_r18_synthetic.py"
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    config: str
+    overrides: tuple[str, ...] = ()
+    all_seeds: bool = True  # False: only the first seed (single-seed reference points)
+
+
+STUDIES = {
+    "methods": (
+        Method("fcos", "FCOS", FCOS_CONFIG),
+        Method("dw", "DW (released)", DW_CONFIG),
+        Method("dw_paper", "DW (paper)", DW_CONFIG, ("loss.variant=paper",), False),
+        Method("dw_refine", "DW + refine", DW_CONFIG, ("model.refine=True",), False),
+        Method("torchvision_fcos", "torchvision FCOS", FCOS_CONFIG, ("model.type=torchvision_fcos",), False),
+    ),
+    # table 5 of the paper; its last row (P_neg and I_neg) is the "dw" method above
+    "wneg": (
+        Method("wneg_none", "w_pos only", DW_CONFIG, ("loss.neg_weighting=none",), False),
+        Method("wneg_pneg", "P_neg", DW_CONFIG, ("loss.neg_weighting=pneg",), False),
+        Method("wneg_ineg", "I_neg", DW_CONFIG, ("loss.neg_weighting=ineg",), False),
+        Method("wneg_one_minus_wpos", "1 - w_pos", DW_CONFIG, ("loss.neg_weighting=one_minus_wpos",), False),
+        Method("dw", "P_neg * I_neg (DW)", DW_CONFIG),
+    ),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", choices=[*STUDIES, "all"], default="methods", help="which methods to train")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (init and order)")
+    parser.add_argument("--out", default="work_dirs/compare", help="folder of the runs and the report")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings at once (they share the CPU threads)")
+    parser.add_argument("--opts", nargs="+", default=[], metavar="key=value", help="config overrides for every run")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    return args
+
+
+def selected_methods(study: str) -> list[Method]:
+    names = list(STUDIES) if study == "all" else [study]
+    methods: dict[str, Method] = {}
+    for name in names:
+        for method in STUDIES[name]:
+            methods.setdefault(method.name, method)
+    return list(methods.values())
+
+
+def planned_runs(methods: list[Method], seeds: list[int]) -> list[tuple[Method, int]]:
+    return [(m, s) for m in methods for s in (seeds if m.all_seeds else seeds[:1])]
+
+
+def run_dir(out: str, method: Method, seed: int) -> Path:
+    return Path(out) / method.name / f"seed{seed}"
+
+
+def train_command(method: Method, seed: int, work_dir: Path, opts: list[str]) -> list[str]:
+    return [sys.executable, str(REPO / "tools" / "train.py"), str(REPO / method.config), *method.overrides, *opts,
+            f"train.seed={seed}", "--work-dir", str(work_dir), "--resume"]
+
+
+def final_eval(work_dir: Path) -> dict | None:
+    """The evaluation at the last epoch of a finished run, or None."""
+    config = work_dir / "config.json"
+    if not config.is_file() or not (work_dir / "metrics.jsonl").is_file():
+        return None
+    epochs = json.loads(config.read_text())["train"]["epochs"]
+    finals = [r for r in read_metrics(str(work_dir))["val"].values() if r.get("epoch") == epochs]
+    return finals[-1] if finals else None
+
+
+def training_minutes(work_dir: Path) -> float:
+    """Minutes spent in training steps (from the logged per-iteration times; resumes included)."""
+    seconds, previous = 0.0, 0
+    for iteration, record in sorted(read_metrics(str(work_dir))["train"].items()):
+        seconds += (record.get("time") or 0.0) * (iteration - previous)
+        previous = iteration
+    return seconds / 60
+
+
+def train(method: Method, seed: int, out: str, opts: list[str], threads: int) -> dict:
+    """Train one run (or resume it) unless it has finished; returns its result.json."""
+    work_dir = run_dir(out, method, seed)
+    result_path = work_dir / "result.json"
+    if result_path.is_file():
+        result = json.loads(result_path.read_text())
+        if result["opts"] != opts:
+            raise RuntimeError(f"{work_dir} finished with --opts {result['opts']}, not {opts}: "
+                               "use another --out (or delete that run)")
+        return result
+    work_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command = train_command(method, seed, work_dir, opts)
+    print(f"[compare] {method.name} seed {seed}: training ({work_dir}/train.log)", flush=True)
+    with open(work_dir / "train.log", "a") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
+    evaluation = final_eval(work_dir)
+    if code != 0 or evaluation is None:
+        raise RuntimeError(f"{method.name} seed {seed} did not finish (exit code {code}); "
+                           f"see {work_dir}/train.log, and rerun to resume it")
+    minutes = training_minutes(work_dir)
+    result = {"method": method.name, "seed": seed, "opts": opts, "command": command[1:], "minutes": round(minutes, 2),
+              **{k: evaluation[k] for k in METRICS}}
+    result_path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"[compare] {method.name} seed {seed}: AP {100 * result['AP']:.1f} in {minutes:.1f} min", flush=True)
+    return result
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
+
+
+def summarize(methods: list[Method], out: str) -> dict:
+    """Per method: its finished runs and mean/std of each metric in AP points (x100)."""
+    summary = {}
+    for method in methods:
+        runs = [json.loads(p.read_text()) for p in sorted((Path(out) / method.name).glob("seed*/result.json"))]
+        if not runs:
+            continue
+        stats = {k: mean_std([100 * r[k] for r in runs]) for k in METRICS}
+        summary[method.name] = {"label": method.label, "overrides": list(method.overrides), "config": method.config,
+                                "seeds": [r["seed"] for r in runs], "minutes": [r["minutes"] for r in runs],
+                                "mean": {k: v[0] for k, v in stats.items()}, "std": {k: v[1] for k, v in stats.items()}}
+    return summary
+
+
+def markdown_table(summary: dict) -> str:
+    def cell(entry: dict, key: str) -> str:
+        mean, std = entry["mean"][key], entry["std"][key]
+        return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
+
+    lines = ["| method | seeds | " + " | ".join(METRICS) + " | training minutes |",
+             "| --- " * (len(METRICS) + 3) + "|"]
+    for entry in summary.values():
+        minutes = statistics.median(entry["minutes"])
+        lines.append(f"| {entry['label']} | {len(entry['seeds'])} | "
+                     + " | ".join(cell(entry, k) for k in METRICS) + f" | {minutes:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_ap(summary: dict, path: Path) -> None:
+    keys = METRICS[:3]
+    width = 0.8 / len(summary)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.9 * len(keys) * max(1, len(summary)) / 3, 3.6))
+    for i, entry in enumerate(summary.values()):
+        xs = [k + (i - (len(summary) - 1) / 2) * width for k in range(len(keys))]
+        errors = [0 if math.isnan(entry["std"][k]) else entry["std"][k] for k in keys]
+        ax.bar(xs, [entry["mean"][k] for k in keys], width, yerr=errors, capsize=3,
+               label=f"{entry['label']} (n={len(entry['seeds'])})")
+    ax.set_xticks(range(len(keys)), keys)
+    ax.set_ylabel("COCO AP (mean ± std over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_losses(summary: dict, out: str, path: Path) -> None:
+    """Total training loss against iteration, each method's seeds averaged."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for name, entry in summary.items():
+        curves = [read_metrics(str(Path(out) / name / f"seed{s}"))["train"] for s in entry["seeds"]]
+        iterations = sorted(set.intersection(*(set(i for i, r in c.items() if r.get("loss") is not None)
+                                                 for c in curves)))
+        ax.plot(iterations, [statistics.fmean(c[i]["loss"] for c in curves) for i in iterations],
+                label=entry["label"])
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("total training loss (mean over seeds)")
+    ax.set_title("each method's own loss: compare shapes, not levels", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(methods: list[Method], out: str) -> dict:
+    summary = summarize(methods, out)
+    if not summary:
+        raise SystemExit(f"no finished runs under {out}")
+    out_dir = Path(out)
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    table = markdown_table(summary)
+    (out_dir / "results.md").write_text(table)
+    plot_ap(summary, out_dir / "ap.png")
+    plot_losses(summary, out, out_dir / "loss.png")
+    print(table, end="")
+    print(f"wrote {out_dir}/results.json, results.md, ap.png and loss.png")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    methods = selected_methods(args.study)
+    if not args.report_only:
+        runs = planned_runs(methods, args.seeds)
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(train, m, s, args.out, args.opts, threads) for m, s in runs]
+        failures = [f.exception() for f in futures if f.exception() is not None]
+        for failure in failures:
+            print(f"[compare] {failure}", file=sys.stderr)
+        if failures:
+            report(methods, args.out)
+            return 1
+    report(methods, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
