@@ -83,6 +83,7 @@ def _neg_loss_setup(ctx, inputs, output):
     # The forward already computed the gradients (one pass over the scores); keep them.
     _loss, grad_cls, grad_ctr = output
     ctx.mark_non_differentiable(grad_cls, grad_ctr)
+    ctx.set_materialize_grads(False)  # else autograd fills (N, P, C) zeros for the unused grad outputs
     ctx.save_for_backward(grad_cls, grad_ctr)
     ctx.computed = inputs[-1]
 
@@ -91,6 +92,8 @@ def _neg_loss_backward(ctx, grad, _grad_of_grad_cls, _grad_of_grad_ctr):
     if not ctx.computed:
         raise RuntimeError("dw_ops::neg_loss was called with compute_grad=False, so it has no gradient; "
                            "call dw_ops.neg_loss (which sets it) or pass compute_grad=True")
+    if grad is None:
+        return (None,) * 8
     grad_cls, grad_ctr = ctx.saved_tensors
     return (grad_cls * grad.to(grad_cls.dtype), grad_ctr * grad.to(grad_ctr.dtype),
             None, None, None, None, None, None)
