@@ -61,6 +61,20 @@ def test_resume_from_epoch_checkpoint_matches_bitwise(tmp_path, uninterrupted):
     assert same_weights(resumed.model.state_dict(), full_trainer.model.state_dict())
 
 
+def test_init_from_takes_the_weights_but_starts_the_schedule_afresh(tmp_path, uninterrupted):
+    _, _, work_dir = uninterrupted
+    source = load_checkpoint(work_dir / "epoch_1.pth")
+    trainer = Trainer(tiny_config(tmp_path, [f"train.init_from={work_dir / 'epoch_1.pth'}", "eval.interval=0"]),
+                      tmp_path / "init", **BUILDERS)
+    assert same_weights(trainer.model.state_dict(), source["model"])
+    assert trainer.progress.iteration == 0 and trainer.lr_scheduler.last_epoch == 0
+    fresh = Trainer(tiny_config(tmp_path, ["eval.interval=0"]), tmp_path / "fresh", **BUILDERS)
+    assert not same_weights(fresh.model.state_dict(), source["model"])
+    with pytest.raises(ValueError, match="train.init_from.*does not fit"):
+        Trainer(tiny_config(tmp_path, [f"train.init_from={work_dir / 'epoch_1.pth'}", "model.num_classes=3"]),
+                tmp_path / "bad", **BUILDERS)
+
+
 def test_resume_refuses_another_batch_size(tmp_path, uninterrupted):
     _, _, work_dir = uninterrupted
     with pytest.raises(RuntimeError, match="batch 2.*batch_size"):

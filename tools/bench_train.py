@@ -56,7 +56,8 @@ def make_batch(batch: int, height: int, width: int, gts: int, device: str, seed:
         xy = torch.rand(gts, 2, generator=g) * torch.tensor([width * 0.9, height * 0.9])
         wh = torch.rand(gts, 2, generator=g) ** 2 * min(height, width) * 0.6 + 8
         boxes = torch.cat([xy, torch.minimum(xy + wh, torch.tensor([float(width), float(height)]))], 1)
-        targets.append({"boxes": boxes.to(device), "labels": torch.randint(NUM_CLASSES, (gts,), generator=g).to(device)})
+        labels = torch.randint(NUM_CLASSES, (gts,), generator=g)
+        targets.append({"boxes": boxes.to(device), "labels": labels.to(device)})
     return images, targets
 
 

@@ -13,6 +13,7 @@ train = dict(
     amp="none",  # none | bf16 | fp16
     nonfinite="stop",  # stop | skip
     seed=0,
+    init_from=None,  # a checkpoint whose model weights start the run (optimizer and schedule start afresh)
     deterministic=False,
     num_workers=4,
     log_interval=50,

@@ -248,6 +248,8 @@ class Trainer:
 
         seed_everything(train.seed, train.deterministic)  # the same initial weights on every rank
         self.model = (build_model or builders.build_model)(cfg).to(self.device)
+        if train.get("init_from") and resume is None:  # (configs saved before this key lack it)
+            self._init_weights(train.init_from)
         seed_everything(train.seed + rank, train.deterministic)  # then different randomness per rank
         self.ddp_model: nn.Module = self.model
         if is_distributed():
@@ -275,6 +277,15 @@ class Trainer:
         self.log = MetricsLog(self.work_dir, tensorboard=train.tensorboard)
         if resume is not None:
             self.resume(resume)
+
+    def _init_weights(self, path: str) -> None:
+        """Start from the model weights of another run's checkpoint (``train.init_from``); the
+        optimizer, schedule and progress start afresh."""
+        state = load_checkpoint(path)["model"]
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as err:  # missing, unexpected or differently shaped parameters
+            raise ValueError(f"config key train.init_from: {path} does not fit this model: {err}") from None
 
     @property
     def last_checkpoint(self) -> str:
