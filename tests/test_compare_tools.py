@@ -157,3 +157,33 @@ def test_bench_train_times_every_model(tmp_path):
     assert set(report["results"]) == set(bench_train.MODELS)
     assert all(r["median_s"] > 0 for r in report["results"].values())
     assert set(report["ratios"]) == {"dw / fcos", "dw_refine / fcos", "fcos / torchvision_fcos"}
+
+
+def test_assign_stats_against_boxes_decoded_independently():
+    assign_stats = load_tool("assign_stats")
+    torch.manual_seed(0)
+    model = build_fcos(3, None, backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=64,
+                       min_size=64, max_size=64)
+    # the second box lies between the stride-8 points (4, 12, ...) in x: no point strictly inside
+    target = {"boxes": torch.tensor([[6.0, 6.0, 58.0, 50.0], [13.0, 30.0, 19.0, 40.0]]), "labels": torch.tensor([1, 2])}
+    image = torch.rand(3, 64, 64)
+    stats = assign_stats.bag_stats(model, [(image, target)], DWLoss(3))
+    assert stats["gts"] == 2 and stats["bag"] == 0.5
+    model.eval()
+    with torch.no_grad():
+        batch, _ = model.transform([image])
+        _, dist, _ = model.head(list(model.backbone(batch.tensors).values()))
+    # best IoU over the big box's points, decoded here level by level
+    best = 0.0
+    for level, stride in zip(dist, model.head.strides):
+        height, width = level.shape[-2:]
+        ys, xs = torch.meshgrid((torch.arange(height) + 0.5) * stride, (torch.arange(width) + 0.5) * stride,
+                                indexing="ij")
+        inside = (xs > 6) & (xs < 58) & (ys > 6) & (ys < 50)
+        d = level[0].permute(1, 2, 0)[inside]
+        pred = torch.stack([xs[inside] - d[:, 0], ys[inside] - d[:, 1], xs[inside] + d[:, 2], ys[inside] + d[:, 3]], 1)
+        if len(pred):
+            best = max(best, float(box_iou(pred, target["boxes"][:1]).max()))
+    assert stats["best IoU"] == pytest.approx(best / 2, rel=1e-4)  # the other GT counts as 0
+    assert stats["IoU>=0.5"] == (0.5 if best >= 0.5 else 0.0)
+    assert 0 <= stats["P_neg=1"] <= 1 and 0 <= stats["score"] <= 1

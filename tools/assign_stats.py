@@ -1,0 +1,101 @@
+"""What DW's assignment sees for a trained model: statistics of the candidate bags over a dataset.
+
+    python tools/assign_stats.py work_dirs/compare/dw/seed0 work_dirs/compare/fcos/seed0 [--split val]
+
+Each argument is a run folder (its config.json and last.pth are read). Whatever loss the run
+trained with, the bags and weights are DW's default (released) ones, so that models trained
+differently are measured alike. Per run, over the GTs of the dataset:
+
+    bag        fraction of GTs with at least one point strictly inside (the others get no positive)
+    best IoU   mean over GTs of the best IoU of a bag point's predicted box
+    IoU>=0.5   fraction of GTs whose best bag IoU reaches 0.5 (below it, P_neg is 1 for every
+               pair of the bag: all its points are pushed towards background at full weight)
+    P_neg=1    fraction of all bag pairs with P_neg = 1
+    score      mean over GTs of the joint score s of the bag point with the largest w_pos
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import torch  # noqa: E402
+
+import dw_ops  # noqa: E402
+from dwdet.config import load_config  # noqa: E402
+from dwdet.engine import builders, load_checkpoint  # noqa: E402
+from dwdet.losses import DWLoss  # noqa: E402
+from dwdet.models import FCOSDetector, anchor_points, flatten_levels  # noqa: E402
+
+COLUMNS = ("gts", "bag", "best IoU", "IoU>=0.5", "P_neg=1", "score")
+
+
+@torch.no_grad()
+def bag_stats(model: FCOSDetector, dataset, loss: DWLoss, max_images: int | None = None) -> dict[str, float]:
+    """The statistics of the module docstring for ``model`` over ``dataset`` (image, target) pairs."""
+    model.eval()
+    has_bag, best_iou, best_score, pneg_one, pairs = [], [], [], 0, 0
+    for index in range(min(len(dataset), max_images or len(dataset))):
+        image, target = dataset[index]
+        if len(target["boxes"]) == 0:
+            continue
+        batch, targets = model.transform([image], [{"boxes": target["boxes"].float(), "labels": target["labels"]}])
+        cls_maps, dist_maps, ctr_maps = model.head(list(model.backbone(batch.tensors).values()))
+        cls, dist = flatten_levels(cls_maps).float(), flatten_levels(dist_maps).float()
+        ctr = flatten_levels(ctr_maps)[..., 0].float()
+        points, strides = anchor_points([tuple(x.shape[-2:]) for x in cls_maps], loss.strides, dtype=cls.dtype)
+        labels = targets[0]["labels"].long()
+        bag = dw_ops.candidate_bag_iou(points, strides, dist, [targets[0]["boxes"]], sigma=loss.sigma)
+        score = dw_ops.pair_scores(bag, cls, ctr, labels)
+        weights = dw_ops.dual_weights(bag, score, labels, cls.shape[1], cls.shape[2], beta=loss.beta, mu=loss.mu,
+                                      mu_den=loss.mu_den, gamma1=loss.gamma1)
+        pneg_one += int((weights.pair_neg_prob == 1).sum())
+        pairs += len(score)
+        for g in range(len(labels)):
+            lo, hi = bag.gt_offsets[g], bag.gt_offsets[g + 1]
+            has_bag.append(float(hi > lo))
+            best_iou.append(float(bag.iou[lo:hi].max()) if hi > lo else 0.0)
+            if hi > lo:
+                best_score.append(float(score[lo:hi][weights.pos_weight[lo:hi].argmax()]))
+    if not has_bag:
+        raise ValueError("the dataset has no boxes")
+    return {"gts": len(has_bag), "bag": statistics.fmean(has_bag), "best IoU": statistics.fmean(best_iou),
+            "IoU>=0.5": statistics.fmean(float(x >= 0.5) for x in best_iou),
+            "P_neg=1": pneg_one / max(pairs, 1),
+            "score": statistics.fmean(best_score) if best_score else float("nan")}
+
+
+def run_stats(run: Path, split: str, max_images: int | None) -> dict[str, float]:
+    config, checkpoint = run / "config.json", run / "last.pth"
+    for path in (config, checkpoint):
+        if not path.is_file():
+            raise SystemExit(f"{run} is not a finished run folder: {path.name} is missing")
+    cfg = load_config(config)
+    if cfg.model.get("type", "fcos") != "fcos":
+        raise SystemExit(f"{run}: only our detector (model.type='fcos') can be measured")
+    model = builders.build_model(cfg)
+    model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    return bag_stats(model, builders.build_dataset(cfg, split), DWLoss(cfg.model.num_classes), max_images)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run folders written by tools/train.py")
+    parser.add_argument("--split", choices=("train", "val"), default="val")
+    parser.add_argument("--max-images", type=int, default=None, help="measure only the first images")
+    parser.add_argument("--json", help="also write the statistics here")
+    args = parser.parse_args(argv)
+    results = {run: run_stats(Path(run), args.split, args.max_images) for run in args.runs}
+    print("| run | " + " | ".join(COLUMNS) + " |\n" + "| --- " * (len(COLUMNS) + 1) + "|")
+    for run, stats in results.items():
+        print(f"| {run} | {stats['gts']} | " + " | ".join(f"{stats[k]:.3f}" for k in COLUMNS[1:]) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
