@@ -34,7 +34,7 @@ def test_every_method_config_loads_and_builds():
             continue
         assert isinstance(model, FCOSDetector) and model.head.refine == (method.name == "dw_refine")
         loss = build_loss(cfg)
-        if method.name == "fcos":
+        if method.config == compare.FCOS_CONFIG:
             assert not isinstance(loss, DWLoss)
         else:
             assert loss.variant == ("paper" if method.name == "dw_paper" else "released")
@@ -99,6 +99,11 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path):
     assert log.stat().st_size == size
     # a finished run is never silently mixed with runs under other settings
     assert compare.main(["--out", str(out), "--seeds", "0", "--opts", *opts, "train.lr=0.1"]) == 1
+    # the warm-start runs begin from the finished FCOS run's weights
+    assert compare.main(["--out", str(out), "--study", "warmstart", "--seeds", "0", "--opts", *opts]) == 0
+    for name in ("warm_fcos", "warm_dw"):
+        config = json.loads((out / name / "seed0" / "config.json").read_text())
+        assert config["train"]["init_from"] == str(out / "fcos" / "seed0" / "last.pth")
 
 
 def test_table1_weights_known_values():

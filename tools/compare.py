@@ -3,7 +3,8 @@ seeds on the same backbone, data and schedule, then tabulate COCO AP (mean ± st
 draw a bar chart and the loss curves.
 
     python tools/compare.py                          # the methods study, 3 seeds, then the report
-    python tools/compare.py --study wneg --seeds 0   # table 5's w_neg ablation
+    python tools/compare.py --study wneg             # table 5's w_neg ablation
+    python tools/compare.py --study warmstart        # FCOS vs DW continuing from the FCOS weights
     python tools/compare.py --jobs 2 --opts train.epochs=24 model.min_size='(256,)' model.max_size=256
     python tools/compare.py --report-only            # rebuild the report from finished runs
 
@@ -41,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 DW_CONFIG = "configs/compare_r18_synthetic.py"
 FCOS_CONFIG = "configs/compare_fcos_r18_synthetic.py"
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+WARM_START = ("train.epochs=3", "train.lr=0.01", "train.warmup_iters=50", "train.lr_steps=(2,)", "eval.interval=3",
+              "train.checkpoint_interval=3")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class Method:
     config: str
     overrides: tuple[str, ...] = ()
     all_seeds: bool = True  # False: only the first seed (single-seed reference points)
+    init_from: str | None = None  # a method whose finished run of the same seed gives the initial weights
 
 
 STUDIES = {
@@ -67,6 +71,13 @@ STUDIES = {
         Method("wneg_ineg", "I_neg", DW_CONFIG, ("loss.neg_weighting=ineg",), False),
         Method("wneg_one_minus_wpos", "1 - w_pos", DW_CONFIG, ("loss.neg_weighting=one_minus_wpos",), False),
         Method("dw", "P_neg * I_neg (DW)", DW_CONFIG),
+    ),
+    # Does DW help once the detector is past its first steps? Both continue from the FCOS run's
+    # weights for 3 more epochs; they differ only in the loss.
+    "warmstart": (
+        Method("fcos", "FCOS", FCOS_CONFIG),
+        Method("warm_fcos", "FCOS, 3 more epochs", FCOS_CONFIG, WARM_START, False, init_from="fcos"),
+        Method("warm_dw", "DW, 3 epochs from the FCOS weights", DW_CONFIG, WARM_START, False, init_from="fcos"),
     ),
 }
 
@@ -103,8 +114,11 @@ def run_dir(out: str, method: Method, seed: int) -> Path:
 
 
 def train_command(method: Method, seed: int, work_dir: Path, opts: list[str]) -> list[str]:
-    return [sys.executable, str(REPO / "tools" / "train.py"), str(REPO / method.config), *method.overrides, *opts,
-            f"train.seed={seed}", "--work-dir", str(work_dir), "--resume"]
+    init = []
+    if method.init_from is not None:
+        init = [f"train.init_from={work_dir.parent.parent / method.init_from / f'seed{seed}' / 'last.pth'}"]
+    return [sys.executable, str(REPO / "tools" / "train.py"), str(REPO / method.config), *method.overrides, *init,
+            *opts, f"train.seed={seed}", "--work-dir", str(work_dir), "--resume"]
 
 
 def final_eval(work_dir: Path) -> dict | None:
@@ -244,14 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         runs = planned_runs(methods, args.seeds)
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
-        with ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(train, m, s, args.out, args.opts, threads) for m, s in runs]
-        failures = [f.exception() for f in futures if f.exception() is not None]
-        for failure in failures:
-            print(f"[compare] {failure}", file=sys.stderr)
-        if failures:
-            report(methods, args.out)
-            return 1
+        # runs that start from another run's weights go second, once those have finished
+        for phase in ([r for r in runs if r[0].init_from is None], [r for r in runs if r[0].init_from is not None]):
+            with ThreadPoolExecutor(args.jobs) as pool:
+                futures = [pool.submit(train, m, s, args.out, args.opts, threads) for m, s in phase]
+            failures = [f.exception() for f in futures if f.exception() is not None]
+            for failure in failures:
+                print(f"[compare] {failure}", file=sys.stderr)
+            if failures:
+                report(methods, args.out)
+                return 1
     report(methods, args.out)
     return 0
 
