@@ -82,6 +82,74 @@ def dense_assign(prob: dict, backward: bool) -> None:
         loss.backward()
 
 
+def _cached(prob: dict, key: str, make: Callable):
+    if key not in prob:
+        prob[key] = make()
+    return prob[key]
+
+
+def _op_inputs(prob: dict, backward: bool):
+    """Flat logits and distances made once per problem (the single-op cases time the op alone),
+    with their gradients cleared, and the labels."""
+    leaves = _cached(prob, f"flat{backward}", lambda: flat(prob, backward))
+    for leaf in leaves:
+        leaf.grad = None
+    cls, ctr, reg = leaves
+    return cls.transpose(1, 2), ctr, reg, torch.cat(prob["labels"])
+
+
+def _assignment(prob: dict):
+    """The fused bag and weights, and the dense bags and P_neg, made once per problem."""
+    def make():
+        cls, ctr, reg, labels = _op_inputs(prob, False)
+        bag = dw_ops.candidate_bag_iou(prob["points"], prob["strides"], reg, prob["boxes"])
+        weights = dw_ops.dual_weights(bag, dw_ops.pair_scores(bag, cls, ctr, labels), labels, cls.shape[1], CLASSES)
+        dense_bags = reference.bag_iou_dense(prob["points"], prob["strides"], reg, prob["boxes"])
+        dense = reference.dual_weights_dense(dense_bags, cls, ctr, prob["labels"])
+        return bag, weights, dense_bags, dense.p_neg
+    return _cached(prob, "assignment", make)
+
+
+def fused_bag_iou(prob: dict, backward: bool) -> None:
+    _, _, reg, _ = _op_inputs(prob, backward)
+    bag = dw_ops.candidate_bag_iou(prob["points"], prob["strides"], reg, prob["boxes"])
+    if backward:
+        bag.giou_loss.sum().backward()
+
+
+def dense_bag_iou(prob: dict, backward: bool) -> None:
+    _, _, reg, _ = _op_inputs(prob, backward)
+    bags = reference.bag_iou_dense(prob["points"], prob["strides"], reg, prob["boxes"])
+    if backward:
+        sum(bag.giou_loss[bag.inside].sum() for bag in bags).backward()
+
+
+def fused_dual_weights(prob: dict, backward: bool) -> None:
+    cls, ctr, _, labels = _op_inputs(prob, False)
+    bag = _assignment(prob)[0]
+    dw_ops.dual_weights(bag, dw_ops.pair_scores(bag, cls, ctr, labels), labels, cls.shape[1], CLASSES)
+
+
+def dense_dual_weights(prob: dict, backward: bool) -> None:
+    cls, ctr, _, _ = _op_inputs(prob, False)
+    reference.dual_weights_dense(_assignment(prob)[2], cls, ctr, prob["labels"])
+
+
+def fused_neg_loss(prob: dict, backward: bool) -> None:
+    cls, ctr, _, _ = _op_inputs(prob, backward)
+    weights = _assignment(prob)[1]
+    loss = dw_ops.neg_loss(cls, ctr, weights.neg_index, weights.neg_prob)
+    if backward:
+        loss.backward()
+
+
+def dense_neg_loss(prob: dict, backward: bool) -> None:
+    cls, ctr, _, _ = _op_inputs(prob, backward)
+    loss = reference.neg_loss_dense(cls, ctr, _assignment(prob)[3])
+    if backward:
+        loss.backward()
+
+
 def _loss_inputs(prob: dict, backward: bool):
     leaves = [x.clone().requires_grad_(backward) for x in prob["cls"] + prob["reg"] + prob["ctr"]]
     targets = [{"boxes": b, "labels": lab} for b, lab in zip(prob["boxes"], prob["labels"])]
@@ -120,12 +188,18 @@ def _sample_with(fn: Callable) -> Callable:
 
 
 CASES: Dict[str, Dict[str, Callable]] = {
+    "bag_iou": {"fused": fused_bag_iou, "dense reference": dense_bag_iou},
+    "dual_weights": {"fused": fused_dual_weights, "dense reference": dense_dual_weights},
+    "neg_loss": {"fused": fused_neg_loss, "dense reference": dense_neg_loss},
     "assign": {"fused": fused_assign, "dense reference": dense_assign},
     "dw_loss": {"fused": fused_loss, "dense reference": dense_loss},
     "boundary_sample": {"fused": _sample_with(dw_ops.boundary_sample),
                         "deform_conv2d": _sample_with(reference.boundary_sample_deform_conv),
                         "dense reference": _sample_with(reference.boundary_sample_dense)},
 }
+
+
+FORWARD_ONLY = {"dual_weights"}  # detached weights: no backward
 
 
 # ---- measurement -----------------------------------------------------------------------------------
@@ -173,16 +247,17 @@ def peak_extra_mib(case: str, impl: str, num_gts: int, device: str) -> float:
     return value
 
 
-def run(device: str, gts: List[int], min_time: float, memory: bool) -> List[dict]:
+def run(device: str, gts: List[int], min_time: float, memory: bool, cases: List[str] = list(CASES)) -> List[dict]:
     rows = []
-    for case, impls in CASES.items():
+    for case in cases:
+        impls = CASES[case]
         for num_gts in (gts if case != "boundary_sample" else gts[:1]):
             prob = make_problem(num_gts, device)
-            for backward in (False, True):
+            for backward in (False, True) if case not in FORWARD_ONLY else (False,):
                 times = {impl: median_ms(fn, prob, backward, min_time) for impl, fn in impls.items()}
                 row = dict(case=case, gts=num_gts if case != "boundary_sample" else None,
                            mode="fwd+bwd" if backward else "fwd", ms=times)
-                if backward and memory:
+                if (backward or case in FORWARD_ONLY) and memory:
                     row["peak_extra_mib"] = {impl: peak_extra_mib(case, impl, num_gts, device) for impl in impls}
                 rows.append(row)
                 print(_format_row(row), flush=True)
@@ -212,12 +287,13 @@ def main(argv=None) -> None:
     parser.add_argument("--gts", type=int, nargs="+", default=[10, 50, 100], help="GTs per image")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds of measurement per timing")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="what to measure")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no GPU is visible")
     print(f"device: {machine(args.device)}; dw_ops build: {dw_ops.build_info()}")
-    rows = run(args.device, args.gts, args.min_time, not args.no_memory)
+    rows = run(args.device, args.gts, args.min_time, not args.no_memory, args.cases)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": machine(args.device), "rows": rows}, f, indent=1)

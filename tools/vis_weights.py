@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     maps, map_box = weight_maps(model, image, target, gt)
     label = int(target["labels"][gt])
     plot_maps(image, boxes[gt], maps, map_box, tuple(model.loss.strides), args.out,
-              f"{Path(args.checkpoint).name}: {args.split} image {args.index}, box {gt} (label {label}); "
+              f"{args.checkpoint}: {args.split} image {args.index}, box {gt} (label {label}); "
               f"colour scale per column, blank = outside the candidate bag")
     print(f"wrote {args.out}")
 
