@@ -84,6 +84,10 @@ def test_swapped_categories_and_shifted_boxes_score_lower(coco_gt):
     swapped = evaluate(EchoGroundTruth(), loader, CocoEvaluator(coco_gt, CATEGORY_IDS[::-1]), torch.device("cpu"),
                        verbose=False)
     assert swapped["AP"] == 0.0
+    # without the classes the swapped detections are perfect again
+    agnostic = evaluate(EchoGroundTruth(), loader, CocoEvaluator(coco_gt, CATEGORY_IDS[::-1]), torch.device("cpu"),
+                        verbose=False, class_agnostic=True)
+    assert agnostic == {name: pytest.approx(1.0) for name in METRIC_NAMES}
     # A 4-pixel shift drops the small boxes below IoU 0.5 but keeps the large ones above 0.9.
     shifted = evaluate(EchoGroundTruth(shift=4.0), loader, CocoEvaluator(coco_gt, CATEGORY_IDS),
                        torch.device("cpu"), verbose=False)

@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--opts", nargs="+", default=[], metavar="key=value", help="more config overrides")
     parser.add_argument("--work-dir", help="where to write metrics.json (default: the checkpoint's folder)")
     parser.add_argument("--out", help="also write the COCO results JSON here")
+    parser.add_argument("--class-agnostic", action="store_true",
+                        help="match detections to boxes whatever their classes (localisation and ranking only)")
     return parser.parse_intermixed_args(argv)  # overrides may come before or after the options
 
 
@@ -43,13 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(load_checkpoint(args.checkpoint)["model"])
         dataset, evaluator = builders.build_val_data(cfg)
         loader = eval_loader(dataset, cfg.eval.batch_size, cfg.eval.num_workers)
-        metrics = evaluate(model.to(device), loader, evaluator, device, cfg.train.amp, results_path=args.out)
+        metrics = evaluate(model.to(device), loader, evaluator, device, cfg.train.amp, results_path=args.out,
+                           class_agnostic=args.class_agnostic)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     if is_main_process():
         os.makedirs(work_dir, exist_ok=True)
-        path = os.path.join(work_dir, f"metrics_{Path(args.checkpoint).stem}.json")
+        suffix = "_class_agnostic" if args.class_agnostic else ""
+        path = os.path.join(work_dir, f"metrics_{Path(args.checkpoint).stem}{suffix}.json")
         with open(path, "w") as f:
             json.dump({"checkpoint": os.path.abspath(args.checkpoint), **metrics}, f, indent=2)
         print(f"metrics written to {path}", flush=True)

@@ -40,8 +40,10 @@ def detections_to_coco(image_id: int, detections: dict[str, torch.Tensor], categ
 
 
 def coco_bbox_eval(coco_gt: COCO, results: list[dict], image_ids: Iterable[int] | None = None,
-                   verbose: bool = True) -> dict[str, float]:
+                   verbose: bool = True, class_agnostic: bool = False) -> dict[str, float]:
     """COCOeval (bbox) of ``results`` over ``image_ids`` (default: all ground-truth images).
+    ``class_agnostic`` matches detections to boxes whatever their classes (COCOeval's
+    ``useCats = 0``): what the boxes and the ranking are worth without the classification.
 
     Returns AP, AP50, AP75, APs, APm, APl as fractions (COCOeval's -1 where an area range has no
     ground truth); with ``verbose`` prints COCOeval's summary and a table in percent ("n/a" for -1).
@@ -50,6 +52,7 @@ def coco_bbox_eval(coco_gt: COCO, results: list[dict], image_ids: Iterable[int] 
     if results:
         evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
         evaluator.params.imgIds = image_ids
+        evaluator.params.useCats = int(not class_agnostic)
         summary = io.StringIO()
         with contextlib.redirect_stdout(summary):
             evaluator.evaluate()
@@ -100,10 +103,11 @@ class CocoEvaluator:
         results = sorted((r for _, res in shards for r in res), key=lambda r: (r["image_id"], -r["score"]))
         return image_ids, results
 
-    def evaluate(self, verbose: bool = True, results_path: str | os.PathLike | None = None
-                 ) -> dict[str, float] | None:
+    def evaluate(self, verbose: bool = True, results_path: str | os.PathLike | None = None,
+                 class_agnostic: bool = False) -> dict[str, float] | None:
         """COCO metrics on rank 0, ``None`` on the other ranks (every rank must call it).
-        With ``results_path``, rank 0 also writes the COCO results JSON there."""
+        With ``results_path``, rank 0 also writes the COCO results JSON there; see
+        :func:`coco_bbox_eval` for ``class_agnostic``."""
         gathered = self.gather()
         if gathered is None:
             return None
@@ -111,13 +115,13 @@ class CocoEvaluator:
         if results_path is not None:
             with open(results_path, "w") as f:
                 json.dump(results, f)
-        return coco_bbox_eval(self.coco_gt, results, image_ids, verbose=verbose)
+        return coco_bbox_eval(self.coco_gt, results, image_ids, verbose=verbose, class_agnostic=class_agnostic)
 
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, loader: Iterable, evaluator: CocoEvaluator, device: torch.device,
-             amp: str = "none", verbose: bool = True, results_path: str | os.PathLike | None = None
-             ) -> dict[str, float] | None:
+             amp: str = "none", verbose: bool = True, results_path: str | os.PathLike | None = None,
+             class_agnostic: bool = False) -> dict[str, float] | None:
     """Run ``model`` (unwrapped from DDP) on this rank's ``loader`` and score all ranks' detections.
 
     Returns the COCO metrics on rank 0 and ``None`` elsewhere (optionally writing the COCO results
@@ -130,4 +134,4 @@ def evaluate(model: torch.nn.Module, loader: Iterable, evaluator: CocoEvaluator,
         with autocast(device, amp):
             outputs = model(images)
         evaluator.process([t["image_id"] for t in targets], outputs)
-    return evaluator.evaluate(verbose=verbose, results_path=results_path)
+    return evaluator.evaluate(verbose=verbose, results_path=results_path, class_agnostic=class_agnostic)
