@@ -55,6 +55,7 @@ def _fake_run(out, method, seed, ap, losses):
     folder = out / method / f"seed{seed}"
     folder.mkdir(parents=True)
     metrics = {k: ap / (i + 1) for i, k in enumerate(compare.METRICS)}
+    metrics["APl"] = -1.0 if method == "dw" else metrics["APl"]
     (folder / "result.json").write_text(json.dumps({"method": method, "seed": seed, "opts": [], "minutes": 2.0,
                                                      **metrics}))
     with open(folder / "metrics.jsonl", "w") as f:
@@ -72,8 +73,10 @@ def test_report_gives_mean_and_sample_std_over_seeds(tmp_path):
     assert summary["dw"]["std"]["AP"] == pytest.approx(2.0)  # sample std of 30, 32, 34
     assert summary["dw"]["mean"]["AP50"] == pytest.approx(16.0)
     assert math.isnan(summary["fcos"]["std"]["AP"])
+    assert math.isnan(summary["dw"]["mean"]["APl"])  # -1 from COCOeval: no GT of that size
     table = (tmp_path / "results.md").read_text()
     assert "| DW (released) | 3 | 32.0 ± 2.0 | 16.0 ± 1.0 |" in table and "| FCOS | 1 | 25.0 |" in table
+    assert "| n/a | 2.0 |" in table
     assert json.loads((tmp_path / "results.json").read_text())["dw"]["seeds"] == [0, 1, 2]
     for png in ("ap.png", "loss.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

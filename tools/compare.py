@@ -169,6 +169,9 @@ def train(method: Method, seed: int, out: str, opts: list[str], threads: int) ->
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std; NaN for a metric COCOeval could not compute (-1: no GT of that size)."""
+    if any(v < 0 for v in values):
+        return math.nan, math.nan
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
 
 
@@ -189,6 +192,8 @@ def summarize(methods: list[Method], out: str) -> dict:
 def markdown_table(summary: dict) -> str:
     def cell(entry: dict, key: str) -> str:
         mean, std = entry["mean"][key], entry["std"][key]
+        if math.isnan(mean):
+            return "n/a"
         return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
 
     lines = ["| method | seeds | " + " | ".join(METRICS) + " | training minutes |",
