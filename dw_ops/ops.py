@@ -104,37 +104,13 @@ def candidate_bag_iou(points: Tensor, strides: Tensor, distances: Tensor, gt_box
     return BagPairs(pair_gt, pair_point, gt_image[pair_gt], gt_offsets, gt_image, prior, iou, giou_loss)
 
 
-def pair_scores(bag: BagPairs, cls_logits: Tensor, ctr_logits: Tensor, labels: Tensor, *,
-                sparse_grad: bool = False) -> Tensor:
+def pair_scores(bag: BagPairs, cls_logits: Tensor, ctr_logits: Tensor, labels: Tensor) -> Tensor:
     """Joint confidence ``sigmoid(cls[n, p, c_g]) * sigmoid(ctr[n, p])`` of each pair (differentiable).
 
-    cls_logits (N, P, C), ctr_logits (N, P), labels (M,) 0-based class of each GT.
-
-    With ``sparse_grad=True`` the gradient w.r.t. ``cls_logits`` is a sparse COO tensor of the K
-    pair entries instead of a dense (N, P, C) one, as ``nn.Embedding(sparse=True)`` does. Autograd
-    adds it in place to the dense gradient of another consumer of ``cls_logits`` (the negative
-    term, in DW), which saves an (N, P, C) buffer and three passes over it; used alone, it leaves
-    a sparse ``.grad``."""
-    index = (bag.image_index, bag.point_index, labels[bag.gt_index])
-    cls = _GatherSparseGrad.apply(cls_logits, *index) if sparse_grad else cls_logits[index]
+    cls_logits (N, P, C), ctr_logits (N, P), labels (M,) 0-based class of each GT."""
+    cls = cls_logits[bag.image_index, bag.point_index, labels[bag.gt_index]]
     ctr = ctr_logits[bag.image_index, bag.point_index]
     return cls.sigmoid() * ctr.sigmoid()
-
-
-class _GatherSparseGrad(torch.autograd.Function):
-    """``x[i, j, k]`` for index vectors, with a sparse COO gradient w.r.t. ``x``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, i: Tensor, j: Tensor, k: Tensor) -> Tensor:
-        ctx.save_for_backward(i, j, k)
-        ctx.shape = x.shape
-        return x[i, j, k]
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        indices = torch.stack(ctx.saved_tensors)  # repeated entries are summed, as dense indexing does
-        # indices are in range by construction: no invariant check (and no warning about skipping it)
-        return torch.sparse_coo_tensor(indices, grad, ctx.shape, check_invariants=False), None, None, None
 
 
 def dual_weights(bag: BagPairs, pair_score: Tensor, labels: Tensor, num_points: int, num_classes: int, *,

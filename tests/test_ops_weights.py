@@ -198,22 +198,3 @@ def test_errors_name_the_argument():
     with pytest.raises(RuntimeError, match="gt_pair_offsets must be int64"):
         ops.dual_weights(*args, torch.tensor([0, 2], dtype=torch.int32), 0, 5.0, 5.0, 3.0, 0, 2.0)
 
-
-def test_pair_scores_sparse_gradient_equals_the_dense_one():
-    pb = problem("duplicates")  # two GTs of one class share points: repeated entries must add up
-    fused = fused_assignment(pb)
-    grads = []
-    for sparse in (False, True):
-        cls, ctr = pb.cls_logits.clone().requires_grad_(), pb.ctr_logits.clone().requires_grad_()
-        score = dw_ops.pair_scores(fused.bag, cls, ctr, pb.labels, sparse_grad=sparse)
-        (score * torch.linspace(0.5, 2.0, len(score), dtype=score.dtype)).sum().backward()
-        assert cls.grad.is_sparse == sparse
-        grads.append((cls.grad.to_dense(), ctr.grad))
-    assert len(torch.unique(dw_ops.pair_entry_index(fused.bag, pb.labels, len(pb.points), pb.num_classes))) \
-        < len(fused.bag.gt_index)
-    assert_close(grads[1], grads[0], rtol=0, atol=0)
-    # next to a dense gradient (as in DWLoss) the sum is dense
-    cls = pb.cls_logits.clone().requires_grad_()
-    neg = dw_ops.neg_loss(cls, pb.ctr_logits)
-    (neg + dw_ops.pair_scores(fused.bag, cls, pb.ctr_logits, pb.labels, sparse_grad=True).sum()).backward()
-    assert not cls.grad.is_sparse

@@ -65,7 +65,7 @@ def fused_assign(prob: dict, backward: bool) -> None:
     cls_npc = cls.transpose(1, 2)
     labels = torch.cat(prob["labels"])
     bag = dw_ops.candidate_bag_iou(prob["points"], prob["strides"], reg, prob["boxes"])
-    score = dw_ops.pair_scores(bag, cls_npc, ctr, labels, sparse_grad=True)
+    score = dw_ops.pair_scores(bag, cls_npc, ctr, labels)
     w = dw_ops.dual_weights(bag, score, labels, cls_npc.shape[1], CLASSES)
     loss = dw_ops.neg_loss(cls_npc, ctr, w.neg_index, w.neg_prob) + (w.pos_weight * bag.giou_loss).sum()
     if backward:

@@ -234,6 +234,7 @@ def plot_losses(summary: dict, out: str, path: Path) -> None:
                 label=entry["label"])
     ax.set_xlabel("iteration")
     ax.set_ylabel("total training loss (mean over seeds)")
+    ax.set_yscale("log")
     ax.set_title("each method's own loss: compare shapes, not levels", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

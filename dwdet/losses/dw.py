@@ -93,14 +93,10 @@ class DWLoss(nn.Module):
                                        hard_prior=self.center_prior == "hard")
         if self.center_prior in ("threshold", "topk"):
             bag = self._select_bag(bag, points, strides, torch.cat(gt_boxes) if gt_boxes else dist.new_zeros(0, 4))
-        with torch.no_grad():
-            weights = dw_ops.dual_weights(bag, dw_ops.pair_scores(bag, cls, ctr, labels), labels, num_points,
-                                          self.num_classes, pos_mode=self.variant, beta=self.beta, mu=self.mu,
-                                          mu_den=self.mu_den, neg_mode=self.variant, gamma1=self.gamma1)
-        neg = self._neg_loss(cls, ctr, bag, weights, labels, num_points)
-        # Gathered after neg_loss so that autograd runs this gather's backward first: its sparse
-        # gradient is then added in place into neg_loss's dense one (no second (N, P, C) buffer).
-        score = dw_ops.pair_scores(bag, cls, ctr, labels, sparse_grad=True)
+        score = dw_ops.pair_scores(bag, cls, ctr, labels)
+        weights = dw_ops.dual_weights(bag, score, labels, num_points, self.num_classes,
+                                      pos_mode=self.variant, beta=self.beta, mu=self.mu, mu_den=self.mu_den,
+                                      neg_mode=self.variant, gamma1=self.gamma1)
         w_pos = weights.pos_weight
         ones = torch.ones_like(score)
         pos_cls = (w_pos * F.binary_cross_entropy(score, ones, reduction="none")).sum()
@@ -109,6 +105,7 @@ class DWLoss(nn.Module):
                                                       reduction="none")).sum()
         else:  # eq. 11: beta * sum w_pos GIoU loss
             pos_loc = self.beta * (w_pos * bag.giou_loss).sum()
+        neg = self._neg_loss(cls, ctr, bag, weights, labels, num_points)
 
         num_gts = reduce_mean(labels.new_tensor(float(labels.numel()), dtype=cls.dtype)).clamp(min=1.0)
         neg_norm = reduce_mean(weights.neg_normalizer.to(cls.dtype)).clamp(min=1.0)
