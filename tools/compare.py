@@ -153,7 +153,7 @@ def train(method: Method, seed: int, out: str, opts: list[str], threads: int) ->
     work_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = train_command(method, seed, work_dir, opts)
-    print(f"[compare] {method.name} seed {seed}: training ({work_dir}/train.log)", flush=True)
+    say(f"{method.name} seed {seed}: training ({work_dir}/train.log)")
     with open(work_dir / "train.log", "a") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
     evaluation = final_eval(work_dir)
@@ -164,8 +164,14 @@ def train(method: Method, seed: int, out: str, opts: list[str], threads: int) ->
     result = {"method": method.name, "seed": seed, "opts": opts, "command": command[1:], "minutes": round(minutes, 2),
               **{k: evaluation[k] for k in METRICS}}
     result_path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"[compare] {method.name} seed {seed}: AP {100 * result['AP']:.1f} in {minutes:.1f} min", flush=True)
+    say(f"{method.name} seed {seed}: AP {100 * result['AP']:.1f} in {minutes:.1f} min")
     return result
+
+
+def say(line: str, stream=sys.stdout) -> None:
+    """One whole line per write, so that the lines of concurrent runs do not interleave."""
+    stream.write(f"[compare] {line}\n")
+    stream.flush()
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -260,6 +266,7 @@ def report(methods: list[Method], out: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.out = os.path.abspath(args.out)  # the trainings run from the repository root
     methods = selected_methods(args.study)
     if not args.report_only:
         runs = planned_runs(methods, args.seeds)
@@ -270,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                 futures = [pool.submit(train, m, s, args.out, args.opts, threads) for m, s in phase]
             failures = [f.exception() for f in futures if f.exception() is not None]
             for failure in failures:
-                print(f"[compare] {failure}", file=sys.stderr)
+                say(str(failure), sys.stderr)
             if failures:
                 report(methods, args.out)
                 return 1
