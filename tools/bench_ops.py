@@ -10,6 +10,7 @@ the RSS high-water mark above the inputs on CPU (Linux), torch.cuda.max_memory_a
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import multiprocessing as mp
 import os
@@ -281,6 +282,19 @@ def machine(device: str) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
+def steady_state_allocator() -> bool:
+    """Keep freed large blocks in glibc's heap, as a long training process (whose activations keep
+    the malloc thresholds at their maximum) does: otherwise whether each case's (N, P, C) buffers
+    come back as fresh, page-faulting mmaps depends on what ran before, by up to ~15 ms a call
+    here. Returns False where glibc's mallopt is not available (the timings then vary more)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -292,7 +306,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no GPU is visible")
-    print(f"device: {machine(args.device)}; dw_ops build: {dw_ops.build_info()}")
+    steady = args.device == "cpu" and steady_state_allocator()
+    print(f"device: {machine(args.device)}; dw_ops build: {dw_ops.build_info()}; steady-state allocator: {steady}")
     rows = run(args.device, args.gts, args.min_time, not args.no_memory, args.cases)
     if args.json:
         with open(args.json, "w") as f:
