@@ -109,6 +109,18 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path):
         assert config["train"]["init_from"] == str(out / "fcos" / "seed0" / "last.pth")
 
 
+def boxes_inside(dist, stride, box):
+    """For one level's (4, H, W) distances: the mask of points strictly inside ``box`` and the
+    boxes those points predict, decoded here independently of dwdet."""
+    height, width = dist.shape[-2:]
+    ys, xs = torch.meshgrid((torch.arange(height) + 0.5) * stride, (torch.arange(width) + 0.5) * stride, indexing="ij")
+    x1, y1, x2, y2 = box.tolist()
+    inside = (xs > x1) & (xs < x2) & (ys > y1) & (ys < y2)
+    d = dist.permute(1, 2, 0)[inside]
+    return inside, torch.stack([xs[inside] - d[:, 0], ys[inside] - d[:, 1], xs[inside] + d[:, 2],
+                                ys[inside] + d[:, 3]], 1)
+
+
 def test_table1_weights_known_values():
     s, t = torch.tensor([0.5, 0.9]), torch.tensor([0.8, 0.3])
     w = vis_weights.pair_weights(s, t, torch.tensor([0.7, 0.1]), torch.tensor([0.2, 1.0]), 2.0)
@@ -133,17 +145,12 @@ def test_weight_maps_cover_the_bag_with_the_model_scores_and_ious():
         batch, _ = model.transform([image])
         cls, dist, ctr = model.head(list(model.backbone(batch.tensors).values()))
     for level, (level_maps, stride) in enumerate(zip(maps, model.head.strides)):
-        height, width = cls[level].shape[-2:]
-        ys, xs = torch.meshgrid((torch.arange(height) + 0.5) * stride, (torch.arange(width) + 0.5) * stride,
-                                indexing="ij")
-        inside = (xs > 8) & (xs < 80) & (ys > 12) & (ys < 60)
+        inside, pred = boxes_inside(dist[level][0], stride, map_box)
         assert torch.equal(~torch.isnan(level_maps["score"]), inside)
         if not inside.any():
             continue
         score = (cls[level][0, 2].sigmoid() * ctr[level][0, 0].sigmoid())[inside]
         torch.testing.assert_close(level_maps["score"][inside], score)
-        d = dist[level][0].permute(1, 2, 0)[inside]
-        pred = torch.stack([xs[inside] - d[:, 0], ys[inside] - d[:, 1], xs[inside] + d[:, 2], ys[inside] + d[:, 3]], 1)
         iou = box_iou(pred, map_box[None])[:, 0]
         torch.testing.assert_close(level_maps["iou"][inside], iou, atol=1e-5, rtol=1e-4)
         assert (level_maps["dw_pos"][inside] >= 0).all() and (level_maps["dw_neg"][inside] >= 0).all()
@@ -184,12 +191,7 @@ def test_assign_stats_against_boxes_decoded_independently():
     # best IoU over the big box's points, decoded here level by level
     best = 0.0
     for level, stride in zip(dist, model.head.strides):
-        height, width = level.shape[-2:]
-        ys, xs = torch.meshgrid((torch.arange(height) + 0.5) * stride, (torch.arange(width) + 0.5) * stride,
-                                indexing="ij")
-        inside = (xs > 6) & (xs < 58) & (ys > 6) & (ys < 50)
-        d = level[0].permute(1, 2, 0)[inside]
-        pred = torch.stack([xs[inside] - d[:, 0], ys[inside] - d[:, 1], xs[inside] + d[:, 2], ys[inside] + d[:, 3]], 1)
+        _, pred = boxes_inside(level[0], stride, target["boxes"][0])
         if len(pred):
             best = max(best, float(box_iou(pred, target["boxes"][:1]).max()))
     assert stats["best IoU"] == pytest.approx(best / 2, rel=1e-4)  # the other GT counts as 0

@@ -25,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-import dw_ops  # noqa: E402
 from dwdet.config import load_config  # noqa: E402
 from dwdet.engine import builders, load_checkpoint  # noqa: E402
 from dwdet.losses import DWLoss  # noqa: E402
-from dwdet.models import FCOSDetector, anchor_points, flatten_levels  # noqa: E402
+from dwdet.models import FCOSDetector  # noqa: E402
 
 COLUMNS = ("gts", "bag", "best IoU", "IoU>=0.5", "P_neg=1", "score")
 
@@ -44,15 +43,8 @@ def bag_stats(model: FCOSDetector, dataset, loss: DWLoss, max_images: int | None
         if len(target["boxes"]) == 0:
             continue
         batch, targets = model.transform([image], [{"boxes": target["boxes"].float(), "labels": target["labels"]}])
-        cls_maps, dist_maps, ctr_maps = model.head(list(model.backbone(batch.tensors).values()))
-        cls, dist = flatten_levels(cls_maps).float(), flatten_levels(dist_maps).float()
-        ctr = flatten_levels(ctr_maps)[..., 0].float()
-        points, strides = anchor_points([tuple(x.shape[-2:]) for x in cls_maps], loss.strides, dtype=cls.dtype)
-        labels = targets[0]["labels"].long()
-        bag = dw_ops.candidate_bag_iou(points, strides, dist, [targets[0]["boxes"]], sigma=loss.sigma)
-        score = dw_ops.pair_scores(bag, cls, ctr, labels)
-        weights = dw_ops.dual_weights(bag, score, labels, cls.shape[1], cls.shape[2], beta=loss.beta, mu=loss.mu,
-                                      mu_den=loss.mu_den, gamma1=loss.gamma1)
+        _, _, labels, bag, score, weights = loss.assign(*model.head(list(model.backbone(batch.tensors).values())),
+                                                         targets)
         pneg_one += int((weights.pair_neg_prob == 1).sum())
         pairs += len(score)
         for g in range(len(labels)):

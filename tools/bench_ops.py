@@ -171,13 +171,12 @@ def dense_loss(prob: dict, backward: bool) -> None:
 
 def _sample_inputs(prob: dict, backward: bool) -> list:
     """Per level: the (N, 4, H, W) box map and random (N, 8, H, W) offsets (made once per problem)."""
-    key = ("sample", backward)
-    if key not in prob:
+    def make():
         g = torch.Generator().manual_seed(1)
-        prob[key] = [(x.detach().clone().requires_grad_(backward),
-                      (torch.randn(BATCH, 8, *x.shape[-2:], generator=g) * 2).to(x.device).requires_grad_(backward))
-                     for x in prob["reg"]]
-    return prob[key]
+        return [(x.detach().clone().requires_grad_(backward),
+                 (torch.randn(BATCH, 8, *x.shape[-2:], generator=g) * 2).to(x.device).requires_grad_(backward))
+                for x in prob["reg"]]
+    return _cached(prob, f"sample{backward}", make)
 
 
 def _sample_with(fn: Callable) -> Callable:

@@ -31,10 +31,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-import dw_ops  # noqa: E402
 from dwdet.config import load_config  # noqa: E402
 from dwdet.engine import builders, load_checkpoint  # noqa: E402
-from dwdet.models import FCOSDetector, anchor_points, flatten_levels  # noqa: E402
+from dwdet.losses import DWLoss  # noqa: E402
+from dwdet.models import FCOSDetector  # noqa: E402
 
 PANELS = ("score", "iou", "dw_pos", "dw_neg", "gfl_pos", "gfl_neg", "vfl_pos", "vfl_neg")
 TITLES = {"score": "cls score s", "iou": "IoU t", "dw_pos": "DW w_pos", "dw_neg": "DW w_neg",
@@ -71,33 +71,23 @@ def weight_maps(model: FCOSDetector, image: Tensor, target: Dict[str, Tensor], g
     weights are the model's loss's (a :class:`dwdet.losses.DWLoss`), computed on the whole image
     so that the per-object normalisation of w_pos is the one training sees."""
     loss = model.loss
-    if loss is None or not hasattr(loss, "gamma2"):
+    if not isinstance(loss, DWLoss):
         raise ValueError("the model's loss must be a DWLoss (config key loss.type='dw') to compute DW weights")
     if not 0 <= gt < len(target["boxes"]):
         raise ValueError(f"--gt {gt} is out of range: the image has {len(target['boxes'])} boxes")
     model.eval()
     batch, targets = model.transform([image], [{"boxes": target["boxes"].float(), "labels": target["labels"]}])
-    cls_maps, dist_maps, ctr_maps = model.head(list(model.backbone(batch.tensors).values()))
-    sizes = [tuple(x.shape[-2:]) for x in cls_maps]
-    cls, dist = flatten_levels(cls_maps).float(), flatten_levels(dist_maps).float()
-    ctr = flatten_levels(ctr_maps)[..., 0].float()
-    points, strides = anchor_points(sizes, loss.strides, device=cls.device, dtype=cls.dtype)
-    labels = targets[0]["labels"].long()
-    bag = dw_ops.candidate_bag_iou(points, strides, dist, [targets[0]["boxes"]], sigma=loss.sigma,
-                                   hard_prior=loss.center_prior == "hard")
-    score = dw_ops.pair_scores(bag, cls, ctr, labels)
-    weights = dw_ops.dual_weights(bag, score, labels, cls.shape[1], cls.shape[2], pos_mode=loss.variant,
-                                  beta=loss.beta, mu=loss.mu, mu_den=loss.mu_den, neg_mode=loss.variant,
-                                  gamma1=loss.gamma1)
-    mine = bag.gt_index == gt
-    values = pair_weights(score[mine], bag.iou[mine], weights.pos_weight[mine], weights.pair_neg_prob[mine],
-                          loss.gamma2)
-    flat = {name: torch.full((cls.shape[1],), float("nan")).index_put_((bag.point_index[mine],), v.float().cpu())
-            for name, v in values.items()}
-    maps, start = [], 0
-    for height, width in sizes:
-        maps.append({name: v[start:start + height * width].reshape(height, width) for name, v in flat.items()})
-        start += height * width
+    head = model.head(list(model.backbone(batch.tensors).values()))
+    a = loss.assign(*head, targets)
+    mine = a.bag.gt_index == gt
+    values = pair_weights(a.score[mine], a.bag.iou[mine], a.weights.pos_weight[mine],
+                          a.weights.pair_neg_prob[mine], loss.gamma2)
+    sizes = [tuple(x.shape[-2:]) for x in head[0]]
+    maps = [{} for _ in sizes]
+    for name, v in values.items():
+        flat = torch.full((a.cls.shape[1],), float("nan")).index_put_((a.bag.point_index[mine],), v.float().cpu())
+        for level_maps, level, (height, width) in zip(maps, flat.split([h * w for h, w in sizes]), sizes):
+            level_maps[name] = level.reshape(height, width)
     return maps, targets[0]["boxes"][gt].cpu()
 
 

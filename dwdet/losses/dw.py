@@ -6,7 +6,7 @@ follows equations 3-8 and 11-12 of the paper literally. The ablations of the pap
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,17 @@ from dwdet.utils.dist import reduce_mean
 CENTER_PRIORS = ("soft", "hard", "threshold", "topk")
 NEG_WEIGHTINGS = ("pneg_ineg", "pneg", "ineg", "one_minus_wpos", "none")
 VARIANTS = ("released", "paper")
+
+
+class Assignment(NamedTuple):
+    """DW's label assignment of a batch (see :meth:`DWLoss.assign`)."""
+
+    cls: Tensor  # (N, P, C) class logits, class-major view
+    ctr: Tensor  # (N, P) centerness logits
+    labels: Tensor  # (M,) 0-based class of each GT, in batch order
+    bag: dw_ops.BagPairs  # candidate-bag pairs, grouped per GT
+    score: Tensor  # (K,) joint score of each pair (differentiable)
+    weights: dw_ops.DualWeights  # detached dual weights
 
 
 class DWLoss(nn.Module):
@@ -71,6 +82,27 @@ class DWLoss(nn.Module):
 
     def forward(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], centerness: List[Tensor],
                 targets: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
+        cls, ctr, labels, bag, score, weights = self.assign(cls_logits, bbox_preds, centerness, targets)
+        w_pos = weights.pos_weight
+        ones = torch.ones_like(score)
+        pos_cls = (w_pos * F.binary_cross_entropy(score, ones, reduction="none")).sum()
+        if self.variant == "released":  # BCE(exp(-beta L), 1) = beta L, as the released code writes it
+            pos_loc = (w_pos * F.binary_cross_entropy(torch.exp(-self.beta * bag.giou_loss), ones,
+                                                      reduction="none")).sum()
+        else:  # eq. 11: beta * sum w_pos GIoU loss
+            pos_loc = self.beta * (w_pos * bag.giou_loss).sum()
+        neg = self._neg_loss(cls, ctr, bag, weights, labels, cls.shape[1])
+
+        num_gts = reduce_mean(labels.new_tensor(float(labels.numel()), dtype=cls.dtype)).clamp(min=1.0)
+        neg_norm = reduce_mean(weights.neg_normalizer.to(cls.dtype)).clamp(min=1.0)
+        return {"loss_cls_pos": self.pos_reweight * pos_cls / num_gts,
+                "loss_loc": self.pos_reweight * pos_loc / num_gts,
+                "loss_cls_neg": neg / neg_norm}
+
+    def assign(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], centerness: List[Tensor],
+               targets: List[Dict[str, Tensor]]) -> Assignment:
+        """The label assignment of a batch (the arguments of :meth:`forward`): candidate bags,
+        joint scores and dual weights, for the loss and for tools that look at them."""
         if not (len(cls_logits) == len(bbox_preds) == len(centerness) == len(self.strides)):
             raise ValueError(f"expected {len(self.strides)} levels of cls_logits, bbox_preds and centerness, got "
                              f"{len(cls_logits)}, {len(bbox_preds)} and {len(centerness)}")
@@ -82,7 +114,6 @@ class DWLoss(nn.Module):
         dist = flatten_levels([_upcast(x) for x in bbox_preds])
         if cls.shape[2] != self.num_classes:
             raise ValueError(f"cls_logits have {cls.shape[2]} classes, DWLoss was built for {self.num_classes}")
-        num_points = cls.shape[1]
         points, strides = anchor_points([tuple(x.shape[-2:]) for x in cls_logits], self.strides,
                                        device=cls.device, dtype=cls.dtype)
         gt_boxes = [t["boxes"].to(cls) for t in targets]
@@ -94,24 +125,10 @@ class DWLoss(nn.Module):
         if self.center_prior in ("threshold", "topk"):
             bag = self._select_bag(bag, points, strides, torch.cat(gt_boxes) if gt_boxes else dist.new_zeros(0, 4))
         score = dw_ops.pair_scores(bag, cls, ctr, labels)
-        weights = dw_ops.dual_weights(bag, score, labels, num_points, self.num_classes,
+        weights = dw_ops.dual_weights(bag, score, labels, cls.shape[1], self.num_classes,
                                       pos_mode=self.variant, beta=self.beta, mu=self.mu, mu_den=self.mu_den,
                                       neg_mode=self.variant, gamma1=self.gamma1)
-        w_pos = weights.pos_weight
-        ones = torch.ones_like(score)
-        pos_cls = (w_pos * F.binary_cross_entropy(score, ones, reduction="none")).sum()
-        if self.variant == "released":  # BCE(exp(-beta L), 1) = beta L, as the released code writes it
-            pos_loc = (w_pos * F.binary_cross_entropy(torch.exp(-self.beta * bag.giou_loss), ones,
-                                                      reduction="none")).sum()
-        else:  # eq. 11: beta * sum w_pos GIoU loss
-            pos_loc = self.beta * (w_pos * bag.giou_loss).sum()
-        neg = self._neg_loss(cls, ctr, bag, weights, labels, num_points)
-
-        num_gts = reduce_mean(labels.new_tensor(float(labels.numel()), dtype=cls.dtype)).clamp(min=1.0)
-        neg_norm = reduce_mean(weights.neg_normalizer.to(cls.dtype)).clamp(min=1.0)
-        return {"loss_cls_pos": self.pos_reweight * pos_cls / num_gts,
-                "loss_loc": self.pos_reweight * pos_loc / num_gts,
-                "loss_cls_neg": neg / neg_norm}
+        return Assignment(cls, ctr, labels, bag, score, weights)
 
     def _neg_loss(self, cls: Tensor, ctr: Tensor, bag: dw_ops.BagPairs, weights: dw_ops.DualWeights,
                   labels: Tensor, num_points: int) -> Tensor:
