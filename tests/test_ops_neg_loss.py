@@ -58,6 +58,20 @@ def test_saturated_logits_clamp_the_log_like_bce():
         assert_close(a, b)
 
 
+def test_float32_scores_across_the_range_match_to_a_few_ulp():
+    # The CPU kernel computes log1p with its own SIMD log (csrc/cpu/vec_math.h), four vectors at
+    # a time, then one vector, then scalars: P = 203 takes all three paths. With sigmoid(ctr) = 1,
+    # s = sigmoid(cls) runs from 1e-6 to 0.99; no absolute tolerance hides the small gradients.
+    probs = torch.logspace(-6, 0, 203 * 3, dtype=torch.float64).clamp(max=0.99)
+    cls = torch.logit(probs).view(1, 203, 3).to(torch.float32)
+    ctr = torch.full((1, 203), 40.0)
+    index, weight = torch.zeros(0, dtype=torch.int64), torch.zeros(0)
+    got = fused_and_grads(cls, ctr, index, weight)
+    want = reference_and_grads(cls, ctr, index, weight)
+    assert_close(got[0], want[0], rtol=2e-6, atol=0)
+    assert_close(got[1], want[1], rtol=5e-6, atol=0)
+
+
 def test_non_contiguous_logits():
     cls, ctr, index, weight = make_logits(2)
     cls_view = cls.transpose(1, 2).contiguous().transpose(1, 2)  # (N, P, C) view of an (N, C, P) tensor

@@ -170,13 +170,17 @@ def dense_loss(prob: dict, backward: bool) -> None:
 
 
 def _sample_inputs(prob: dict, backward: bool) -> list:
-    """Per level: the (N, 4, H, W) box map and random (N, 8, H, W) offsets (made once per problem)."""
+    """Per level: the (N, 4, H, W) box map and random (N, 8, H, W) offsets (made once per problem),
+    with their gradients cleared like _op_inputs's."""
     def make():
         g = torch.Generator().manual_seed(1)
         return [(x.detach().clone().requires_grad_(backward),
                  (torch.randn(BATCH, 8, *x.shape[-2:], generator=g) * 2).to(x.device).requires_grad_(backward))
                 for x in prob["reg"]]
-    return _cached(prob, f"sample{backward}", make)
+    levels = _cached(prob, f"sample{backward}", make)
+    for boxes, offsets in levels:
+        boxes.grad = offsets.grad = None
+    return levels
 
 
 def _sample_with(fn: Callable) -> Callable:
@@ -205,7 +209,8 @@ FORWARD_ONLY = {"dual_weights"}  # detached weights: no backward
 # ---- measurement -----------------------------------------------------------------------------------
 
 def median_ms(fn: Callable, prob: dict, backward: bool, min_time: float) -> float:
-    timer = tbench.Timer(stmt="fn(prob, backward)", globals=dict(fn=fn, prob=prob, backward=backward))
+    timer = tbench.Timer(stmt="fn(prob, backward)", globals=dict(fn=fn, prob=prob, backward=backward),
+                         num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_time).median * 1e3
 
 

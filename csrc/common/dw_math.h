@@ -15,7 +15,15 @@
 #include <cmath>
 #include <cstdint>
 
+// nvcc inlines device functions by itself; the host compiler, left to its heuristics, calls
+// bilinear() out of line inside OpenMP-outlined loops (2.3x slower per sample), so insist.
+#if defined(__CUDACC__)
 #define DW_HOST_DEVICE C10_HOST_DEVICE
+#elif defined(_MSC_VER)
+#define DW_HOST_DEVICE __forceinline
+#else
+#define DW_HOST_DEVICE __attribute__((always_inline))
+#endif
 
 namespace dw_ops {
 namespace math {
@@ -211,13 +219,13 @@ struct Prim {
 
 template <typename T>
 DW_HOST_DEVICE inline T sigmoid(T x) {
-  return T(1) / (T(1) + Prim<T>::exp(-x));
+  return T(1) / (T(1) + Prim<T>::exp(T(0) - x));  // (0 - x: ATen's VectorizedN has no unary minus)
 }
 
 // PyTorch's binary_cross_entropy against target 0: -max(log1p(-s), -100) (NaN propagates).
 template <typename T>
 DW_HOST_DEVICE inline T bce_zero(T s) {
-  return -Prim<T>::max(Prim<T>::log1p(-s), T(-100));
+  return T(0) - Prim<T>::max(Prim<T>::log1p(T(0) - s), T(-100));
 }
 
 // Its derivative as PyTorch's backward computes it: s / max((1 - s) s, 1e-12).
@@ -313,6 +321,13 @@ DW_HOST_DEVICE inline Bilinear<T> bilinear(T y, T x, int64_t H, int64_t W) {
     }
   }
   return b;
+}
+
+// Whether all four corners are on the map (then the loops need no per-corner test): corner 0 is
+// the top-left one and corner 3 the bottom-right one.
+template <typename T>
+DW_HOST_DEVICE inline bool all_corners_on_map(const Bilinear<T>& b) {
+  return b.idx[0] >= 0 && b.idx[3] >= 0;
 }
 
 }  // namespace math

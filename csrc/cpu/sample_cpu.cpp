@@ -22,19 +22,26 @@ at::Tensor boundary_sample_cpu(const at::Tensor& boxes_, const at::Tensor& offse
     const scalar_t* in = boxes.data_ptr<scalar_t>();
     const scalar_t* off = offsets.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, N * 4 * HW, 1024, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t plane = i / HW, pos = i % HW;  // plane = n * 4 + c
+    // One image row of one (n, c) plane per work item: positions come from the loop counters.
+    at::parallel_for(0, N * 4 * H, std::max<int64_t>(1, 4096 / W), [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t plane = row / H, h = row % H;
         const int64_t n = plane / 4, c = plane % 4;
-        const scalar_t* off_yx = off + (n * 8 + 2 * c) * HW + pos;
-        const opmath_t y = opmath_t(pos / W) + opmath_t(off_yx[0]);
-        const opmath_t x = opmath_t(pos % W) + opmath_t(off_yx[HW]);
-        const auto b = bilinear(y, x, H, W);
+        const scalar_t* off_y = off + (n * 8 + 2 * c) * HW + h * W;
+        const scalar_t* off_x = off_y + HW;
         const scalar_t* src = in + plane * HW;
-        opmath_t v = 0;
-        for (int j = 0; j < 4; ++j)
-          if (b.idx[j] >= 0) v += b.wt[j] * opmath_t(src[b.idx[j]]);
-        o[i] = v;
+        scalar_t* dst = o + plane * HW + h * W;
+        for (int64_t w = 0; w < W; ++w) {
+          const auto b = bilinear(opmath_t(h) + opmath_t(off_y[w]), opmath_t(w) + opmath_t(off_x[w]), H, W);
+          opmath_t v = 0;
+          if (all_corners_on_map(b)) {  // most samples
+            for (int j = 0; j < 4; ++j) v += b.wt[j] * opmath_t(src[b.idx[j]]);
+          } else {
+            for (int j = 0; j < 4; ++j)
+              if (b.idx[j] >= 0) v += b.wt[j] * opmath_t(src[b.idx[j]]);
+          }
+          dst[w] = v;
+        }
       }
     });
   });
@@ -66,22 +73,26 @@ std::tuple<at::Tensor, at::Tensor> boundary_sample_backward_cpu(const at::Tensor
         const int64_t n = plane / 4, c = plane % 4;
         const scalar_t* src = in + plane * HW;
         opmath_t* dst = gb + plane * HW;
-        for (int64_t pos = 0; pos < HW; ++pos) {
-          const int64_t oy = (n * 8 + 2 * c) * HW + pos, ox = oy + HW;
-          const opmath_t y = opmath_t(pos / W) + opmath_t(off[oy]);
-          const opmath_t x = opmath_t(pos % W) + opmath_t(off[ox]);
-          const auto b = bilinear(y, x, H, W);
-          const opmath_t g = go[plane * HW + pos];
-          opmath_t d_y = 0, d_x = 0;
-          for (int j = 0; j < 4; ++j) {
-            if (b.idx[j] < 0) continue;
-            const opmath_t v = src[b.idx[j]];
-            d_y += b.dwt_dy[j] * v;
-            d_x += b.dwt_dx[j] * v;
-            dst[b.idx[j]] += b.wt[j] * g;
+        const scalar_t* off_y = off + (n * 8 + 2 * c) * HW;
+        const scalar_t* off_x = off_y + HW;
+        scalar_t* goff_y = goff + (n * 8 + 2 * c) * HW;
+        scalar_t* goff_x = goff_y + HW;
+        for (int64_t h = 0, pos = 0; h < H; ++h) {
+          for (int64_t w = 0; w < W; ++w, ++pos) {
+            const auto b = bilinear(opmath_t(h) + opmath_t(off_y[pos]), opmath_t(w) + opmath_t(off_x[pos]), H, W);
+            const opmath_t g = go[plane * HW + pos];
+            const bool inside = all_corners_on_map(b);
+            opmath_t d_y = 0, d_x = 0;
+            for (int j = 0; j < 4; ++j) {
+              if (!inside && b.idx[j] < 0) continue;
+              const opmath_t v = src[b.idx[j]];
+              d_y += b.dwt_dy[j] * v;
+              d_x += b.dwt_dx[j] * v;
+              dst[b.idx[j]] += b.wt[j] * g;
+            }
+            goff_y[pos] = g * d_y;
+            goff_x[pos] = g * d_x;
           }
-          goff[oy] = g * d_y;
-          goff[ox] = g * d_x;
         }
       }
     });

@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <numeric>
+
 #include "common/checks.h"
 #include "cpu/vec_math.h"
 #include "common/dw_math.h"
@@ -61,16 +63,37 @@ std::tuple<at::Tensor, at::Tensor> dual_weights_cpu(const at::Tensor& score_, co
   return {pos_weight, neg_prob};
 }
 
+// One SIMD step of the dense negative term over the scores x[0 .. V::size()) of one class, with
+// sc = sigmoid(centerness) of their points: adds the terms to `sum`, writes the class-logit
+// gradients and accumulates the centerness ones.
+template <bool kGrad, typename V, typename scalar_t>
+inline void neg_step(const scalar_t* x, const scalar_t* sc, scalar_t* grad_cls, scalar_t* d_ctr, double gamma,
+                     scalar_t w, V& sum) {
+  const auto r = neg_term_and_grads(V::loadu(x), V::loadu(sc), gamma, V(w));
+  sum = sum + r.value;
+  if constexpr (kGrad) {
+    r.d_cls.store(grad_cls);
+    (V::loadu(d_ctr) + r.d_ctr).store(d_ctr);
+  }
+}
+
+template <typename V>
+double lane_sum(const V& v) {
+  alignas(64) typename V::value_type lanes[V::size()];
+  v.store(lanes);
+  return std::accumulate(lanes, lanes + V::size(), 0.0);
+}
+
 template <typename scalar_t, bool kGrad>
 double neg_loss_dense(const scalar_t* x, const scalar_t* ctr, scalar_t* grad_cls, scalar_t* grad_ctr, int64_t N,
                       int64_t P, int64_t C, double gamma, double base) {
   using Vec = at::vec::Vectorized<scalar_t>;
+  using Wide = at::vec::VectorizedN<scalar_t, 4>;  // see Prim<VectorizedN> for why four
   constexpr int64_t kBlock = 256;  // points per task; their sigmoid(ctr) and ctr gradients stay on the stack
-  constexpr int64_t kLanes = Vec::size();
   const int64_t blocks = (P + kBlock - 1) / kBlock;
   const scalar_t w = base;
   return at::parallel_reduce(0, N * blocks, 1, 0.0, [&](int64_t begin, int64_t end, double acc) {
-    alignas(64) scalar_t sc[kBlock], d_ctr[kBlock], lane_sum[kLanes];
+    alignas(64) scalar_t sc[kBlock], d_ctr[kBlock];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / blocks, p0 = (task % blocks) * kBlock, len = std::min(kBlock, P - p0);
       for (int64_t i = 0; i < len; ++i) {
@@ -79,28 +102,22 @@ double neg_loss_dense(const scalar_t* x, const scalar_t* ctr, scalar_t* grad_cls
       }
       for (int64_t k = 0; k < C; ++k) {
         const int64_t row = (n * C + k) * P + p0;
+        Wide wide_sum(0);
         Vec sum(0);
-        double tail = 0;
         int64_t i = 0;
-        for (; i + kLanes <= len; i += kLanes) {
-          const auto r = neg_term_and_grads(Vec::loadu(x + row + i), Vec::loadu(sc + i), gamma, Vec(w));
-          sum += r.value;
-          if constexpr (kGrad) {
-            r.d_cls.store(grad_cls + row + i);
-            (Vec::loadu(d_ctr + i) + r.d_ctr).store(d_ctr + i);
-          }
-        }
+        for (; i + Wide::size() <= len; i += Wide::size())
+          neg_step<kGrad>(x + row + i, sc + i, grad_cls + row + i, d_ctr + i, gamma, w, wide_sum);
+        for (; i + Vec::size() <= len; i += Vec::size())
+          neg_step<kGrad>(x + row + i, sc + i, grad_cls + row + i, d_ctr + i, gamma, w, sum);
         for (; i < len; ++i) {
           const auto r = neg_term_and_grads(x[row + i], sc[i], gamma, w);
-          tail += r.value;
+          acc += r.value;
           if constexpr (kGrad) {
             grad_cls[row + i] = r.d_cls;
             d_ctr[i] += r.d_ctr;
           }
         }
-        sum.store(lane_sum);
-        for (int64_t l = 0; l < kLanes; ++l) acc += lane_sum[l];
-        acc += tail;
+        acc += lane_sum(wide_sum) + lane_sum(sum);
       }
       if constexpr (kGrad) std::copy(d_ctr, d_ctr + len, grad_ctr + n * P + p0);
     }
@@ -128,22 +145,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> neg_loss_cpu(const at::Tensor& cl
     scalar_t* gt = grad_ctr.data_ptr<scalar_t>();
     total = compute_grad ? neg_loss_dense<scalar_t, true>(xp, cp, gc, gt, N, P, C, gamma_out, base_weight)
                          : neg_loss_dense<scalar_t, false>(xp, cp, gc, gt, N, P, C, gamma_out, base_weight);
-    // The listed entries replace base * s^gamma_out by w * s^gamma_in (few: a serial pass).
+    // The listed entries replace base * s^gamma_out by w * s^gamma_in. They are sorted, so the
+    // entries of one point are adjacent: each task takes whole points, and no two tasks add to
+    // the same centerness gradient.
     const int64_t* idx = index.data_ptr<int64_t>();
     const double* w = weight.data_ptr<double>();
     const scalar_t g_in = gamma_in, g_out = gamma_out, base = base_weight;
-    for (int64_t e = 0; e < index.numel(); ++e) {
-      const int64_t n = idx[e] / (P * C), p = idx[e] / C % P, k = idx[e] % C;
-      const int64_t off = (n * C + k) * P + p;
-      const scalar_t sc = sigmoid(cp[n * P + p]);
-      const auto in = neg_term_and_grads(xp[off], sc, g_in, scalar_t(w[e]));
-      const auto out = neg_term_and_grads(xp[off], sc, g_out, base);
-      total += double(in.value) - double(out.value);
-      if (compute_grad) {
-        gc[off] = in.d_cls;
-        gt[n * P + p] += in.d_ctr - out.d_ctr;
+    const int64_t U = index.numel();
+    const auto point = [&](int64_t e) { return idx[e] / C; };  // n * P + p
+    total += at::parallel_reduce(0, U, 1024, 0.0, [&](int64_t begin, int64_t end, double acc) {
+      while (begin > 0 && begin < end && point(begin) == point(begin - 1)) ++begin;  // the previous task's
+      if (begin == end) return acc;
+      while (end < U && point(end) == point(end - 1)) ++end;
+      for (int64_t e = begin; e < end; ++e) {
+        const int64_t np = point(e), k = idx[e] - np * C, n = np / P;
+        const int64_t off = (n * C + k) * P + (np - n * P);
+        const scalar_t sc = sigmoid(cp[np]);
+        const auto in = neg_term_and_grads(xp[off], sc, g_in, scalar_t(w[e]));
+        const auto out = neg_term_and_grads(xp[off], sc, g_out, base);
+        acc += double(in.value) - double(out.value);
+        if (compute_grad) {
+          gc[off] = in.d_cls;
+          gt[np] += in.d_ctr - out.d_ctr;
+        }
       }
-    }
+      return acc;
+    }, std::plus<double>());
   });
   const auto loss = at::scalar_tensor(total, cls_logits.options().dtype(neg_loss_dtype(cls_logits)));
   return {loss, grad_cls.to(cls_logits.scalar_type()), grad_ctr.to(ctr_logits.scalar_type())};
