@@ -1,6 +1,7 @@
 // Operator schemas (one TORCH_LIBRARY block) and the Python module that reports how the extension
 // was built. Kernels register per backend in cpu/*.cpp and cuda/*.cu; fake (meta) kernels and
-// autograd are registered from Python (dw_ops/_registration.py).
+// autograd are registered from Python (dw_ops/_registration.py), except boundary_sample's autograd
+// (autograd.cpp).
 #include <torch/extension.h>
 #include <torch/library.h>
 

@@ -102,17 +102,7 @@ def _neg_loss_backward(ctx, grad, _grad_of_grad_cls, _grad_of_grad_ctr):
 torch.library.register_autograd("dw_ops::neg_loss", _neg_loss_backward, setup_context=_neg_loss_setup)
 
 
-def _boundary_sample_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _boundary_sample_backward(ctx, grad):
-    boxes, offsets = ctx.saved_tensors
-    return ops._boundary_sample_backward(grad, boxes, offsets)
-
-
-torch.library.register_autograd("dw_ops::boundary_sample", _boundary_sample_backward,
-                                setup_context=_boundary_sample_setup)
+# boundary_sample's autograd is registered in C++ (csrc/autograd.cpp): it runs once per FPN level.
 
 # ---- autocast: the assignment and the loss run in float32 under AMP -----------------------------
 for _name in _LOSS_OPS:

@@ -98,6 +98,27 @@ def test_gradcheck(seed):
     assert torch.autograd.gradcheck(dw_ops.boundary_sample, (boxes.requires_grad_(), offsets.requires_grad_()))
 
 
+def test_gradient_only_for_the_inputs_that_need_it_and_twice_with_retained_graph():
+    boxes, offsets = make_sampling(1, shape=(1, 4, 3, 4))
+    want_boxes, want_offsets = torch.autograd.grad(
+        reference.boundary_sample_dense(boxes.requires_grad_(), offsets.requires_grad_()).sum(), (boxes, offsets))
+    out = dw_ops.boundary_sample(boxes.detach(), offsets)
+    out.sum().backward(retain_graph=True)
+    out.sum().backward()
+    assert_close(offsets.grad, 2 * want_offsets)
+    boxes.grad = None
+    dw_ops.boundary_sample(boxes, offsets.detach()).sum().backward()
+    assert_close(boxes.grad, want_boxes)
+
+
+def test_second_derivative_is_refused_not_silently_zero():
+    boxes, offsets = make_sampling(2, shape=(1, 4, 3, 4))
+    grad, = torch.autograd.grad(dw_ops.boundary_sample(boxes.requires_grad_(), offsets.requires_grad_()).sum(),
+                                offsets, create_graph=True)
+    with pytest.raises(RuntimeError, match="boundary_sample has no second derivative"):
+        grad.sum().backward()
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 def test_errors_name_the_argument():
