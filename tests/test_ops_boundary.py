@@ -20,7 +20,8 @@ def sample_and_grads(fn, boxes, offsets, seed=0):
 
 @pytest.mark.parametrize("ref", REFERENCES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", [(2, 4, 5, 6), (1, 4, 1, 5), (1, 4, 4, 1), (1, 4, 1, 1)], ids=str)
+# (2, 4, 6, 21): rows of 8 + 8 + 5, for the CPU's 8-sample AVX2 steps and its scalar tail.
+@pytest.mark.parametrize("shape", [(2, 4, 5, 6), (1, 4, 1, 5), (1, 4, 4, 1), (1, 4, 1, 1), (2, 4, 6, 21)], ids=str)
 def test_matches_references(ref, dtype, shape):
     for seed in range(2):
         boxes, offsets = make_sampling(seed, shape, dtype)
@@ -39,6 +40,22 @@ def test_known_values():
     out = dw_ops.boundary_sample(boxes, offsets)
     assert_close(out[0, 0], torch.tensor([[1.5, 2.5, 1.5], [4.5, 5.5, 3.0]], dtype=torch.float64))
     assert_close(out[0, 1], torch.tensor([[0.75, 1.5, 2.25], [3.25, 4.25, 5.25]], dtype=torch.float64))
+
+
+def test_eight_sample_steps_agree_with_the_scalar_loop():
+    # With every sample interior, float32 rows go 8 samples at a time through AVX2 gathers; a
+    # sample pushed off the map sends its group of 8 through the scalar loop instead.
+    boxes, offsets = make_sampling(4, shape=(1, 4, 5, 24), dtype=torch.float32, margin=0.0)
+    out = dw_ops.boundary_sample(boxes, offsets)
+    pushed = offsets.clone()
+    pushed[:, 1, :, ::8] += 100.0  # dx of channel 0, first sample of each group
+    out_pushed = dw_ops.boundary_sample(boxes, pushed)
+    assert (out_pushed[:, 0, :, ::8] == 0).all()
+    kept = torch.ones(24, dtype=torch.bool)
+    kept[::8] = False
+    assert_close(out_pushed[:, 0, :, kept], out[:, 0, :, kept], rtol=1e-6, atol=1e-6)
+    assert_close(out_pushed[:, 1:], out[:, 1:], rtol=0, atol=0)
+    assert_close(out.double(), dw_ops.boundary_sample(boxes.double(), offsets.double()), rtol=1e-5, atol=1e-4)
 
 
 def test_samples_outside_the_map_are_zero():

@@ -46,6 +46,33 @@ inline __m256 log_avx2(__m256 u) {
   return _mm256_blendv_ps(r, _mm256_set1_ps(NAN), _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_NGE_UQ));
 }
 
+// bilinear() of 8 samples of one row at once, when all 8 have their four corners on the map
+// (0 <= y < H - 1 and 0 <= x < W - 1; false otherwise, NaN included): the flat index of each
+// top-left corner (int32: the caller checks H * W) and the corner weights of bilinear(), in its
+// order and with its products, so that a loop accumulating them in order gets its exact sums.
+struct Bilinear8 {
+  __m256i idx;  // top-left corner; the others are idx + 1, idx + W, idx + W + 1
+  __m256 wt[4];
+};
+
+inline bool bilinear8_interior(__m256 y, __m256 x, int64_t H, int64_t W, Bilinear8& b) {
+  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+  const __m256 inside = _mm256_and_ps(
+      _mm256_and_ps(_mm256_cmp_ps(y, zero, _CMP_GE_OQ), _mm256_cmp_ps(y, _mm256_set1_ps(float(H - 1)), _CMP_LT_OQ)),
+      _mm256_and_ps(_mm256_cmp_ps(x, zero, _CMP_GE_OQ), _mm256_cmp_ps(x, _mm256_set1_ps(float(W - 1)), _CMP_LT_OQ)));
+  if (_mm256_movemask_ps(inside) != 0xff) return false;
+  const __m256 yf = _mm256_floor_ps(y), xf = _mm256_floor_ps(x);
+  const __m256 ly = _mm256_sub_ps(y, yf), lx = _mm256_sub_ps(x, xf);
+  const __m256 hy = _mm256_sub_ps(one, ly), hx = _mm256_sub_ps(one, lx);
+  b.idx = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_cvttps_epi32(yf), _mm256_set1_epi32(int(W))),
+                           _mm256_cvttps_epi32(xf));
+  b.wt[0] = _mm256_mul_ps(hy, hx);
+  b.wt[1] = _mm256_mul_ps(hy, lx);
+  b.wt[2] = _mm256_mul_ps(ly, hx);
+  b.wt[3] = _mm256_mul_ps(ly, lx);
+  return true;
+}
+
 // Sleef's vector log1p cost as much as the rest of the negative term together (perf, this CPU).
 // log1p(x) = log(u) * x / (u - 1) with u = 1 + x rounded corrects the rounding of u to a few ulp
 // (and is x itself where u rounds to 1). For x >= -1, u is 0 or at least 2^-24: never denormal.
