@@ -2,6 +2,7 @@
 receives SIGTERM during iteration 3, so both ranks must stop after the same iteration; then the
 run resumes from last.pth and finishes. Writes each rank's final weights, fit() results and a
 reduce_mean of (rank + 1, 10 * rank) to the output folder."""
+import gc
 import json
 import os
 import sys
@@ -14,7 +15,8 @@ from tests.engine_helpers import BUILDERS, tiny_config
 
 OVERRIDES = ["train.batch_size=1", "eval.interval=2", "eval.batch_size=1", "data.flip=False", "model.dropout=0.0"]
 
-if __name__ == "__main__":
+
+def main() -> None:
     out, rank = sys.argv[1], int(os.environ["RANK"])
     config_dir, run_dir = os.path.join(out, f"config{rank}"), os.path.join(out, "run")
     os.makedirs(config_dir)
@@ -27,4 +29,9 @@ if __name__ == "__main__":
     torch.save(trainer.model.state_dict(), os.path.join(out, f"rank{get_rank()}.pt"))
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main()  # releases the trainers and their DDP models before the process group, as tools/train.py does
+    gc.collect()
     torch.distributed.destroy_process_group()

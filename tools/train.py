@@ -9,6 +9,7 @@ SIGTERM saves ``last.pth`` and exits with status 0; ``--resume`` then continues 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
@@ -49,13 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.overrides + args.opts)
     work_dir = args.work_dir or os.path.join("work_dirs", Path(args.config).stem)
     try:
-        trainer = Trainer(cfg, work_dir, resume=resolve_resume(args.resume, work_dir))
-        result = trainer.fit()
+        # No name keeps the trainer: it and its DDP model go before the process group (a DDP model
+        # outliving it to the interpreter's exit made gloo abort the process now and then).
+        result = Trainer(cfg, work_dir, resume=resolve_resume(args.resume, work_dir)).fit()
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
     finally:
         if dist.is_initialized():
+            gc.collect()
             dist.destroy_process_group()
     if is_main_process():
         print(f"{result['status']} at epoch {result['epoch']}, iteration {result['iteration']}; "
