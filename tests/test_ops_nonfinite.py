@@ -167,11 +167,14 @@ def sample_with_grads(boxes, offsets):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("axis", [0, 1])
-def test_nan_offset_makes_its_sample_nan(dtype, axis):
+# (2, 4, 5, 16) with interior samples: the CPU's 8-sample AVX2 steps, then the NaN's group goes
+# through the scalar loop.
+@pytest.mark.parametrize("shape, margin", [((2, 4, 5, 6), 1.5), ((2, 4, 5, 16), 0.0)], ids=str)
+def test_nan_offset_makes_its_sample_nan(dtype, axis, shape, margin):
     """The sample is NaN (it does not vanish to 0 like an off-map point); so are its offset
     gradients, and the NaN reaches the box gradient of its own channel. Every other sample and
     gradient is the clean run's."""
-    boxes, offsets = make_sampling(0, (2, 4, 5, 6), dtype)
+    boxes, offsets = make_sampling(0, shape, dtype, margin=margin)
     n, c, h, w = 1, 2, 3, 4
     clean = sample_with_grads(boxes, offsets)
     offsets[n, 2 * c + axis, h, w] = NAN
