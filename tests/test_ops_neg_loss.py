@@ -41,6 +41,20 @@ def test_matches_dense_reference(gammas, dtype):
             assert_close(a, b)
 
 
+def test_many_entries_sharing_points_across_the_parallel_chunks():
+    # The CPU pass over the entries splits them into one chunk per thread (at least 1024 entries
+    # each), and each chunk must take whole points: all the entries of a point add to its one
+    # centerness gradient. Here every point has its 5 classes listed, and 7003 entries split
+    # into 2 to 6 chunks cut some point's run each time.
+    cls, ctr, _, _ = make_logits(5, shape=(2, 900, 5))
+    index = torch.arange(7003)
+    weight = torch.rand(7003, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    got = fused_and_grads(cls, ctr, index, weight, 2.0, 1.5, 0.7)
+    want = reference_and_grads(cls, ctr, index, weight, 2.0, 1.5, 0.7)
+    for a, b in zip(got, want):
+        assert_close(a, b)
+
+
 def test_default_weights_are_the_focal_negative_term():
     cls, ctr, _, _ = make_logits(0)
     assert_close(dw_ops.neg_loss(cls, ctr), reference.neg_loss_dense(cls, ctr, torch.ones_like(cls)))
