@@ -84,6 +84,7 @@ def test_float32_scores_across_the_range_match_to_a_few_ulp():
     want = reference_and_grads(cls, ctr, index, weight)
     assert_close(got[0], want[0], rtol=2e-6, atol=0)
     assert_close(got[1], want[1], rtol=5e-6, atol=0)
+    assert_close(dw_ops.neg_loss(cls, ctr), got[0])  # the pass without gradients
 
 
 def test_non_contiguous_logits():
