@@ -34,12 +34,15 @@ def test_every_method_config_loads_and_builds():
             continue
         assert isinstance(model, FCOSDetector) and model.head.refine == (method.name == "dw_refine")
         loss = build_loss(cfg)
-        if method.config == compare.FCOS_CONFIG:
+        if method.config in (compare.FCOS_CONFIG, compare.SHAPES80_FCOS):
             assert not isinstance(loss, DWLoss)
         else:
             assert loss.variant == ("paper" if method.name == "dw_paper" else "released")
             expected = method.name[len("wneg_"):] if method.name.startswith("wneg_") else "pneg_ineg"
             assert loss.neg_weighting == expected
+            assert loss.neg_scale == {"s80_dw_neg10": 10.0, "s80_dw_neg100": 100.0}.get(method.name, 1.0)
+        if method.epochs is not None:
+            assert cfg.train.epochs == method.epochs and cfg.eval.interval == method.epochs
 
 
 def test_methods_are_shared_between_studies_and_single_seed_ones_run_once():
@@ -49,6 +52,25 @@ def test_methods_are_shared_between_studies_and_single_seed_ones_run_once():
     assert sorted((m.name, s) for m, s in runs if m.name != "dw") == [
         ("wneg_ineg", 0), ("wneg_none", 0), ("wneg_one_minus_wpos", 0), ("wneg_pneg", 0)]
     assert [s for m, s in runs if m.name == "dw"] == [0, 1, 2]
+
+
+def test_length_study_keeps_the_lr_step_at_the_same_fraction():
+    steps = {}
+    for method in compare.selected_methods("shapes80_length"):
+        cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
+        assert method.curve in ("FCOS", "DW (released)") and cfg.train.epochs == method.epochs
+        steps[method.epochs] = cfg.train.lr_steps[0] / cfg.train.epochs
+        assert method.all_seeds == (method.epochs == compare.SHAPES80_EPOCHS)  # the full length has 3 seeds
+    assert sorted(steps) == [2, 4, 6, 12] and all(abs(f - 5 / 6) <= 1 / 6 for f in steps.values())
+    names = {m.name for m in compare.selected_methods("shapes80_length")}
+    assert {"s80_fcos", "s80_dw", "s80_fcos_e2", "s80_dw_e12"} <= names  # the full length is the main study's run
+
+
+def test_length_report_draws_ap_against_length(tmp_path):
+    for name, ap in (("s80_fcos_e2", 0.1), ("s80_fcos", 0.3), ("s80_dw_e2", 0.05), ("s80_dw", 0.35)):
+        _fake_run(tmp_path, name, 0, ap, [2.0, 1.0])
+    compare.report(compare.selected_methods("shapes80_length"), str(tmp_path))
+    assert (tmp_path / "ap_vs_length.png").stat().st_size > 1000
 
 
 def _fake_run(out, method, seed, ap, losses):
@@ -197,3 +219,23 @@ def test_assign_stats_against_boxes_decoded_independently():
     assert stats["best IoU"] == pytest.approx(best / 2, rel=1e-4)  # the other GT counts as 0
     assert stats["IoU>=0.5"] == (0.5 if best >= 0.5 else 0.0)
     assert 0 <= stats["P_neg=1"] <= 1 and 0 <= stats["score"] <= 1
+    # the score statistics, recomputed level by level from the head's maps
+    with torch.no_grad():
+        cls, _, ctr = model.head(list(model.backbone(batch.tensors).values()))
+    counts, ctr_in, ctr_out = {"right": 0, "wrong": 0, "bg": 0}, [], []
+    for cls_level, ctr_level, stride in zip(cls, ctr, model.head.strides):
+        height, width = cls_level.shape[-2:]
+        for i in range(height):
+            for j in range(width):
+                x, y = (j + 0.5) * stride, (i + 0.5) * stride
+                holding = [g for g, (x0, y0, x1, y1) in enumerate(target["boxes"].tolist()) if x0 < x < x1 and y0 < y < y1]
+                c = float(ctr_level[0, 0, i, j].sigmoid())
+                (ctr_in if holding else ctr_out).append(c)
+                for k in range(3):
+                    if float(cls_level[0, k, i, j].sigmoid()) * c > model.score_thresh:
+                        key = "right" if any(int(target["labels"][g]) == k for g in holding) else (
+                            "wrong" if holding else "bg")
+                        counts[key] += 1
+    assert stats["ctr in"] == pytest.approx(sum(ctr_in) / len(ctr_in), rel=1e-5)
+    assert stats["ctr bg"] == pytest.approx(sum(ctr_out) / len(ctr_out), rel=1e-5)
+    assert {k: stats[k] for k in counts} == counts and stats["s>0.05"] == sum(counts.values())

@@ -42,6 +42,7 @@ def test_loads_sections_and_skips_private_names_modules_and_functions(base):
     ("model.refine=True", ("model", "refine"), True),
     ("model.backbone=resnet18", ("model", "backbone"), "resnet18"),
     ("model.backbone=101", ("model", "backbone"), "101"),  # a string key keeps the text
+    ("model.backbone=None", ("model", "backbone"), None),  # ... but None unsets it
     ("train.lr_steps=[16,22]", ("train", "lr_steps"), (16, 22)),  # the existing container type is kept
     ("train.mean=(0,0.5,1)", ("train", "mean"), [0.0, 0.5, 1.0]),
     ("train.resume=work_dirs/run/last.pth", ("train", "resume"), "work_dirs/run/last.pth"),  # None takes anything

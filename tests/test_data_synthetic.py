@@ -1,3 +1,4 @@
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -107,6 +108,8 @@ def test_ensure_refuses_a_foreign_folder(tmp_path):
     (dict(min_objects=5, max_objects=2), "need 0 <= min_objects <= max_objects"),
     (dict(image_size=64, min_object_size=60), "min_object_size 60 exceeds the largest object size"),
     (dict(max_occlusion=1.0), r"max_occlusion must be in \[0, 1\)"),
+    (dict(colours=1), r"colours must be 0 \(any colour\) or a number of hues in \[2, 12\]"),
+    (dict(colours=13), r"colours must be 0"),
 ])
 def test_bad_configuration_is_named(params, message):
     with pytest.raises(ValueError, match=message):
@@ -125,3 +128,43 @@ def test_command_line_tool(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "cli" / "train").iterdir()) == ["000001.png", "000002.png"]
     printed = capsys.readouterr().out
     assert "train: " in printed and "2 images" in printed and "val: " in printed and "1 images" in printed
+
+
+def test_colour_classes_are_shape_times_hue(tmp_path):
+    names = synthetic.class_names(10)
+    assert len(names) == 80 and len(set(names)) == 80
+    assert names[:3] == ("red rectangle", "orange rectangle", "yellow rectangle") and names[-1] == "rose diamond"
+    for colours in range(2, synthetic.MAX_COLOURS + 1):
+        assert len(set(synthetic.class_names(colours))) == 8 * colours  # every hue keeps its own name
+    paths = ensure_synthetic(tmp_path / "colours", seed=0, colours=4, num_train=12, num_val=0, image_size=128,
+                             image_format="png", noise_std=0.0, max_strokes=0, max_blobs=0, max_occlusion=0.01)
+    coco = COCO(str(paths["train"].annotations))
+    assert [c["name"] for c in coco.loadCats(sorted(coco.cats))] == list(synthetic.class_names(4))
+    import colorsys
+    from PIL import Image
+    checked = 0
+    for ann in coco.anns.values():
+        image = np.asarray(Image.open(paths["train"].images / coco.imgs[ann["image_id"]]["file_name"]))
+        x, y, w, h = ann["bbox"]
+        pixels = image[y:y + h, x:x + w].reshape(-1, 3) / 255.0
+        hsv = np.array([colorsys.rgb_to_hsv(*p) for p in pixels])
+        object_pixels = hsv[hsv[:, 1] > 0.5]  # the object is saturated, the background is not
+        if len(object_pixels) < 10:
+            continue
+        hue = np.median(object_pixels[:, 0])
+        hue_class = (ann["category_id"] - 1) % 4
+        assert min(abs(hue - hue_class / 4), 1 - abs(hue - hue_class / 4)) < 0.05, ann
+        checked += 1
+    assert checked >= 10
+
+
+def test_colours_zero_keeps_the_original_images(tmp_path):
+    # The earlier benchmark results were measured on these images: the generator before the hue
+    # classes existed wrote exactly these bytes (sha256 over the sorted paths and contents).
+    generate_synthetic(tmp_path, SyntheticConfig(**TINY))
+    digest = hashlib.sha256()
+    for path in sorted(tmp_path.rglob("*")):
+        if path.is_file() and path.name != "manifest.json":
+            digest.update(str(path.relative_to(tmp_path)).encode())
+            digest.update(path.read_bytes())
+    assert digest.hexdigest() == "7ef3d762534f325a62f08396a5b63d9d7c35b08b86c0d76978077f6b7293921a"

@@ -189,3 +189,20 @@ def test_bad_inputs_name_the_problem():
         DWLoss(num_classes=5)(cls, reg, ctr, targets)
     with pytest.raises(ValueError, match="neg_weighting"):
         DWLoss(num_classes=4, neg_weighting="bogus")
+
+
+def test_neg_scale_multiplies_the_negative_term_only():
+    cls, reg, ctr, targets = random_batch(7)
+    base, base_grads = _loss_and_grads(DWLoss(num_classes=4), cls, reg, ctr, targets)
+    leaves = [x.clone().requires_grad_() for x in cls + reg + ctr]
+    k = len(cls)
+    neg = DWLoss(num_classes=4)(leaves[:k], leaves[k:2 * k], leaves[2 * k:], targets)["loss_cls_neg"]
+    neg_grads = [torch.zeros_like(x) if g is None else g  # the boxes enter P_neg detached
+                 for x, g in zip(leaves, torch.autograd.grad(neg, leaves, allow_unused=True))]
+    scaled, scaled_grads = _loss_and_grads(DWLoss(num_classes=4, neg_scale=10.0), cls, reg, ctr, targets)
+    assert torch.equal(scaled["loss_cls_pos"], base["loss_cls_pos"]) and torch.equal(scaled["loss_loc"], base["loss_loc"])
+    torch.testing.assert_close(scaled["loss_cls_neg"], 10 * base["loss_cls_neg"])
+    for s, b, n in zip(scaled_grads, base_grads, neg_grads):  # the total's gradient gains 9x the negative's
+        torch.testing.assert_close(s, b + 9 * n)
+    with pytest.raises(ValueError, match="neg_scale must be > 0, got 0"):
+        DWLoss(num_classes=4, neg_scale=0)

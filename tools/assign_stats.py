@@ -12,6 +12,14 @@ differently are measured alike. Per run, over the GTs of the dataset:
                pair of the bag: all its points are pushed towards background at full weight)
     P_neg=1    fraction of all bag pairs with P_neg = 1
     score      mean over GTs of the joint score s of the bag point with the largest w_pos
+
+and of the scores s = sigmoid(cls) sigmoid(ctr) the detector ranks its detections by:
+
+    ctr bg     mean sigmoid(centerness) of the points outside every box
+    ctr in     mean sigmoid(centerness) of the points inside a box
+    s>0.05     (point, class) pairs per image scoring above 0.05 (the detector's score_thresh),
+    right, wrong, bg   split into the class of a box the point is inside, another class at a
+               point inside a box, and points outside every box
 """
 from __future__ import annotations
 
@@ -29,8 +37,10 @@ from dwdet.config import load_config  # noqa: E402
 from dwdet.engine import builders, load_checkpoint  # noqa: E402
 from dwdet.losses import DWLoss  # noqa: E402
 from dwdet.models import FCOSDetector  # noqa: E402
+from dwdet.models.points import anchor_points  # noqa: E402
 
-COLUMNS = ("gts", "bag", "best IoU", "IoU>=0.5", "P_neg=1", "score")
+COLUMNS = ("gts", "bag", "best IoU", "IoU>=0.5", "P_neg=1", "score", "ctr bg", "ctr in", "s>0.05", "right", "wrong",
+           "bg")
 
 
 @torch.no_grad()
@@ -38,13 +48,27 @@ def bag_stats(model: FCOSDetector, dataset, loss: DWLoss, max_images: int | None
     """The statistics of the module docstring for ``model`` over ``dataset`` (image, target) pairs."""
     model.eval()
     has_bag, best_iou, best_score, pneg_one, pairs = [], [], [], 0, 0
+    ctr_bg, ctr_in, above, measured = [], [], {"right": 0, "wrong": 0, "bg": 0}, 0
     for index in range(min(len(dataset), max_images or len(dataset))):
         image, target = dataset[index]
         if len(target["boxes"]) == 0:
             continue
+        measured += 1
         batch, targets = model.transform([image], [{"boxes": target["boxes"].float(), "labels": target["labels"]}])
-        _, _, labels, bag, score, weights = loss.assign(*model.head(list(model.backbone(batch.tensors).values())),
-                                                         targets)
+        outputs = model.head(list(model.backbone(batch.tensors).values()))
+        cls, ctr, labels, bag, score, weights = loss.assign(*outputs, targets)
+        points, _ = anchor_points([tuple(x.shape[-2:]) for x in outputs[0]], loss.strides)
+        boxes = targets[0]["boxes"]
+        inside = ((points[:, None] > boxes[None, :, :2]) & (points[:, None] < boxes[None, :, 2:])).all(2)  # (P, G)
+        in_any = inside.any(1)
+        ctr_prob = ctr[0].sigmoid()
+        ctr_bg += ctr_prob[~in_any].tolist()
+        ctr_in += ctr_prob[in_any].tolist()
+        point, klass = torch.nonzero(cls[0].sigmoid() * ctr_prob[:, None] > model.score_thresh, as_tuple=True)
+        right = (inside[point] & (labels[None, :] == klass[:, None])).any(1)
+        above["right"] += int(right.sum())
+        above["wrong"] += int((in_any[point] & ~right).sum())
+        above["bg"] += int((~in_any[point]).sum())
         pneg_one += int((weights.pair_neg_prob == 1).sum())
         pairs += len(score)
         for g in range(len(labels)):
@@ -58,7 +82,10 @@ def bag_stats(model: FCOSDetector, dataset, loss: DWLoss, max_images: int | None
     return {"gts": len(has_bag), "bag": statistics.fmean(has_bag), "best IoU": statistics.fmean(best_iou),
             "IoU>=0.5": statistics.fmean(float(x >= 0.5) for x in best_iou),
             "P_neg=1": pneg_one / max(pairs, 1),
-            "score": statistics.fmean(best_score) if best_score else float("nan")}
+            "score": statistics.fmean(best_score) if best_score else float("nan"),
+            "ctr bg": statistics.fmean(ctr_bg) if ctr_bg else float("nan"),
+            "ctr in": statistics.fmean(ctr_in) if ctr_in else float("nan"),
+            "s>0.05": sum(above.values()) / measured, **{k: v / measured for k, v in above.items()}}
 
 
 def run_stats(run: Path, split: str, max_images: int | None) -> dict[str, float]:
@@ -84,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {run: run_stats(Path(run), args.split, args.max_images) for run in args.runs}
     print("| run | " + " | ".join(COLUMNS) + " |\n" + "| --- " * (len(COLUMNS) + 1) + "|")
     for run, stats in results.items():
-        print(f"| {run} | {stats['gts']} | " + " | ".join(f"{stats[k]:.3f}" for k in COLUMNS[1:]) + " |")
+        print(f"| {run} | {stats['gts']} | " + " | ".join(f"{stats[k]:.3f}" for k in COLUMNS[1:8])
+              + " | " + " | ".join(f"{stats[k]:.0f}" for k in COLUMNS[8:]) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
 

@@ -39,8 +39,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tools.plot_metrics import read_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DW_CONFIG = "configs/compare_r18_synthetic.py"
+DW_CONFIG = "configs/compare_r18_synthetic.py"  # from scratch, 128 px, 8 classes
 FCOS_CONFIG = "configs/compare_fcos_r18_synthetic.py"
+SHAPES80_DW = "configs/dw_r10_shapes80.py"  # COCO's statistics, pretrained backbone
+SHAPES80_FCOS = "configs/fcos_r10_shapes80.py"
+SHAPES80_EPOCHS = 6
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 WARM_START = ("train.epochs=3", "train.lr=0.01", "train.warmup_iters=50", "train.lr_steps=(2,)", "eval.interval=3",
               "train.checkpoint_interval=3")
@@ -54,6 +57,25 @@ class Method:
     overrides: tuple[str, ...] = ()
     all_seeds: bool = True  # False: only the first seed (single-seed reference points)
     init_from: str | None = None  # a method whose finished run of the same seed gives the initial weights
+    curve: str | None = None  # methods of one curve label are one method trained for several lengths
+    epochs: int | None = None  # its training length, the curve's x
+
+
+def schedule(epochs: int, step_fraction: float = 5 / 6) -> tuple[str, ...]:
+    """Overrides for a run of ``epochs`` epochs with its lr step at the same fraction of every length."""
+    step = max(1, round(step_fraction * epochs))
+    return (f"train.epochs={epochs}", f"train.lr_steps=({step},)", f"eval.interval={epochs}",
+            f"train.checkpoint_interval={epochs}")
+
+
+def length_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
+    """FCOS and DW on shapes80 for each training length (one seed each; the full length is the
+    3-seed run of the shapes80 study)."""
+    return tuple(Method(f"{name}_e{epochs}" if epochs != SHAPES80_EPOCHS else name, label, config,
+                        schedule(epochs) if epochs != SHAPES80_EPOCHS else (),
+                        all_seeds=epochs == SHAPES80_EPOCHS, curve=label, epochs=epochs)
+                 for name, label, config in (("s80_fcos", "FCOS", SHAPES80_FCOS), ("s80_dw", "DW (released)", SHAPES80_DW))
+                 for epochs in lengths)
 
 
 STUDIES = {
@@ -78,6 +100,18 @@ STUDIES = {
         Method("fcos", "FCOS", FCOS_CONFIG),
         Method("warm_fcos", "FCOS, 3 more epochs", FCOS_CONFIG, WARM_START, False, init_from="fcos"),
         Method("warm_dw", "DW, 3 epochs from the FCOS weights", DW_CONFIG, WARM_START, False, init_from="fcos"),
+    ),
+    # shapes80: COCO's statistics and a pretrained backbone
+    "shapes80": (
+        Method("s80_fcos", "FCOS", SHAPES80_FCOS),
+        Method("s80_dw", "DW (released)", SHAPES80_DW),
+    ),
+    "shapes80_length": length_study((2, 4, SHAPES80_EPOCHS, 12)),
+    # background pressure: DW's negative term scaled up
+    "shapes80_neg": (
+        Method("s80_dw", "DW (released)", SHAPES80_DW),
+        Method("s80_dw_neg10", "DW, negative x10", SHAPES80_DW, ("loss.neg_scale=10.0",)),
+        Method("s80_dw_neg100", "DW, negative x100", SHAPES80_DW, ("loss.neg_scale=100.0",)),
     ),
 }
 
@@ -249,6 +283,27 @@ def plot_losses(summary: dict, out: str, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_lengths(methods: list[Method], summary: dict, path: Path) -> None:
+    """AP against training length, one line per curve, seed std as error bars where there are seeds."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    curves: dict[str, list[tuple[int, dict]]] = {}
+    for method in methods:
+        if method.curve and method.name in summary:
+            curves.setdefault(method.curve, []).append((method.epochs, summary[method.name]))
+    for label, points in curves.items():
+        points.sort(key=lambda point: point[0])
+        errors = [0 if math.isnan(e["std"]["AP"]) else e["std"]["AP"] for _, e in points]
+        ax.errorbar([x for x, _ in points], [e["mean"]["AP"] for _, e in points], yerr=errors, marker="o",
+                    capsize=3, label=label)
+    ax.set_xlabel("training length (epochs; lr step at 5/6 of each)")
+    ax.set_ylabel("COCO AP")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def report(methods: list[Method], out: str) -> dict:
     summary = summarize(methods, out)
     if not summary:
@@ -259,8 +314,12 @@ def report(methods: list[Method], out: str) -> dict:
     (out_dir / "results.md").write_text(table)
     plot_ap(summary, out_dir / "ap.png")
     plot_losses(summary, out, out_dir / "loss.png")
+    written = ["results.json", "results.md", "ap.png", "loss.png"]
+    if any(m.curve for m in methods if m.name in summary):
+        plot_lengths(methods, summary, out_dir / "ap_vs_length.png")
+        written.append("ap_vs_length.png")
     print(table, end="")
-    print(f"wrote {out_dir}/results.json, results.md, ap.png and loss.png")
+    print(f"wrote {', '.join(f'{out_dir}/{name}' for name in written)}")
     return summary
 
 

@@ -30,4 +30,5 @@ loss = dict(
     neg_weighting="pneg_ineg",  # pneg_ineg | pneg | ineg | one_minus_wpos | none (table 5)
     pos_reweight=None,
     focal_alpha=0.25,
+    neg_scale=1.0,  # factor of the negative term (1 = released)
 )

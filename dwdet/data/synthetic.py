@@ -1,12 +1,16 @@
 """A synthetic COCO-format detection benchmark of shapes, generated deterministically from a seed.
 
 Eight shape classes (filled and outlined rectangles and ellipses, triangles, crosses, stars,
-diamonds) in random colours, so that colour never tells the class, over textured backgrounds
-(gradients, stripes, smooth blotches, plus grain), among unannotated clutter (irregular blobs under
-the objects, strokes under and over them). Object sizes are log-uniform, so the COCO small
-(< 32²), medium and large ranges are all populated. Objects are drawn in order, later ones over
-earlier ones; an object hidden by more than ``max_occlusion`` of its pixels is left out of the
-image, and every annotated box is the full extent of its object. ``area`` is the box area.
+diamonds) over textured backgrounds (gradients, stripes, smooth blotches, plus grain), among
+unannotated clutter (irregular blobs under the objects, strokes under and over them). With
+``colours = 0`` objects take random colours, so that colour never tells the class. With
+``colours = k`` the class is shape x hue: k hues evenly spaced on the colour wheel give 8k classes
+("red star", "azure ring", ...), objects are saturated colours of their hue and the backgrounds are
+desaturated, so that the hue can be read (``colours=10``: 80 classes, as many as COCO's). Object
+sizes are log-uniform, so the COCO small (< 32²), medium and large ranges are all populated.
+Objects are drawn in order, later ones over earlier ones; an object hidden by more than
+``max_occlusion`` of its pixels is left out of the image, and every annotated box is the full
+extent of its object. ``area`` is the box area.
 
 Every image draws from its own ``numpy`` Generator seeded by (seed, split, index), and files are
 written without timestamps, so the same configuration gives byte-identical files.
@@ -21,12 +25,13 @@ Layout under the output folder::
 """
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 import os
 import secrets
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,6 +41,10 @@ from PIL import Image, ImageDraw
 GENERATOR_VERSION = 1
 SPLITS = ("train", "val")
 SHAPE_CLASSES = ("rectangle", "frame", "ellipse", "ring", "triangle", "cross", "star", "diamond")
+# Names of the hues every 30 degrees; a hue class is named after the nearest one.
+HUE_NAMES = ("red", "orange", "yellow", "chartreuse", "green", "spring", "cyan", "azure", "blue", "violet",
+             "magenta", "rose")
+MAX_COLOURS = len(HUE_NAMES)
 MANIFEST = "manifest.json"
 
 
@@ -58,6 +67,7 @@ class SyntheticConfig:
     noise_std: float = 6.0  # per-pixel grain, in 0..255 units
     image_format: str = "jpg"  # "jpg" or "png"
     jpeg_quality: int = 90
+    colours: int = 0  # 0: any colour, 8 shape classes; k: shape x k hues, 8k classes
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aspect_ratios", tuple(float(a) for a in self.aspect_ratios))
@@ -74,6 +84,8 @@ class SyntheticConfig:
             (self.noise_std >= 0, "noise_std must be >= 0"),
             (self.image_format in ("jpg", "png"), "image_format must be 'jpg' or 'png'"),
             (1 <= self.jpeg_quality <= 100, "jpeg_quality must be in [1, 100]"),
+            (self.colours == 0 or 2 <= self.colours <= MAX_COLOURS,
+             f"colours must be 0 (any colour) or a number of hues in [2, {MAX_COLOURS}]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -82,6 +94,14 @@ class SyntheticConfig:
         if self.min_object_size > self.max_object_fraction * short_side:
             raise ValueError(f"SyntheticConfig: min_object_size {self.min_object_size} exceeds the largest "
                              f"object size {self.max_object_fraction} * {short_side:.0f} of the smallest side")
+
+
+def class_names(colours: int = 0) -> tuple[str, ...]:
+    """The category names of a dataset with ``colours`` hue classes, in label order (shape-major)."""
+    if colours == 0:
+        return SHAPE_CLASSES
+    return tuple(f"{HUE_NAMES[round(12 * j / colours) % 12]} {shape}" for shape in SHAPE_CLASSES
+                 for j in range(colours))
 
 
 class SplitPaths(NamedTuple):
@@ -145,7 +165,8 @@ def generate_synthetic(out: str | os.PathLike, config: SyntheticConfig) -> None:
     """Write the dataset described by ``config`` into ``out`` (created if needed), manifest last."""
     out = Path(out)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    categories = [{"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(SHAPE_CLASSES)]
+    categories = [{"id": k + 1, "name": name, "supercategory": "shape"}
+                  for k, name in enumerate(class_names(config.colours))]
     for split_index, (split, count) in enumerate(zip(SPLITS, (config.num_train, config.num_val))):
         image_dir, ann_file = split_paths(out, split)
         image_dir.mkdir(exist_ok=True)
@@ -181,7 +202,7 @@ def render_image(rng: np.random.Generator, config: SyntheticConfig) -> tuple[np.
     long_side = config.image_size
     width, height = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
 
-    background = _background(rng, height, width)
+    background = _background(rng, height, width, muted=config.colours > 0)
     canvas = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     for _ in range(rng.integers(config.max_blobs + 1)):
@@ -196,9 +217,11 @@ def render_image(rng: np.random.Generator, config: SyntheticConfig) -> tuple[np.
     kept = _visible_enough(placed, height, width, config.max_occlusion)
     objects = []
     for label, (x, y), mask in kept:
-        region = background[y:y + mask.shape[0], x:x + mask.shape[1]][mask]
-        canvas.paste(_contrasting_colour(rng, region.mean(axis=0)), (x, y, x + mask.shape[1], y + mask.shape[0]),
-                     Image.fromarray(mask))
+        if config.colours:
+            colour = _hue_colour(rng, label % config.colours, config.colours)
+        else:
+            colour = _contrasting_colour(rng, background[y:y + mask.shape[0], x:x + mask.shape[1]][mask].mean(axis=0))
+        canvas.paste(colour, (x, y, x + mask.shape[1], y + mask.shape[0]), Image.fromarray(mask))
         rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
         objects.append((label, [x + int(cols[0]), y + int(rows[0]), int(cols[-1] - cols[0] + 1),
                                 int(rows[-1] - rows[0] + 1)]))
@@ -209,6 +232,19 @@ def render_image(rng: np.random.Generator, config: SyntheticConfig) -> tuple[np.
     if config.noise_std > 0:
         pixels += config.noise_std * rng.standard_normal(pixels.shape, dtype=np.float32)
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8), objects
+
+
+def render_crop(rng: np.random.Generator, config: SyntheticConfig, size: int) -> tuple[np.ndarray, int]:
+    """A ``size`` x ``size`` image of one object for backbone pretraining, drawn like the images of
+    ``config`` (backgrounds, clutter, colours, grain), and its class; with probability 1 / (classes
+    + 1) it holds no object and the class is the number of classes ("background")."""
+    num_classes = len(SHAPE_CLASSES) * max(config.colours, 1)
+    background = rng.integers(num_classes + 1) == num_classes
+    crop = replace(config, image_size=size, aspect_ratios=(1.0,), min_objects=int(not background),
+                   max_objects=int(not background), min_object_size=max(4, size // 5), max_object_fraction=0.95,
+                   max_blobs=min(config.max_blobs, 2), max_strokes=min(config.max_strokes, 2))
+    pixels, objects = render_image(rng, crop)
+    return pixels, objects[0][0] if objects else num_classes
 
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -224,9 +260,27 @@ def _contrasting_colour(rng: np.random.Generator, against: np.ndarray, min_dista
     return colour
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """(H, W, 3) float texture: a gradient, stripes or smooth blotches between random colours."""
-    a, b = (rng.integers(0, 256, size=3).astype(np.float32) for _ in range(2))
+def _hue_colour(rng: np.random.Generator, hue_class: int, colours: int) -> tuple[int, int, int]:
+    """A saturated colour of hue class ``hue_class`` of ``colours``: the hue within +-0.15 of the gap
+    to the next class, saturation 0.75-1, value 0.65-1."""
+    hue = (hue_class + rng.uniform(-0.15, 0.15)) / colours % 1.0
+    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.75, 1.0), rng.uniform(0.65, 1.0))
+    return tuple(int(round(255 * c)) for c in rgb)
+
+
+def _muted_colour(rng: np.random.Generator) -> np.ndarray:
+    """A greyish colour (saturation <= 0.25): backgrounds that leave the objects' hue readable."""
+    rgb = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.25), rng.uniform(0.1, 0.95))
+    return 255 * np.asarray(rgb, dtype=np.float32)
+
+
+def _background(rng: np.random.Generator, height: int, width: int, muted: bool = False) -> np.ndarray:
+    """(H, W, 3) float texture: a gradient, stripes or smooth blotches between two random colours
+    (greyish ones if ``muted``)."""
+    if muted:
+        a, b = _muted_colour(rng), _muted_colour(rng)
+    else:
+        a, b = (rng.integers(0, 256, size=3).astype(np.float32) for _ in range(2))
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     theta = rng.uniform(0, math.pi)
     along = xs * math.cos(theta) + ys * math.sin(theta)
@@ -257,13 +311,13 @@ def _stroke(rng: np.random.Generator, draw: ImageDraw.ImageDraw, height: int, wi
 
 def _place_object(rng: np.random.Generator, config: SyntheticConfig, height: int, width: int):
     """A shape of a random class and size at a random position: (label, (x, y), mask (h, w) bool)."""
-    label = int(rng.integers(len(SHAPE_CLASSES)))
+    label = int(rng.integers(len(SHAPE_CLASSES) * max(config.colours, 1)))
     largest = config.max_object_fraction * min(height, width)
     size = math.exp(rng.uniform(math.log(config.min_object_size), math.log(largest)))
     elongation = math.exp(rng.uniform(-0.5, 0.5))
     w = min(max(round(size * elongation), 4), width)
     h = min(max(round(size / elongation), 4), height)
-    mask = _shape_mask(SHAPE_CLASSES[label], w, h, rng)
+    mask = _shape_mask(SHAPE_CLASSES[label // max(config.colours, 1)], w, h, rng)
     return label, (int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1))), mask
 
 

@@ -52,6 +52,8 @@ class DWLoss(nn.Module):
             (the focal term of the paper variant).
         pos_reweight: factor of both positive terms (released: 0.25; paper: 1).
         focal_alpha: the paper variant's focal loss outside the bag is ``(1 - alpha) s^gamma2 BCE``.
+        neg_scale: factor of the negative term (1: the released loss; larger values test how much
+            background pressure the detector needs, see docs/benchmarks.md).
 
     Normalisers (both variants): the positive terms by the number of GTs in the batch, the
     negative term by sum(1 - P_neg), each averaged over DDP ranks and clamped to >= 1.
@@ -61,14 +63,17 @@ class DWLoss(nn.Module):
                  variant: str = "released", beta: float = 5.0, mu: float = 5.0, mu_den: float | None = None,
                  gamma1: float = 2.0, gamma2: float = 2.0, center_prior: str = "soft", sigma: float = 1.11,
                  prior_threshold: float = 1.7, prior_topk: int = 9, neg_weighting: str = "pneg_ineg",
-                 pos_reweight: float | None = None, focal_alpha: float = 0.25):
+                 pos_reweight: float | None = None, focal_alpha: float = 0.25, neg_scale: float = 1.0):
         super().__init__()
         _check_choice("variant", variant, VARIANTS)
         _check_choice("center_prior", center_prior, CENTER_PRIORS)
         _check_choice("neg_weighting", neg_weighting, NEG_WEIGHTINGS)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if not neg_scale > 0:
+            raise ValueError(f"neg_scale must be > 0, got {neg_scale}")
         self.num_classes = num_classes
+        self.neg_scale = float(neg_scale)
         self.strides = tuple(int(s) for s in strides)
         self.variant = variant
         self.beta, self.mu, self.gamma1, self.gamma2 = beta, mu, gamma1, gamma2
@@ -97,7 +102,7 @@ class DWLoss(nn.Module):
         neg_norm = reduce_mean(weights.neg_normalizer.to(cls.dtype)).clamp(min=1.0)
         return {"loss_cls_pos": self.pos_reweight * pos_cls / num_gts,
                 "loss_loc": self.pos_reweight * pos_loc / num_gts,
-                "loss_cls_neg": neg / neg_norm}
+                "loss_cls_neg": self.neg_scale * neg / neg_norm}
 
     def assign(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], centerness: List[Tensor],
                targets: List[Dict[str, Tensor]]) -> Assignment:

@@ -11,16 +11,22 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models import ResNet, WeightsEnum
+from torchvision.models.resnet import BasicBlock
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_64x4d")
+BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnext101_64x4d")
+# Backbones torchvision has no builder (and no weights) for: one BasicBlock per stage, half of
+# ResNet-18's depth and twice its speed, for CPU-sized benchmarks.
+CUSTOM_RESNETS = {"resnet10": (BasicBlock, [1, 1, 1, 1])}
+BACKBONE_FORMAT = "dwdet-backbone"  # the "format" entry of a file written by tools/pretrain_backbone.py
 FROZEN_MODULES = ("conv1", "bn1", "layer1")  # stem and stage 1
 Weights = Union[None, str, os.PathLike, WeightsEnum]
 
 
-NORMS = ("frozen_bn", "gn")
+NORMS = ("frozen_bn", "gn", "bn")
+NORM_LAYERS = {"frozen_bn": FrozenBatchNorm2d, "gn": lambda channels: nn.GroupNorm(32, channels), "bn": nn.BatchNorm2d}
 
 
 def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn") -> ResNet:
@@ -30,11 +36,13 @@ def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn") ->
         name: one of :data:`BACKBONES`.
         weights: None for random init; a torchvision weights name or enum of that model (e.g.
             ``"IMAGENET1K_V1"``, ``"DEFAULT"``; downloaded to torchvision's cache on first use); or
-            the path of a local checkpoint holding the ResNet's state dict (the classifier ``fc.*``
-            may be absent).
+            the path of a local checkpoint: a backbone file of ``tools/pretrain_backbone.py``
+            (which names its architecture, checked against ``name``) or a file holding the
+            ResNet's state dict (the classifier ``fc.*`` may be absent).
         norm: ``"frozen_bn"`` (the paper's, for pretrained weights) or ``"gn"``: trainable
-            GroupNorm(32) everywhere and nothing frozen, for training from scratch (e.g. the
-            synthetic benchmark, where no pretrained weights can be downloaded).
+            GroupNorm(32) everywhere and nothing frozen, for training from scratch; or ``"bn"``:
+            trainable BatchNorm, nothing frozen, for pretraining a backbone
+            (``dwdet.engine.pretrain``).
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
@@ -43,11 +51,17 @@ def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn") ->
     path = os.fspath(weights) if _is_checkpoint_path(weights) else None
     if path is not None and not os.path.isfile(path):
         raise FileNotFoundError(f"backbone checkpoint {path!r} does not exist")
-    norm_layer = FrozenBatchNorm2d if norm == "frozen_bn" else (lambda channels: nn.GroupNorm(32, channels))
-    model = torchvision.models.get_model(name, weights=None if path else _verify_weights(name, weights),
-                                         norm_layer=norm_layer)
+    norm_layer = NORM_LAYERS[norm]
+    if name in CUSTOM_RESNETS:
+        if weights is not None and path is None:
+            raise ValueError(f"{name} has no torchvision weights ({weights!r}); use None or the path of a "
+                             "backbone file (tools/pretrain_backbone.py writes one)")
+        model = ResNet(*CUSTOM_RESNETS[name], norm_layer=norm_layer)
+    else:
+        model = torchvision.models.get_model(name, weights=None if path else _verify_weights(name, weights),
+                                             norm_layer=norm_layer)
     if path is not None:
-        _load_checkpoint(model, path)
+        _load_checkpoint(model, path, name)
     if norm == "frozen_bn":
         for module_name in FROZEN_MODULES:
             getattr(model, module_name).requires_grad_(False)
@@ -90,10 +104,24 @@ def _verify_weights(name: str, weights: Union[None, str, WeightsEnum]) -> Option
                          "or the path of a local checkpoint (.pth)") from error
 
 
-def _load_checkpoint(model: ResNet, path: str) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def _load_checkpoint(model: ResNet, path: str, name: str) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a torch file, ...
+        raise ValueError(f"backbone checkpoint {path!r} cannot be read ({type(error).__name__}: {error}); "
+                         "re-create it (tools/pretrain_backbone.py) or fix the path") from error
+    if not isinstance(state, dict):
+        raise ValueError(f"backbone checkpoint {path!r} holds a {type(state).__name__}, not a state dict")
+    if state.get("format") == BACKBONE_FORMAT:
+        if state["arch"] != name:
+            raise ValueError(f"backbone checkpoint {path!r} is a {state['arch']}, but the config asks for {name} "
+                             f"(model.backbone)")
     state = state.get("state_dict", state.get("model", state))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # stored half precision
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # a parameter of another shape
+        raise ValueError(f"backbone checkpoint {path!r} does not fit {name}: {error}") from error
     missing = [k for k in missing if not k.startswith("fc.")]
     unexpected = [k for k in unexpected if not k.startswith("fc.")]
     if missing or unexpected:
