@@ -12,6 +12,7 @@ from dense_assigners import dense_loss
 from dwdet.config import load_config
 from dwdet.engine.builders import build_loss
 from dwdet.losses import LOSSES, ATSSLoss, GFLLoss, TOODLoss, VFLLoss, assign_atss, assign_task_aligned
+from dwdet.losses.atss import _level_candidates
 from dwdet.models.points import anchor_points
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,8 +139,27 @@ def one_level(boxes, height=4, width=4, stride=8, distances=None):
 
 def atss_pairs(boxes, **kwargs):
     bag, points, strides, boxes = one_level(boxes)
-    pos = assign_atss(bag, points, strides, [len(points)], boxes, **kwargs)
+    pos = assign_atss(bag, points, strides, [(4, 4)], [8], boxes, **kwargs)
     return sorted(zip(bag.gt_index[pos].tolist(), bag.point_index[pos].tolist()))
+
+
+@pytest.mark.parametrize("shape", [(1, 40), (2, 60), (3, 50), (9, 9), (10, 11), (25, 42), (60, 4)])
+@pytest.mark.parametrize("k", [1, 4, 9, 13])
+def test_atss_candidates_are_the_k_nearest_points_of_the_level(shape, k):
+    # the window search against a stable sort of the whole level, ties (centres on points, on
+    # midpoints, at the corners of the map) to the lower index
+    height, width = shape
+    stride = 8
+    points, _ = anchor_points([shape], [stride], dtype=torch.float64)
+    g = torch.Generator().manual_seed(height * 100 + width)
+    extent = torch.tensor([width * stride, height * stride], dtype=torch.float64)
+    centres = torch.cat([torch.rand(40, 2, generator=g, dtype=torch.float64) * extent, points[::7], points[::5] + 4,
+                         torch.zeros(1, 2, dtype=torch.float64), extent[None]])
+    k = min(k, height * width)
+    got = _level_candidates(points, height, width, stride, centres, k).sort(dim=1).values
+    distance = ((points[None] - centres[:, None]) ** 2).sum(-1)
+    want = torch.argsort(distance, dim=1, stable=True)[:, :k].sort(dim=1).values
+    assert torch.equal(got, want)
 
 
 def test_atss_threshold_by_hand():

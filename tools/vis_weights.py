@@ -43,7 +43,8 @@ from torch import Tensor  # noqa: E402
 
 from dwdet.config import load_config  # noqa: E402
 from dwdet.engine import builders, load_checkpoint  # noqa: E402
-from dwdet.losses import ATSSLoss, DWLoss, FCOSLoss, GFLLoss, TOODLoss, VFLLoss, assign_atss  # noqa: E402
+from dwdet.losses import ATSSLoss, DWLoss, FCOSLoss, GFLLoss, TOODLoss, VFLLoss  # noqa: E402
+from dwdet.losses.atss import atss_positives  # noqa: E402
 from dwdet.losses.common import prepare_batch  # noqa: E402
 from dwdet.models import FCOSDetector  # noqa: E402
 
@@ -113,8 +114,7 @@ def point_weights(loss: torch.nn.Module, head: tuple, targets: List[Dict[str, Te
         pos, target_value = positives.pair, positives.target
     else:
         topk = loss.atss_topk if isinstance(loss, TOODLoss) else loss.topk
-        pos = assign_atss(bag, batch.points, batch.strides, batch.level_sizes, batch.gt_boxes, topk=topk,
-                          anchor_scale=loss.anchor_scale)
+        pos = atss_positives(batch, topk, loss.anchor_scale)
         target_value = bag.iou[pos]
     num_points = batch.cls.shape[1]
     point, pos_gt, pos_label = bag.point_index[pos], bag.gt_index[pos], batch.labels[bag.gt_index[pos]]
@@ -198,8 +198,8 @@ def plot_runs(image: Tensor, box: Tensor, rows: List[tuple[str, List[Dict[str, T
         row[0].set_ylabel(method, fontsize=9)
         for ax, (name, level) in zip(row[1:], columns):
             crop = maps[level][name][crop_box(map_box, strides[level], tuple(maps[level][name].shape))]
-            top = max(float(crop.max()), 1e-12)
-            ax.imshow(crop.numpy(), cmap="viridis", vmin=0, vmax=top)
+            top = float(crop.max())
+            ax.imshow(crop.numpy(), cmap="viridis", vmin=0, vmax=max(top, 1e-12))
             ax.set_title(f"{name} P{level + 3} (max {top:.2g})", fontsize=7)
         for ax in row:
             ax.set_xticks([])

@@ -6,7 +6,8 @@ positive lies strictly inside its GT, so it is a bag pair, and its IoU and GIoU 
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import math
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +21,8 @@ from dwdet.utils.dist import reduce_mean
 
 
 @torch.no_grad()
-def assign_atss(bag: dw_ops.BagPairs, points: Tensor, strides: Tensor, level_sizes: Sequence[int],
-                gt_boxes: Tensor, *, topk: int = 9, anchor_scale: float = 8.0) -> Tensor:
+def assign_atss(bag: dw_ops.BagPairs, points: Tensor, strides: Tensor, level_shapes: Sequence[Tuple[int, int]],
+                level_strides: Sequence[int], gt_boxes: Tensor, *, topk: int = 9, anchor_scale: float = 8.0) -> Tensor:
     """ATSS label assignment of a batch; returns the indices (ascending) of the positive bag pairs.
 
     Each point carries a square prior of side ``anchor_scale * stride`` centred on it. For each GT
@@ -33,7 +34,8 @@ def assign_atss(bag: dw_ops.BagPairs, points: Tensor, strides: Tensor, level_siz
 
     Args:
         bag: the batch's candidate bags (pairs of a GT and a point inside it).
-        points: (P, 2) anchor points; strides: (P,); level_sizes: points per FPN level.
+        points: (P, 2) anchor points and strides (P,), level by level, row-major.
+        level_shapes: (H, W) of each FPN level; level_strides: the stride of each.
         gt_boxes: (M, 4) the GTs of the batch in the order of ``bag``.
     """
     num_points = len(points)
@@ -41,10 +43,10 @@ def assign_atss(bag: dw_ops.BagPairs, points: Tensor, strides: Tensor, level_siz
         return bag.gt_index.new_zeros(0)
     centers = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
     candidates, start = [], 0
-    for size in level_sizes:  # (M, P_l) distances of one level at a time; never (M, P, 2)
-        x, y = points[start:start + size].unbind(1)
-        distance = (centers[:, 0, None] - x).square() + (centers[:, 1, None] - y).square()
-        candidates.append(_nearest(distance, min(topk, size)) + start)
+    for (height, width), stride in zip(level_shapes, level_strides):
+        size = height * width
+        candidates.append(_level_candidates(points[start:start + size], height, width, stride, centers,
+                                            min(topk, size)) + start)
         start += size
     candidates = torch.cat(candidates, dim=1)  # (M, K) point indices
     xy = points[candidates]
@@ -57,6 +59,32 @@ def assign_atss(bag: dw_ops.BagPairs, points: Tensor, strides: Tensor, level_siz
     pair = pair_lookup(bag, gt, candidates[gt, slot], num_points)
     entry = bag.image_index[pair] * num_points + bag.point_index[pair]
     return pair[one_gt_per_point(entry, iou[gt, slot], gt)].sort().values
+
+
+def _level_candidates(points: Tensor, height: int, width: int, stride: float, centers: Tensor, k: int) -> Tensor:
+    """(M, k) indices of the k points of one level nearest to each centre, ties to the lower index.
+
+    Only a window of (2r + 1)^2 cells around each centre is searched, r the smallest integer with
+    r + 1/2 > (m - 1/2) sqrt(2), m = ceil(sqrt(k)): every cell outside the window is at least
+    r + 1/2 cells away, while the window holds >= m^2 >= k cells within (m - 1/2) sqrt(2), so the
+    k nearest (and any cell tied with the k-th) are inside. That needs the map to be >= m cells
+    each way and the centre on the map; otherwise the whole level is searched."""
+    m = math.isqrt(k - 1) + 1
+    r = math.floor((m - 0.5) * math.sqrt(2) - 0.5) + 1
+    u, v = centers[:, 0] / stride - 0.5, centers[:, 1] / stride - 0.5  # in cells
+    on_map = bool(((u >= -0.5) & (u <= width - 0.5) & (v >= -0.5) & (v <= height - 0.5)).all())
+    if min(height, width) < m or height * width <= (2 * r + 1) ** 2 or not on_map:
+        index = torch.arange(height * width, device=points.device).expand(len(centers), -1)
+    else:
+        rows, cols = min(2 * r + 1, height), min(2 * r + 1, width)
+        top = (torch.floor(v + 0.5).long() - r).clamp(0, height - rows)
+        left = (torch.floor(u + 0.5).long() - r).clamp(0, width - cols)
+        row = top[:, None] + torch.arange(rows, device=points.device)
+        col = left[:, None] + torch.arange(cols, device=points.device)
+        index = (row[:, :, None] * width + col[:, None, :]).flatten(1)  # ascending point index
+    xy = points[index]
+    distance = (centers[:, 0, None] - xy[..., 0]).square() + (centers[:, 1, None] - xy[..., 1]).square()
+    return index.gather(1, _nearest(distance, k))
 
 
 def _nearest(distance: Tensor, k: int) -> Tensor:
@@ -121,8 +149,13 @@ class ATSSLoss(nn.Module):
 
     def assign(self, batch: Batch) -> Tensor:
         """Indices of the positive pairs of ``batch.bag`` (see :func:`assign_atss`)."""
-        return assign_atss(batch.bag, batch.points, batch.strides, batch.level_sizes, batch.gt_boxes,
-                           topk=self.topk, anchor_scale=self.anchor_scale)
+        return atss_positives(batch, self.topk, self.anchor_scale)
+
+
+def atss_positives(batch: Batch, topk: int, anchor_scale: float) -> Tensor:
+    """:func:`assign_atss` of a prepared batch."""
+    return assign_atss(batch.bag, batch.points, batch.strides, batch.level_shapes, batch.level_strides,
+                       batch.gt_boxes, topk=topk, anchor_scale=anchor_scale)
 
 
 def check_atss_options(topk: int, anchor_scale: float) -> None:

@@ -2,7 +2,7 @@
 the one-GT-per-point rule, and classification terms on the joint score through ``dw_ops.neg_loss``."""
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Sequence
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,8 @@ class Batch(NamedTuple):
     dist: Tensor  # (N, P, 4) (l, t, r, b) distances in pixels
     points: Tensor  # (P, 2)
     strides: Tensor  # (P,)
-    level_sizes: List[int]  # points per FPN level
+    level_shapes: List[Tuple[int, int]]  # (H, W) of each FPN level
+    level_strides: Tuple[int, ...]  # the stride of each FPN level
     gt_boxes: Tensor  # (M, 4) all GTs of the batch, image by image
     labels: Tensor  # (M,)
     bag: dw_ops.BagPairs  # every (GT, point inside it) pair, with the IoU and GIoU loss of its prediction
@@ -48,7 +49,7 @@ def prepare_batch(name: str, num_classes: int, strides: Sequence[int], cls_logit
                          f"[{int(labels.min())}, {int(labels.max())}]")
     bag = dw_ops.candidate_bag_iou(points, point_strides, dist, boxes)
     gt_boxes = torch.cat(boxes) if boxes else dist.new_zeros(0, 4)
-    return Batch(cls, ctr, dist, points, point_strides, [h * w for h, w in sizes], gt_boxes.reshape(-1, 4),
+    return Batch(cls, ctr, dist, points, point_strides, sizes, tuple(strides), gt_boxes.reshape(-1, 4),
                  labels, bag)
 
 

@@ -12,7 +12,7 @@ from typing import Dict, List, Sequence
 
 from torch import Tensor, nn
 
-from dwdet.losses.atss import assign_atss, check_atss_options
+from dwdet.losses.atss import atss_positives, check_atss_options
 from dwdet.losses.common import check_positive, joint_score_terms, prepare_batch, quality_focal_pos
 from dwdet.utils.dist import reduce_mean
 
@@ -42,8 +42,7 @@ class GFLLoss(nn.Module):
                 targets: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
         batch = prepare_batch("GFLLoss", self.num_classes, self.strides, cls_logits, bbox_preds, centerness, targets)
         bag = batch.bag
-        pos = assign_atss(bag, batch.points, batch.strides, batch.level_sizes, batch.gt_boxes, topk=self.topk,
-                          anchor_scale=self.anchor_scale)
+        pos = atss_positives(batch, self.topk, self.anchor_scale)
         image, point, label = bag.image_index[pos], bag.point_index[pos], batch.labels[bag.gt_index[pos]]
         neg, score = joint_score_terms(batch, image, point, label, gamma=self.beta, neg_weight=1.0)
         iou = bag.iou[pos].detach()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import dw_ops
-from dwdet.losses.atss import assign_atss, check_atss_options, positive_centerness
+from dwdet.losses.atss import atss_positives, check_atss_options, positive_centerness
 from dwdet.losses.common import (Batch, check_positive, joint_score_terms, one_gt_per_point, prepare_batch,
                                  quality_focal_pos, rank_in_group)
 from dwdet.utils.dist import reduce_mean
@@ -121,8 +121,7 @@ class TOODLoss(nn.Module):
 
     def _warmup_loss(self, batch: Batch) -> Dict[str, Tensor]:
         bag = batch.bag
-        pos = assign_atss(bag, batch.points, batch.strides, batch.level_sizes, batch.gt_boxes, topk=self.atss_topk,
-                          anchor_scale=self.anchor_scale)
+        pos = atss_positives(batch, self.atss_topk, self.anchor_scale)
         image, point, label = bag.image_index[pos], bag.point_index[pos], batch.labels[bag.gt_index[pos]]
         neg, score = joint_score_terms(batch, image, point, label, gamma=self.focal_gamma,
                                        neg_weight=1.0 - self.focal_alpha)

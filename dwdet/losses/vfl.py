@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dwdet.losses.atss import assign_atss, check_atss_options
+from dwdet.losses.atss import atss_positives, check_atss_options
 from dwdet.losses.common import check_positive, joint_score_terms, prepare_batch
 from dwdet.utils.dist import reduce_mean
 
@@ -45,8 +45,7 @@ class VFLLoss(nn.Module):
                 targets: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
         batch = prepare_batch("VFLLoss", self.num_classes, self.strides, cls_logits, bbox_preds, centerness, targets)
         bag = batch.bag
-        pos = assign_atss(bag, batch.points, batch.strides, batch.level_sizes, batch.gt_boxes, topk=self.topk,
-                          anchor_scale=self.anchor_scale)
+        pos = atss_positives(batch, self.topk, self.anchor_scale)
         image, point, label = bag.image_index[pos], bag.point_index[pos], batch.labels[bag.gt_index[pos]]
         neg, score = joint_score_terms(batch, image, point, label, gamma=self.gamma, neg_weight=self.alpha)
         quality = bag.iou[pos].detach().clamp(min=1e-6)
