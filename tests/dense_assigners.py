@@ -155,7 +155,8 @@ def dense_loss(method, cls_logits, bbox_preds, centerness, targets, strides, *, 
             one_hot[pos, pos_label] = 1
             p_t = joint * one_hot + (1 - joint) * (1 - one_hot)
             alpha_t = 0.25 * one_hot + 0.75 * (1 - one_hot)
-            cls_sum = cls_sum + (alpha_t * (1 - p_t) ** 2 * F.binary_cross_entropy(joint, one_hot, reduction="none")).sum()
+            bce = F.binary_cross_entropy(joint, one_hot, reduction="none")
+            cls_sum = cls_sum + (alpha_t * (1 - p_t) ** 2 * bce).sum()
             ctr_t = _centerness(points[pos], gt)
             box_sum = box_sum + 2.0 * (ctr_t * giou_loss).sum()
             box_norm = box_norm + ctr_t.sum()

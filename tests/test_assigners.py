@@ -230,13 +230,11 @@ def test_task_aligned_point_of_two_gts_goes_to_the_higher_iou():
 # ---- configuration ------------------------------------------------------------------------------
 
 def test_every_loss_type_builds_from_its_config():
-    for kind, path in [("atss", "configs/compare_atss_r18_synthetic.py"), ("gfl", "configs/compare_gfl_r18_synthetic.py"),
-                       ("vfl", "configs/compare_vfl_r18_synthetic.py"), ("tood", "configs/compare_tood_r18_synthetic.py"),
-                       ("atss", "configs/atss_r50_fpn_1x_coco.py"), ("gfl", "configs/gfl_r50_fpn_1x_coco.py"),
-                       ("vfl", "configs/vfl_r50_fpn_1x_coco.py"), ("tood", "configs/tood_r50_fpn_1x_coco.py")]:
-        cfg = load_config(os.path.join(ROOT, path))
-        assert cfg.loss.type == kind
-        assert isinstance(build_loss(cfg), LOSSES[kind])
+    for kind in ("atss", "gfl", "vfl", "tood"):
+        for path in (f"configs/compare_{kind}_r18_synthetic.py", f"configs/{kind}_r50_fpn_1x_coco.py"):
+            cfg = load_config(os.path.join(ROOT, path))
+            assert cfg.loss.type == kind
+            assert isinstance(build_loss(cfg), LOSSES[kind])
 
 
 def test_bad_config_values_name_the_key():

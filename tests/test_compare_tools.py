@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 from dense_assigners import _inside, _level_ids, dense_atss_assign
 from dense_dw import _points
@@ -109,6 +110,18 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path):
     for name in ("warm_fcos", "warm_dw"):
         config = json.loads((out / name / "seed0" / "config.json").read_text())
         assert config["train"]["init_from"] == str(out / "fcos" / "seed0" / "last.pth")
+
+
+def boxes_inside(dist, stride, box):
+    """For one level's (4, H, W) distances: the mask of points strictly inside ``box`` and the
+    boxes those points predict, decoded here independently of dwdet."""
+    height, width = dist.shape[-2:]
+    ys, xs = torch.meshgrid((torch.arange(height) + 0.5) * stride, (torch.arange(width) + 0.5) * stride, indexing="ij")
+    x1, y1, x2, y2 = box.tolist()
+    inside = (xs > x1) & (xs < x2) & (ys > y1) & (ys < y2)
+    d = dist.permute(1, 2, 0)[inside]
+    return inside, torch.stack([xs[inside] - d[:, 0], ys[inside] - d[:, 1], xs[inside] + d[:, 2],
+                                ys[inside] + d[:, 3]], 1)
 
 
 def tiny_model(kind, num_classes=3):

@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", choices=("train", "val"), default="val", help="dataset of the config to draw from")
     parser.add_argument("--index", type=int, default=0, help="image index in that dataset")
     parser.add_argument("--gt", type=int, default=None, help="box index in the image (default: the largest)")
-    parser.add_argument("--levels", type=int, default=3, help="at most this many FPN levels (the finest with points in the box)")
+    parser.add_argument("--levels", type=int, default=3,
+                        help="at most this many FPN levels (the finest with points in the box)")
     parser.add_argument("--out", default="weights.png", help="the PNG to write")
     return parser.parse_args(argv)
 

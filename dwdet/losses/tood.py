@@ -130,5 +130,6 @@ class TOODLoss(nn.Module):
                                       * F.binary_cross_entropy(score, ones, reduction="none")).sum()
         num_pos = reduce_mean(batch.cls.new_tensor(float(len(pos)))).clamp(min=1.0)
         ctr_target = positive_centerness(batch, pos)
-        loss_box = self.box_weight * (ctr_target * bag.giou_loss[pos]).sum() / reduce_mean(ctr_target.sum()).clamp(min=1.0)
+        ctr_norm = reduce_mean(ctr_target.sum()).clamp(min=1.0)
+        loss_box = self.box_weight * (ctr_target * bag.giou_loss[pos]).sum() / ctr_norm
         return {"loss_cls": (neg + pos_cls) / num_pos, "loss_box": loss_box}
