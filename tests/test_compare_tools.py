@@ -9,9 +9,12 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from dwdet.config import load_config
+from dense_assigners import _inside, _level_ids, dense_atss_assign
+from dense_dw import _points
+from dwdet.config import load_config, save_config
 from dwdet.engine.builders import build_loss, build_model
-from dwdet.losses import DWLoss
+from dwdet.engine.checkpoint import save_checkpoint
+from dwdet.losses import LOSSES, DWLoss
 from dwdet.models import FCOSDetector, build_fcos
 from tests.test_tools import ROOT, load_tool
 
@@ -34,8 +37,8 @@ def test_every_method_config_loads_and_builds():
             continue
         assert isinstance(model, FCOSDetector) and model.head.refine == (method.name == "dw_refine")
         loss = build_loss(cfg)
-        if method.config in (compare.FCOS_CONFIG, compare.SHAPES80_FCOS):
-            assert not isinstance(loss, DWLoss)
+        if method.config not in (compare.DW_CONFIG, compare.SHAPES80_DW):
+            assert not isinstance(loss, DWLoss) and type(loss).__name__.lower().startswith(cfg.loss.type)
         else:
             assert loss.variant == ("paper" if method.name == "dw_paper" else "released")
             expected = method.name[len("wneg_"):] if method.name.startswith("wneg_") else "pneg_ineg"
@@ -143,47 +146,76 @@ def boxes_inside(dist, stride, box):
                                 ys[inside] + d[:, 3]], 1)
 
 
-def test_table1_weights_known_values():
-    s, t = torch.tensor([0.5, 0.9]), torch.tensor([0.8, 0.3])
-    w = vis_weights.pair_weights(s, t, torch.tensor([0.7, 0.1]), torch.tensor([0.2, 1.0]), 2.0)
-    torch.testing.assert_close(w["gfl_pos"], torch.tensor([0.09 * 0.8, 0.36 * 0.3]))
-    torch.testing.assert_close(w["gfl_neg"], torch.tensor([0.09 * 0.2, 0.36 * 0.7]))
-    torch.testing.assert_close(w["vfl_pos"], torch.tensor([0.64, 0.09]))
-    torch.testing.assert_close(w["vfl_neg"], torch.tensor([0.16, 0.21]))
-    torch.testing.assert_close(w["dw_neg"], torch.tensor([0.2 * 0.25, 0.81]))
-    torch.testing.assert_close(w["dw_pos"], torch.tensor([0.7, 0.1]))
-
-
-def test_weight_maps_cover_the_bag_with_the_model_scores_and_ious():
+def tiny_model(kind, num_classes=3):
     torch.manual_seed(0)
-    model = build_fcos(3, DWLoss(3), backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=64,
-                       min_size=96, max_size=128)
-    image = torch.rand(3, 48, 64)  # resized x2 to 96 x 128
-    target = {"boxes": torch.tensor([[4.0, 6.0, 40.0, 30.0], [30.0, 20.0, 60.0, 46.0]]), "labels": torch.tensor([2, 0])}
-    maps, map_box = vis_weights.weight_maps(model, image, target, gt=0)
-    torch.testing.assert_close(map_box, torch.tensor([8.0, 12.0, 80.0, 60.0]))
+    loss = LOSSES[kind](num_classes)
+    return build_fcos(num_classes, loss, backbone="resnet18", backbone_weights=None, backbone_norm="gn",
+                      channels=64, min_size=96, max_size=128)
+
+
+def head_of(model, image):
     model.eval()
     with torch.no_grad():
         batch, _ = model.transform([image])
-        cls, dist, ctr = model.head(list(model.backbone(batch.tensors).values()))
-    for level, (level_maps, stride) in enumerate(zip(maps, model.head.strides)):
-        inside, pred = boxes_inside(dist[level][0], stride, map_box)
-        assert torch.equal(~torch.isnan(level_maps["score"]), inside)
-        if not inside.any():
-            continue
-        score = (cls[level][0, 2].sigmoid() * ctr[level][0, 0].sigmoid())[inside]
-        torch.testing.assert_close(level_maps["score"][inside], score)
-        iou = box_iou(pred, map_box[None])[:, 0]
-        torch.testing.assert_close(level_maps["iou"][inside], iou, atol=1e-5, rtol=1e-4)
-        assert (level_maps["dw_pos"][inside] >= 0).all() and (level_maps["dw_neg"][inside] >= 0).all()
-    with pytest.raises(ValueError, match="--gt 5"):
-        vis_weights.weight_maps(model, image, target, gt=5)
+        return model.head(list(model.backbone(batch.tensors).values()))
 
 
-def test_vis_weights_refuses_a_model_without_dw():
+VIS_IMAGE = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))  # resized x2 to 96 x 128
+VIS_TARGET = {"boxes": torch.tensor([[4.0, 6.0, 40.0, 30.0], [30.0, 20.0, 60.0, 46.0]]), "labels": torch.tensor([2, 0])}
+VIS_BOXES = VIS_TARGET["boxes"] * 2  # in the pixels of the resized input
+
+
+@pytest.mark.parametrize("kind", ["fcos", "atss", "gfl", "vfl", "tood", "dw"])
+def test_weight_maps_give_each_loss_its_own_weights(kind):
+    model = tiny_model(kind)
+    maps, map_box = vis_weights.weight_maps(model, VIS_IMAGE, VIS_TARGET, gt=0)
+    torch.testing.assert_close(map_box, VIS_BOXES[0])
+    cls, _, ctr = head_of(model, VIS_IMAGE)
+    sizes = [tuple(x.shape[-2:]) for x in cls]
+    points, strides = _points(sizes, model.head.strides, torch.float32)
+    flat = {name: torch.cat([m[name].flatten() for m in maps]) for name in ("score", "w_pos", "w_neg")}
+    cls_prob = torch.cat([x[0, 2].flatten() for x in cls]).sigmoid()
+    joint = cls_prob * torch.cat([x[0, 0].flatten() for x in ctr]).sigmoid()
+    score = cls_prob if kind in ("fcos", "atss") else joint
+    torch.testing.assert_close(flat["score"], score)
+    inside = _inside(points, VIS_BOXES)  # (P, 2)
+    # positives of box 0 lie inside it; the points inside neither box are negatives of every loss
+    assert (flat["w_pos"] > 0).any() and (flat["w_pos"][~inside[:, 0]] == 0).all()
+    background = {"fcos": 0.75 * score ** 2, "atss": 0.75 * score ** 2, "gfl": score ** 2, "vfl": 0.75 * score ** 2,
+                  "tood": score ** 2, "dw": score ** 2}[kind]
+    outside = ~inside.any(dim=1)
+    torch.testing.assert_close(flat["w_neg"][outside], background[outside])
+    if kind in ("atss", "gfl", "vfl"):  # exactly the dense oracle's ATSS positives of box 0
+        owner = dense_atss_assign(points.double(), strides.double(), _level_ids(sizes), VIS_BOXES.double())
+        assert torch.equal(flat["w_pos"] > 0, owner == 0)
+    if kind == "vfl":  # w_pos = q^2 and w_neg = q (1 - q) at the positives
+        q = flat["w_pos"][owner == 0].sqrt()
+        torch.testing.assert_close(flat["w_neg"][owner == 0], q * (1 - q))
+
+
+def test_weight_maps_need_the_loss_and_a_valid_box():
     model = build_fcos(3, None, backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=32)
-    with pytest.raises(ValueError, match="DWLoss"):
-        vis_weights.weight_maps(model, torch.rand(3, 32, 32), {"boxes": torch.zeros(1, 4), "labels": torch.zeros(1)}, 0)
+    with pytest.raises(ValueError, match="has no loss"):
+        vis_weights.weight_maps(model, VIS_IMAGE, VIS_TARGET, 0)
+    with pytest.raises(ValueError, match="--gt 5"):
+        vis_weights.weight_maps(tiny_model("atss"), VIS_IMAGE, VIS_TARGET, gt=5)
+
+
+def test_vis_weights_draws_tiny_checkpoints_side_by_side(tmp_path):
+    runs = []
+    for kind in ("atss", "tood", "dw"):
+        path = "configs/compare_r18_synthetic.py" if kind == "dw" else f"configs/compare_{kind}_r18_synthetic.py"
+        cfg = load_config(os.path.join(ROOT, path), [*TOY_OPTS, f"data.root={tmp_path / 'data'}"])
+        run = tmp_path / kind
+        run.mkdir()
+        save_config(cfg, run / "config.json")
+        save_checkpoint({"model": build_model(cfg).state_dict()}, run / "last.pth")
+        runs.append(str(run))
+    out = tmp_path / "weights.png"
+    vis_weights.main([*runs, "--index", "0", "--out", str(out)])
+    assert out.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="not a finished run folder"):
+        vis_weights.main([str(tmp_path), "--out", str(out)])
 
 
 def test_bench_train_times_every_model(tmp_path):

@@ -142,3 +142,27 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
     lr = 0.16 * 2 / 16
     assert distance(clipped) <= 4 * lr * 1e-3 * (1 + 1e-5)  # 4 steps of plain SGD, each at most lr * max_norm
     assert distance(free) > 10 * distance(clipped)
+
+
+class EpochRecorder(torch.nn.Module):
+    """A loss-like module with an epoch schedule: remembers what it was told."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def set_epoch(self, epoch):
+        self.epochs.append(epoch)
+
+
+def test_the_trainer_tells_a_loss_with_set_epoch_each_epoch(tmp_path):
+    recorder = EpochRecorder()
+
+    def build_model(cfg):
+        model = BUILDERS["build_model"](cfg)
+        model.loss = recorder
+        return model
+
+    trainer = Trainer(tiny_config(tmp_path, ["eval.interval=0"]), tmp_path / "run", **{**BUILDERS, "build_model": build_model})
+    assert trainer.fit()["status"] == "finished"
+    assert recorder.epochs == [0, 1]

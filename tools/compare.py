@@ -5,6 +5,7 @@ draw a bar chart and the loss curves.
     python tools/compare.py                          # the methods study, 3 seeds, then the report
     python tools/compare.py --study wneg             # table 5's w_neg ablation
     python tools/compare.py --study warmstart        # FCOS vs DW continuing from the FCOS weights
+    python tools/compare.py --study assigners        # FCOS, ATSS, GFL, VFL, TOOD and DW side by side
     python tools/compare.py --jobs 2 --opts train.epochs=24 model.min_size='(256,)' model.max_size=256
     python tools/compare.py --report-only            # rebuild the report from finished runs
 
@@ -44,6 +45,10 @@ FCOS_CONFIG = "configs/compare_fcos_r18_synthetic.py"
 SHAPES80_DW = "configs/dw_r10_shapes80.py"  # COCO's statistics, pretrained backbone
 SHAPES80_FCOS = "configs/fcos_r10_shapes80.py"
 SHAPES80_EPOCHS = 6
+# the "assigners" study's configs: point them at another benchmark by changing these
+ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/compare_atss_r18_synthetic.py",
+                    "gfl": "configs/compare_gfl_r18_synthetic.py", "vfl": "configs/compare_vfl_r18_synthetic.py",
+                    "tood": "configs/compare_tood_r18_synthetic.py", "dw": DW_CONFIG}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 WARM_START = ("train.epochs=3", "train.lr=0.01", "train.warmup_iters=50", "train.lr_steps=(2,)", "eval.interval=3",
               "train.checkpoint_interval=3")
@@ -93,6 +98,15 @@ STUDIES = {
         Method("wneg_ineg", "I_neg", DW_CONFIG, ("loss.neg_weighting=ineg",), False),
         Method("wneg_one_minus_wpos", "1 - w_pos", DW_CONFIG, ("loss.neg_weighting=one_minus_wpos",), False),
         Method("dw", "P_neg * I_neg (DW)", DW_CONFIG),
+    ),
+    # the paper's tables 1 and 6: hard (FCOS, ATSS) and soft (GFL, VFL, TOOD) assignment beside DW
+    "assigners": (
+        Method("fcos", "FCOS", ASSIGNER_CONFIGS["fcos"]),
+        Method("atss", "ATSS", ASSIGNER_CONFIGS["atss"]),
+        Method("gfl", "GFL", ASSIGNER_CONFIGS["gfl"]),
+        Method("vfl", "VFL", ASSIGNER_CONFIGS["vfl"]),
+        Method("tood", "TOOD", ASSIGNER_CONFIGS["tood"]),
+        Method("dw", "DW (released)", ASSIGNER_CONFIGS["dw"]),
     ),
     # Does DW help once the detector is past its first steps? Both continue from the FCOS run's
     # weights for 3 more epochs; they differ only in the loss.

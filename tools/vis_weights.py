@@ -1,26 +1,36 @@
-"""Where a trained model's positive and negative weights fall around one object (figure 5 of the
-DW paper): heat maps over the FPN levels of the cls score, the IoU, and w_pos / w_neg under DW and
-under the GFL and VFL formulas of the paper's table 1, side by side.
+"""The classification weights that trained detectors actually give around one object (figure 5 of
+the DW paper), one row per method, side by side.
 
-    python tools/vis_weights.py configs/compare_r18_synthetic.py work_dirs/compare/dw/seed0/last.pth \\
-        --index 3 --out weights.png
+    python tools/vis_weights.py work_dirs/compare/{fcos,atss,gfl,vfl,tood,dw}/seed0 --index 1 --out weights.png
 
-The image is the ``--index``-th of the config's ``--split`` set; the object is its ``--gt``-th
-box (default: the largest). Maps cover the object's candidate bag (the points inside its box) on
-every level that has any, cropped around the box; points outside the bag are blank. For a point p
-of the bag with joint score s (cls x centerness of the object's class) and t = IoU of its box:
+Each argument is a run folder of tools/train.py (its ``config.json`` and ``--checkpoint``,
+default ``last.pth``); the image is the ``--index``-th of the first run's ``--split`` set and the
+object its ``--gt``-th box (default: the largest). Every run's own loss (its config's
+``loss.type``) assigns the image with the run's own predictions, exactly as in training.
 
-    DW   w_pos = the released (or, with loss.variant=paper, the paper's) positive weight of p for
-               this object; w_neg = P_neg * s^gamma2 (P_neg and I_neg of eqs. 5-8)
-    GFL  w_pos = (s - t)^2 t          w_neg = (s - t)^2 (1 - t)
-    VFL  w_pos = t t                  w_neg = t (1 - t)
+Table 1 of the paper writes every classification loss at a score entry as
+``-w_pos log(s) - w_neg log(1 - s)``; the panels show w_pos and w_neg at the object's class for
+each point of the levels whose points fall inside the box, cropped around it. w_pos is the
+object's own (a point assigned to another object shows 0); w_neg is the entry's, whatever claims
+it. With s the score the loss supervises (sigmoid(cls) for FCOS and ATSS, the joint score
+sigmoid(cls) sigmoid(ctr) for the others), q the IoU of the point's box with the object and
+t^ TOOD's normalised alignment:
+
+    FCOS, ATSS  positive: w_pos = alpha (1 - s)^gamma    elsewhere: w_neg = (1 - alpha) s^gamma
+    GFL         positive: w_pos = |q - s|^2 q,  w_neg = |q - s|^2 (1 - q)   elsewhere: w_neg = s^2
+    VFL         positive: w_pos = q q,  w_neg = q (1 - q)                   elsewhere: w_neg = alpha s^gamma
+    TOOD        as GFL with t^ in place of q
+    DW          in the bag: w_pos = the pair's positive weight, w_neg = P_neg s^gamma2;  elsewhere s^gamma2
+                (times 1 - alpha with loss.variant=paper); the default negative weighting of table 5
+
+The losses' normalisers (number of positives, sum of t^, number of objects) are not applied.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -33,60 +43,121 @@ from torch import Tensor  # noqa: E402
 
 from dwdet.config import load_config  # noqa: E402
 from dwdet.engine import builders, load_checkpoint  # noqa: E402
-from dwdet.losses import DWLoss  # noqa: E402
+from dwdet.losses import ATSSLoss, DWLoss, FCOSLoss, GFLLoss, TOODLoss, VFLLoss  # noqa: E402
+from dwdet.losses.atss import atss_positives  # noqa: E402
+from dwdet.losses.common import prepare_batch  # noqa: E402
 from dwdet.models import FCOSDetector  # noqa: E402
 
-PANELS = ("score", "iou", "dw_pos", "dw_neg", "gfl_pos", "gfl_neg", "vfl_pos", "vfl_neg")
-TITLES = {"score": "cls score s", "iou": "IoU t", "dw_pos": "DW w_pos", "dw_neg": "DW w_neg",
-          "gfl_pos": "GFL w_pos", "gfl_neg": "GFL w_neg", "vfl_pos": "VFL w_pos", "vfl_neg": "VFL w_neg"}
+
+class Run(NamedTuple):
+    name: str
+    model: FCOSDetector
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="config file (.py, or a run's config.json)")
-    parser.add_argument("checkpoint", help="a checkpoint written by tools/train.py")
+    parser.add_argument("runs", nargs="+", help="run folders of tools/train.py (config.json and a checkpoint)")
+    parser.add_argument("--checkpoint", default="last.pth", help="checkpoint file name inside each run folder")
     parser.add_argument("--split", choices=("train", "val"), default="val", help="dataset of the config to draw from")
     parser.add_argument("--index", type=int, default=0, help="image index in that dataset")
     parser.add_argument("--gt", type=int, default=None, help="box index in the image (default: the largest)")
-    parser.add_argument("--opts", nargs="+", default=[], metavar="key=value", help="config overrides")
+    parser.add_argument("--levels", type=int, default=3,
+                        help="at most this many FPN levels (the finest with points in the box)")
     parser.add_argument("--out", default="weights.png", help="the PNG to write")
     return parser.parse_args(argv)
 
 
-def pair_weights(score: Tensor, iou: Tensor, dw_pos: Tensor, dw_neg_prob: Tensor, gamma2: float) -> Dict[str, Tensor]:
-    """Every panel's value for a set of bag pairs (table 1 of the paper, and DW)."""
-    return {"score": score, "iou": iou,
-            "dw_pos": dw_pos, "dw_neg": dw_neg_prob * score.pow(gamma2),
-            "gfl_pos": (score - iou).square() * iou, "gfl_neg": (score - iou).square() * (1 - iou),
-            "vfl_pos": iou * iou, "vfl_neg": iou * (1 - iou)}
+def _focal(s: Tensor, positive: Tensor, alpha: float, gamma: float) -> tuple[Tensor, Tensor]:
+    return (torch.where(positive, alpha * (1 - s).pow(gamma), 0.0),
+            torch.where(positive, 0.0, (1 - alpha) * s.pow(gamma)))
+
+
+def _soft(s: Tensor, own: Tensor, target: Tensor, pos_scale: Tensor, neg_scale: Tensor, background: Tensor
+          ) -> tuple[Tensor, Tensor]:
+    """w_pos where the point is the object's positive, w_neg: (at any positive entry) or background."""
+    return torch.where(own, pos_scale * target, 0.0), torch.where(target > 0, neg_scale * (1 - target), background)
+
+
+@torch.no_grad()
+def point_weights(loss: torch.nn.Module, head: tuple, targets: List[Dict[str, Tensor]], gt: int) -> Dict[str, Tensor]:
+    """(P,) w_pos and w_neg at object ``gt``'s class for one image, and the score the loss supervises.
+
+    ``head`` is the head's (cls_logits, bbox_preds, centerness) for a batch of one image and
+    ``targets`` its boxes in the head's pixels."""
+    cls_logits, bbox_preds, centerness = head
+    label = int(targets[0]["labels"][gt])
+    if isinstance(loss, FCOSLoss):
+        sizes = [tuple(x.shape[-2:]) for x in cls_logits]
+        points, labels, target_dist = loss.assign(sizes, targets, cls_logits[0])
+        box = targets[0]["boxes"][gt].to(points)
+        own_dist = torch.cat((points - box[:2], box[2:] - points), dim=1)
+        s = torch.cat([x[0, label].flatten() for x in cls_logits]).sigmoid()
+        positive = (labels[0] == label) & torch.isclose(target_dist[0], own_dist).all(dim=1)
+        any_positive = labels[0] == label
+        w_pos, _ = _focal(s, positive, loss.focal_alpha, loss.focal_gamma)
+        _, w_neg = _focal(s, any_positive, loss.focal_alpha, loss.focal_gamma)
+        return {"score": s, "w_pos": w_pos, "w_neg": w_neg}
+    if isinstance(loss, DWLoss):
+        a = loss.assign(*head, targets)
+        s = a.cls[0, :, label].sigmoid() * a.ctr[0].sigmoid()
+        mine = a.bag.gt_index == gt
+        w_pos = torch.zeros_like(s).index_put_((a.bag.point_index[mine],), a.weights.pos_weight[mine])
+        num_classes = a.cls.shape[2]
+        at_label = a.weights.neg_index % num_classes == label
+        bag_points = a.weights.neg_index[at_label] // num_classes
+        w_neg = loss.neg_base_weight * s.pow(loss.gamma2)  # outside the bags
+        w_neg[bag_points] = a.weights.neg_prob[at_label] * s[bag_points].pow(loss.gamma2)
+        return {"score": s, "w_pos": w_pos, "w_neg": w_neg}
+    batch = prepare_batch(type(loss).__name__, loss.num_classes, loss.strides, *head, targets)
+    bag = batch.bag
+    if isinstance(loss, TOODLoss) and not loss.warming_up:
+        positives = loss.assign(batch)
+        pos, target_value = positives.pair, positives.target
+    else:
+        topk = loss.atss_topk if isinstance(loss, TOODLoss) else loss.topk
+        pos = atss_positives(batch, topk, loss.anchor_scale)
+        target_value = bag.iou[pos]
+    num_points = batch.cls.shape[1]
+    point, pos_gt, pos_label = bag.point_index[pos], bag.gt_index[pos], batch.labels[bag.gt_index[pos]]
+    own = torch.zeros(num_points, dtype=torch.bool).index_put_((point[pos_gt == gt],), torch.tensor(True))
+    at_label = pos_label == label
+    if isinstance(loss, ATSSLoss) or (isinstance(loss, TOODLoss) and loss.warming_up):
+        s = batch.cls[0, :, label].sigmoid()
+        if isinstance(loss, TOODLoss):
+            s = s * batch.ctr[0].sigmoid()
+        any_positive = torch.zeros_like(own).index_put_((point[at_label],), torch.tensor(True))
+        w_pos, _ = _focal(s, own, loss.focal_alpha, loss.focal_gamma)
+        _, w_neg = _focal(s, any_positive, loss.focal_alpha, loss.focal_gamma)
+        return {"score": s, "w_pos": w_pos, "w_neg": w_neg}
+    s = batch.cls[0, :, label].sigmoid() * batch.ctr[0].sigmoid()
+    y = torch.zeros_like(s).index_put_((point[at_label],), target_value[at_label].to(s))
+    if isinstance(loss, VFLLoss):
+        y = torch.where(y > 0, y.clamp(min=1e-6), y)
+        return {"score": s, **dict(zip(("w_pos", "w_neg"), _soft(s, own, y, y, y, loss.alpha * s.pow(loss.gamma))))}
+    beta = loss.beta if isinstance(loss, GFLLoss) else loss.qfl_beta
+    scale = (y - s).abs().pow(beta)
+    return {"score": s, **dict(zip(("w_pos", "w_neg"), _soft(s, own, y, scale, scale, s.pow(beta))))}
 
 
 @torch.no_grad()
 def weight_maps(model: FCOSDetector, image: Tensor, target: Dict[str, Tensor], gt: int
                 ) -> tuple[List[Dict[str, Tensor]], Tensor]:
-    """Per FPN level, (H, W) maps of every panel for box ``gt`` of ``target`` (NaN outside its
-    bag), and that box in the pixels of the resized image the maps are over.
-
-    ``image`` is (3, H, W) in [0, 1] and ``target`` holds its ``boxes`` (G, 4) and ``labels``; the
-    weights are the model's loss's (a :class:`dwdet.losses.DWLoss`), computed on the whole image
-    so that the per-object normalisation of w_pos is the one training sees."""
-    loss = model.loss
-    if not isinstance(loss, DWLoss):
-        raise ValueError("the model's loss must be a DWLoss (config key loss.type='dw') to compute DW weights")
+    """Per FPN level, (H, W) maps of ``score``, ``w_pos`` and ``w_neg`` (see :func:`point_weights`)
+    for box ``gt`` of ``target`` under the model's own loss, and that box in the pixels of the
+    resized image the maps are over. ``image`` is (3, H, W) in [0, 1]; the weights are computed
+    on the whole image, with all its boxes, as training sees them."""
+    if model.loss is None:
+        raise ValueError("the model has no loss: build it from its training config to see its weights")
     if not 0 <= gt < len(target["boxes"]):
         raise ValueError(f"--gt {gt} is out of range: the image has {len(target['boxes'])} boxes")
     model.eval()
     batch, targets = model.transform([image], [{"boxes": target["boxes"].float(), "labels": target["labels"]}])
-    head = model.head(list(model.backbone(batch.tensors).values()))
-    a = loss.assign(*head, targets)
-    mine = a.bag.gt_index == gt
-    values = pair_weights(a.score[mine], a.bag.iou[mine], a.weights.pos_weight[mine],
-                          a.weights.pair_neg_prob[mine], loss.gamma2)
+    head = tuple([x.float() for x in level] for level in model.head(list(model.backbone(batch.tensors).values())))
+    values = point_weights(model.loss, head, targets, gt)
     sizes = [tuple(x.shape[-2:]) for x in head[0]]
     maps = [{} for _ in sizes]
     for name, v in values.items():
-        flat = torch.full((a.cls.shape[1],), float("nan")).index_put_((a.bag.point_index[mine],), v.float().cpu())
-        for level_maps, level, (height, width) in zip(maps, flat.split([h * w for h, w in sizes]), sizes):
+        for level_maps, level, (height, width) in zip(maps, v.float().cpu().split([h * w for h, w in sizes]), sizes):
             level_maps[name] = level.reshape(height, width)
     return maps, targets[0]["boxes"][gt].cpu()
 
@@ -103,23 +174,34 @@ def crop_box(box: Tensor, stride: int, shape: tuple[int, int]) -> tuple[slice, s
     return span(y1 - my, y2 + my, shape[0]), span(x1 - mx, x2 + mx, shape[1])
 
 
-def plot_maps(image: Tensor, box: Tensor, maps: List[Dict[str, Tensor]], map_box: Tensor, strides: tuple,
-              out: str, title: str) -> None:
-    """``box`` is in ``image``'s pixels, ``map_box`` in those of the input the maps are over."""
-    levels = [(i, m) for i, m in enumerate(maps) if not torch.isnan(m["score"]).all()]
-    fig, axes = plt.subplots(len(levels), len(PANELS) + 1, figsize=(1.9 * (len(PANELS) + 1), 1.9 * len(levels) + 0.6),
+def levels_in_box(box: Tensor, sizes: List[tuple[int, int]], strides: tuple, limit: int) -> List[int]:
+    """The finest ``limit`` levels with a point strictly inside ``box``."""
+    x1, y1, x2, y2 = box.tolist()
+    found = []
+    for level, ((height, width), s) in enumerate(zip(sizes, strides)):
+        xs, ys = (torch.arange(width) + 0.5) * s, (torch.arange(height) + 0.5) * s
+        if ((xs > x1) & (xs < x2)).any() and ((ys > y1) & (ys < y2)).any():
+            found.append(level)
+    return found[:limit]
+
+
+def plot_runs(image: Tensor, box: Tensor, rows: List[tuple[str, List[Dict[str, Tensor]]]], map_box: Tensor,
+              strides: tuple, levels: List[int], out: str, title: str) -> None:
+    """One row per method: the image, then w_pos and w_neg on each of ``levels`` (own colour scale,
+    its maximum in the title)."""
+    columns = [(name, level) for name in ("w_pos", "w_neg") for level in levels]
+    fig, axes = plt.subplots(len(rows), len(columns) + 1, figsize=(1.9 * (len(columns) + 1), 1.9 * len(rows) + 0.6),
                              squeeze=False)
-    scales = {name: max(1e-12, max(float(torch.nan_to_num(m[name], nan=0.0).max()) for _, m in levels))
-              for name in PANELS}  # one colour scale per column, across levels
-    for row, (level, level_maps) in zip(axes, levels):
+    for row, (method, maps) in zip(axes, rows):
         row[0].imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
         x1, y1, x2, y2 = box.tolist()
         row[0].add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", lw=1.5))
-        row[0].set_ylabel(f"P{level + 3} (stride {strides[level]})", fontsize=8)
-        rows, cols = crop_box(map_box, strides[level], tuple(level_maps["score"].shape))
-        for ax, name in zip(row[1:], PANELS):
-            ax.imshow(level_maps[name][rows, cols].numpy(), cmap="viridis", vmin=0, vmax=scales[name])
-            ax.set_title(TITLES[name], fontsize=8)
+        row[0].set_ylabel(method, fontsize=9)
+        for ax, (name, level) in zip(row[1:], columns):
+            crop = maps[level][name][crop_box(map_box, strides[level], tuple(maps[level][name].shape))]
+            top = float(crop.max())
+            ax.imshow(crop.numpy(), cmap="viridis", vmin=0, vmax=max(top, 1e-12))
+            ax.set_title(f"{name} P{level + 3} (max {top:.2g})", fontsize=7)
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -129,15 +211,22 @@ def plot_maps(image: Tensor, box: Tensor, maps: List[Dict[str, Tensor]], map_box
     plt.close(fig)
 
 
+def load_run(folder: str, checkpoint: str) -> tuple[Run, object]:
+    path = Path(folder)
+    if not (path / "config.json").is_file() or not (path / checkpoint).is_file():
+        raise SystemExit(f"{folder}: not a finished run folder (needs config.json and {checkpoint})")
+    cfg = load_config(str(path / "config.json"))
+    if cfg.model.get("type", "fcos") != "fcos":
+        raise SystemExit(f"{folder}: model.type={cfg.model.type!r}; the weights need our detector and loss")
+    model = builders.build_model(cfg)
+    model.load_state_dict(load_checkpoint(str(path / checkpoint))["model"])
+    return Run(f"{cfg.loss.type} ({path.parent.name}/{path.name})", model), cfg
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.opts)
-    if cfg.loss.type != "dw" or cfg.model.get("type", "fcos") != "fcos":
-        raise SystemExit(f"{args.config}: the DW weights need our detector with loss.type='dw' "
-                         f"(got model.type={cfg.model.get('type', 'fcos')!r}, loss.type={cfg.loss.type!r})")
-    model = builders.build_model(cfg)
-    model.load_state_dict(load_checkpoint(args.checkpoint)["model"])
-    dataset = builders.build_dataset(cfg, args.split)
+    runs = [load_run(folder, args.checkpoint) for folder in args.runs]
+    dataset = builders.build_dataset(runs[0][1], args.split)
     if not 0 <= args.index < len(dataset):
         raise SystemExit(f"--index {args.index} is out of range: the {args.split} set has {len(dataset)} images")
     image, target = dataset[args.index]
@@ -145,11 +234,16 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"image {args.index} of the {args.split} set has no boxes; pick another --index")
     boxes = target["boxes"]
     gt = args.gt if args.gt is not None else int(((boxes[:, 2:] - boxes[:, :2]).prod(dim=1)).argmax())
-    maps, map_box = weight_maps(model, image, target, gt)
-    label = int(target["labels"][gt])
-    plot_maps(image, boxes[gt], maps, map_box, tuple(model.loss.strides), args.out,
-              f"{args.checkpoint}: {args.split} image {args.index}, box {gt} (label {label}); "
-              f"colour scale per column, blank = outside the candidate bag")
+    rows, map_box = [], None
+    for run, _ in runs:
+        maps, map_box = weight_maps(run.model, image, target, gt)
+        rows.append((run.name, maps))
+    strides = tuple(runs[0][0].model.head.strides)
+    sizes = [tuple(m["score"].shape) for m in rows[0][1]]
+    levels = levels_in_box(map_box, sizes, strides, args.levels)
+    plot_runs(image, boxes[gt], rows, map_box, strides, levels, args.out,
+              f"{args.split} image {args.index}, box {gt} (label {int(target['labels'][gt])}): "
+              f"table 1's w_pos and w_neg at its class, unnormalised")
     print(f"wrote {args.out}")
 
 

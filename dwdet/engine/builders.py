@@ -16,14 +16,17 @@ __all__ = ["build_dataset", "build_loss", "build_model", "build_train_data", "bu
 
 
 def build_loss(cfg: Config) -> nn.Module:
-    """``cfg.loss.type`` picks the loss ("dw" or "fcos"); its other keys are the loss's arguments."""
-    from dwdet.losses import DWLoss, FCOSLoss
+    """``cfg.loss.type`` picks the loss (a key of ``dwdet.losses.LOSSES``: fcos, atss, gfl, vfl,
+    tood, dw); its other keys are the loss's arguments."""
+    from dwdet.losses import LOSSES
     kwargs = cfg.loss.to_dict()
     kind = kwargs.pop("type")
-    losses = {"dw": DWLoss, "fcos": FCOSLoss}
-    if kind not in losses:
-        raise ValueError(f"config key loss.type must be one of {sorted(losses)}, got {kind!r}")
-    return losses[kind](cfg.model.num_classes, **kwargs)
+    if kind not in LOSSES:
+        raise ValueError(f"config key loss.type must be one of {sorted(LOSSES)}, got {kind!r}")
+    try:
+        return LOSSES[kind](cfg.model.num_classes, **kwargs)
+    except (TypeError, ValueError) as err:  # an unknown key or a bad value: say it is the loss config's
+        raise ValueError(f"config key loss (type {kind!r}): {err}") from None
 
 
 def build_model(cfg: Config) -> nn.Module:

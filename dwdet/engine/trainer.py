@@ -368,6 +368,9 @@ class Trainer:
     def _train_epoch(self, stop: StopRequest) -> bool:
         """The rest of the current epoch; True if stopped early, else moves progress to the next epoch."""
         batches = self.loader.epoch(self.progress.epoch, start=self.progress.epoch_iter)
+        set_epoch = getattr(getattr(self.model, "loss", None), "set_epoch", None)
+        if set_epoch is not None:  # losses with an epoch schedule (TOOD's warm-up)
+            set_epoch(self.progress.epoch)
         stopped = train_one_epoch(self.ddp_model, batches, self.optimizer, self.lr_scheduler, self.scaler,
                                   self.progress, self.options, self.device, self.log, stop,
                                   save_checkpoint_fn=self.save,

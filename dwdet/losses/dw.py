@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import dw_ops
+from dwdet.losses.common import rank_in_group, upcast
 from dwdet.models.points import anchor_points, flatten_levels
 from dwdet.utils.dist import reduce_mean
 
@@ -114,9 +115,9 @@ class DWLoss(nn.Module):
         if len(targets) != cls_logits[0].shape[0]:
             raise ValueError(f"got {len(targets)} targets for a batch of {cls_logits[0].shape[0]} images")
         # Work in float32 even under AMP; (N, C, H, W) levels -> class-major (N, P, C) views (one copy).
-        cls = flatten_levels([_upcast(x) for x in cls_logits])
-        ctr = flatten_levels([_upcast(x) for x in centerness])[..., 0]
-        dist = flatten_levels([_upcast(x) for x in bbox_preds])
+        cls = flatten_levels([upcast(x) for x in cls_logits])
+        ctr = flatten_levels([upcast(x) for x in centerness])[..., 0]
+        dist = flatten_levels([upcast(x) for x in bbox_preds])
         if cls.shape[2] != self.num_classes:
             raise ValueError(f"cls_logits have {cls.shape[2]} classes, DWLoss was built for {self.num_classes}")
         points, strides = anchor_points([tuple(x.shape[-2:]) for x in cls_logits], self.strides,
@@ -160,7 +161,7 @@ class DWLoss(nn.Module):
             keep = distance < self.prior_threshold
         else:
             level = torch.bucketize(strides[bag.point_index], strides.new_tensor(self.strides))
-            keep = _rank_in_group(bag.gt_index * len(self.strides) + level, distance) < self.prior_topk
+            keep = rank_in_group(bag.gt_index * len(self.strides) + level, distance) < self.prior_topk
         return _restrict_bag(bag, keep)
 
 
@@ -171,22 +172,6 @@ def _restrict_bag(bag: dw_ops.BagPairs, keep: Tensor) -> dw_ops.BagPairs:
     offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     return dw_ops.BagPairs(gt_index, bag.point_index[keep], bag.image_index[keep], offsets, bag.gt_image,
                            torch.ones_like(bag.prior[keep]), bag.iou[keep], bag.giou_loss[keep])
-
-
-def _rank_in_group(group: Tensor, key: Tensor) -> Tensor:
-    """Rank of each element by ascending key within its group (0 = smallest)."""
-    order = torch.argsort(key, stable=True)
-    order = order[torch.argsort(group[order], stable=True)]
-    sorted_group = group[order]
-    start = torch.searchsorted(sorted_group, sorted_group, side="left")
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order), device=order.device) - start
-    return rank
-
-
-def _upcast(x: Tensor) -> Tensor:
-    """16-bit AMP activations become float32 for the loss; float32/float64 stay as they are."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
