@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv build build-cuda test demo bench clean
+.PHONY: venv build build-cuda emu test demo bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -22,7 +22,11 @@ build: venv
 build-cuda: venv
 	FORCE_CUDA=1 $(PY) setup.py build_ext --inplace
 
-test: build
+# The CUDA kernels compiled for the CPU under an emulation of the CUDA execution model (tests only).
+emu: venv
+	cd tests/cuda_emu && ../../$(PY) setup.py build_ext --inplace
+
+test: build emu
 	$(PY) -m pytest -q tests
 
 # Generate the synthetic benchmark, train DW on it (CPU, or the GPU if there is one) and print the
@@ -36,4 +40,4 @@ bench: build
 	$(PY) tools/bench_ops.py --json docs/bench_ops_cpu.json
 
 clean:
-	rm -rf build dw_ops/*.so
+	rm -rf build dw_ops/*.so tests/cuda_emu/build tests/cuda_emu/*.so

@@ -98,6 +98,59 @@ def test_bag_pairs_beyond_the_grid_cap():
         assert torch.equal(a.cpu(), e)
 
 
+def test_bag_iou_beyond_the_grid_cap():
+    # 17 M pairs: more than 65535 blocks of 256 threads.
+    g = torch.Generator().manual_seed(4)
+    points, strides = _points(size=64, strides=(2,))
+    P, M, K = len(points), 40, 17_000_000
+    corners = torch.rand(M, 2, generator=g, dtype=torch.float64) * 50
+    gt_boxes = torch.cat([corners, corners + 14], 1)
+    distances = torch.rand(2, P, 4, generator=g, dtype=torch.float64) * 20 + 0.5
+    gt_image = torch.randint(0, 2, (M,), generator=g)
+    pair_gt, pair_point = torch.randint(0, M, (K,), generator=g), torch.randint(0, P, (K,), generator=g)
+    args = (points.float(), strides.float(), distances.float(), gt_boxes.float(), gt_image, pair_gt, pair_point)
+    expected = ops.bag_iou(*args, 1.11, False)
+    actual = ops.bag_iou(*_to(args, DEVICE), 1.11, False)
+    for a, e in zip(actual, expected):
+        assert_close(a, e)
+    grad = torch.rand(K, generator=g)
+    expected = ops._bag_iou_backward(grad, *args[:1], *args[2:])
+    actual = ops._bag_iou_backward(*_to((grad, *args[:1], *args[2:]), DEVICE))
+    assert_close(actual, expected)
+
+
+def test_ops_on_a_side_stream_wait_for_their_inputs():
+    # The kernels run on the current stream: inputs made by a long chain on a side stream are
+    # ready when the op's kernels read them there.
+    cls, ctr, index, weight = _neg_loss_inputs(torch.float32)
+    expected = dw_ops.neg_loss(cls, ctr, index, weight)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        c = cls.to(DEVICE)
+        for _ in range(50):  # keep the side stream busy
+            c = c * 1.0
+        actual = dw_ops.neg_loss(c, ctr.to(DEVICE), index.to(DEVICE), weight.to(DEVICE))
+    stream.synchronize()
+    assert_close(actual, expected)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_ops_run_on_the_inputs_device():
+    points, strides, distances, gt_boxes = _bag_inputs(torch.float32, "cuda:1")
+    distances.requires_grad_()
+    bag = dw_ops.candidate_bag_iou(points, strides, distances, gt_boxes)
+    bag.giou_loss.sum().backward()
+    assert bag.giou_loss.device == distances.grad.device == torch.device("cuda:1")
+    cpu_points, cpu_strides, cpu_distances, cpu_boxes = _bag_inputs(torch.float32)
+    cpu_distances.requires_grad_()
+    expected = dw_ops.candidate_bag_iou(cpu_points, cpu_strides, cpu_distances, cpu_boxes)
+    expected.giou_loss.sum().backward()
+    assert_close(bag.giou_loss.detach(), expected.giou_loss.detach())
+    assert_close(distances.grad, cpu_distances.grad)
+    boxes, offsets = _sample_inputs(torch.float32)
+    assert_close(dw_ops.boundary_sample(boxes.to("cuda:1"), offsets.to("cuda:1")), dw_ops.boundary_sample(boxes, offsets))
+
+
 def test_bag_iou_backward_is_deterministic():
     points, strides, distances, gt_boxes = _bag_inputs(torch.float32, DEVICE)
     grads = []
@@ -156,6 +209,19 @@ def test_dual_weights_propagates_nan_through_the_bag_reductions():
         assert_close(a, e)
 
 
+def test_dual_weights_beyond_the_grid_cap():
+    # 70000 GTs: more than 65535 blocks, so blocks take a second GT.
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.randint(0, 4, (70000,), generator=g)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    K = int(offsets[-1])
+    inputs = [torch.rand(K, generator=g, dtype=torch.float64) for _ in range(4)] + [offsets]
+    expected = ops.dual_weights(*inputs, 0, 5.0, 5.0, 3.0, 0, 2.0)
+    actual = ops.dual_weights(*_to(inputs, DEVICE), 0, 5.0, 5.0, 3.0, 0, 2.0)
+    for a, e in zip(actual, expected):
+        assert_close(a, e)
+
+
 def test_dual_weights_without_pairs():
     empty = torch.zeros(0, device=DEVICE)
     pos, neg = ops.dual_weights(empty, empty, empty, empty, torch.zeros(3, dtype=torch.int64, device=DEVICE),
@@ -178,7 +244,7 @@ def _neg_loss_inputs(dtype, N=2, P=2000, C=80, entries=5000, seed=0):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("gamma_in", [2.0, 1.5])
 def test_neg_loss_matches_cpu(dtype, gamma_in):
-    # 320k scores: more than 1024 blocks of 256 threads, so the reduction's grid-stride loop is used.
+    # 4000 point rows (16 blocks of the dense kernel) of 80 classes, 5000 entries (20 blocks).
     cls, ctr, index, weight = _neg_loss_inputs(dtype)
     results = {}
     for device in ("cpu", DEVICE):
@@ -190,6 +256,34 @@ def test_neg_loss_matches_cpu(dtype, gamma_in):
     for a, e in zip(results[DEVICE], results["cpu"]):
         assert a.dtype == e.dtype and a.shape == e.shape
         assert_close(a, e, dtype)
+
+
+def test_neg_loss_dense_loop_beyond_its_block_cap():
+    # 2 * 140000 point rows: more than the dense kernel's 1024 blocks of 256 threads, so its
+    # grid-stride loop runs more than once per thread (2 classes keep the test small).
+    cls, ctr, index, weight = _neg_loss_inputs(torch.float64, P=140000, C=2, entries=3000)
+    expected = ops.neg_loss(cls, ctr, index, weight, 2.0, 1.5, 0.7, True)
+    actual = ops.neg_loss(*_to((cls, ctr, index, weight), DEVICE), 2.0, 1.5, 0.7, True)
+    for a, e in zip(actual, expected):
+        assert_close(a, e)
+
+
+def test_neg_loss_float32_is_as_accurate_as_the_cpu_simd_log():
+    # In float32 the gradients near s = 1 lose digits to cancellation on any device (1e-3 relative
+    # against float64 on the CPU), so CUDA's expf/log1pf and the CPU's SIMD polynomials are
+    # compared through their errors against float64: CUDA's may not be more than twice the CPU's.
+    g = torch.Generator().manual_seed(3)
+    cls = (torch.rand(2, 80, 3000, generator=g, dtype=torch.float64) * 16 - 8).transpose(1, 2)
+    ctr = torch.rand(2, 3000, generator=g, dtype=torch.float64) * 20 - 10
+    none = torch.zeros(0, dtype=torch.int64), torch.zeros(0)
+    exact = ops.neg_loss(cls, ctr, *none, 2.0, 2.0, 1.0, True)
+    cpu = ops.neg_loss(cls.float(), ctr.float(), *none, 2.0, 2.0, 1.0, True)
+    gpu = ops.neg_loss(cls.float().to(DEVICE), ctr.float().to(DEVICE), *_to(none, DEVICE), 2.0, 2.0, 1.0, True)
+    for c, a, e in zip(cpu, gpu, exact):
+        err_cpu, err_gpu = (c.double() - e).abs(), (a.cpu().double() - e).abs()
+        floor = 2e-6 * float(e.abs().max())
+        assert float(err_gpu.max()) <= 2 * float(err_cpu.max()) + floor
+        assert float(err_gpu.mean()) <= 2 * float(err_cpu.mean()) + floor
 
 
 def test_neg_loss_grad_is_class_major_like_the_head_output():
@@ -254,10 +348,43 @@ def test_boundary_sample_matches_cpu(dtype):
         assert_close(a.detach(), e.detach(), dtype)
 
 
-def test_boundary_sample_backward_is_flagged_nondeterministic():
-    boxes, offsets = _to(_sample_inputs(torch.float32), DEVICE)
-    with deterministic(), pytest.raises(RuntimeError, match="_boundary_sample_backward"):
-        ops._boundary_sample_backward(torch.ones_like(boxes), boxes, offsets)
+def test_boundary_sample_backward_is_deterministic():
+    # Small offsets: many samples of a plane share input elements, so the sums have many terms.
+    boxes, offsets = _to(_sample_inputs(torch.float32, shape=(2, 40, 50)), DEVICE)
+    offsets = offsets / 8
+    grad = torch.randn_like(boxes)
+    with deterministic():
+        runs = [ops._boundary_sample_backward(grad, boxes, offsets) for _ in range(3)]
+    for run in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(run, runs[0]))
+    expected = ops._boundary_sample_backward(grad.cpu(), boxes.cpu(), offsets.cpu())
+    for a, e in zip(runs[0], expected):
+        assert_close(a, e)
+
+
+def test_boundary_sample_with_nan_offsets_matches_cpu():
+    boxes, offsets = _sample_inputs(torch.float32)
+    offsets[0, 1, 3, 4] = offsets[1, 6, 0, 0] = float("nan")
+    results = {}
+    for device in ("cpu", DEVICE):
+        b, o = boxes.to(device).requires_grad_(), offsets.to(device).requires_grad_()
+        out = dw_ops.boundary_sample(b, o)
+        out.sum().backward()
+        results[device] = (out, b.grad, o.grad)
+    for a, e in zip(results[DEVICE], results["cpu"]):
+        assert torch.equal(a.isnan().cpu(), e.isnan())
+        assert_close(a.detach(), e.detach())
+
+
+def test_boundary_sample_beyond_the_grid_cap():
+    # 4 * 2100 * 2100 = 17.6 M samples: more than 65535 blocks of 256 threads.
+    boxes, offsets = _sample_inputs(torch.float32, shape=(1, 2100, 2100))
+    grad = torch.randn(boxes.shape)
+    expected = (ops.boundary_sample(boxes, offsets), *ops._boundary_sample_backward(grad, boxes, offsets))
+    b, o = boxes.to(DEVICE), offsets.to(DEVICE)
+    actual = (ops.boundary_sample(b, o), *ops._boundary_sample_backward(grad.to(DEVICE), b, o))
+    for a, e in zip(actual, expected):
+        assert_close(a, e)
 
 
 def test_boundary_sample_of_an_empty_map():

@@ -1,9 +1,11 @@
 """Speed and peak memory of the fused dw_ops operators against their dense references.
 
-    python tools/bench_ops.py [--device cpu|cuda] [--gts 10 50 100] [--json docs/bench_ops_cpu.json]
+    python tools/bench_ops.py [--device cpu|cuda] [--gts 10 50 100] [--cases ...] [--json docs/bench_ops_cpu.json]
 
 COCO-like sizes: an 800 x 1333 input padded to 800 x 1344 (P = 22,400 points over P3-P7),
-batch 2, 80 classes. Times are medians of torch.utils.benchmark measurements; each comparison is
+batch 2, 80 classes. The ``crowded`` case is the assignment (bag IoU, weights and negative term) of
+a crowded scene, G = 1000 boxes per image, whatever --gts says (fused only: its dense reference
+would need several GB). Times are medians of torch.utils.benchmark measurements; each comparison is
 measured side by side in one run. Peak extra memory is measured per case in a fresh subprocess:
 the RSS high-water mark above the inputs on CPU (Linux), torch.cuda.max_memory_allocated on CUDA.
 """
@@ -32,6 +34,7 @@ from dwdet.models.points import anchor_points  # noqa: E402
 SIZES = [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)]
 STRIDES = (8, 16, 32, 64, 128)
 BATCH, CLASSES = 2, 80
+CROWDED_GTS = 1000  # boxes per image of the crowded-scene case
 
 
 def make_problem(num_gts: int, device: str, seed: int = 0) -> dict:
@@ -196,6 +199,7 @@ CASES: Dict[str, Dict[str, Callable]] = {
     "dual_weights": {"fused": fused_dual_weights, "dense reference": dense_dual_weights},
     "neg_loss": {"fused": fused_neg_loss, "dense reference": dense_neg_loss},
     "assign": {"fused": fused_assign, "dense reference": dense_assign},
+    "crowded": {"fused": fused_assign},
     "dw_loss": {"fused": fused_loss, "dense reference": dense_loss},
     "boundary_sample": {"fused": _sample_with(dw_ops.boundary_sample),
                         "deform_conv2d": _sample_with(reference.boundary_sample_deform_conv),
@@ -252,11 +256,19 @@ def peak_extra_mib(case: str, impl: str, num_gts: int, device: str) -> float:
     return value
 
 
+def case_gts(case: str, gts: List[int]) -> List[int]:
+    """The GT counts a case runs at: --gts, except for the crowded scene and for boundary_sample
+    (whose inputs do not depend on the GTs)."""
+    if case == "crowded":
+        return [CROWDED_GTS]
+    return gts[:1] if case == "boundary_sample" else gts
+
+
 def run(device: str, gts: List[int], min_time: float, memory: bool, cases: List[str] = list(CASES)) -> List[dict]:
     rows = []
     for case in cases:
         impls = CASES[case]
-        for num_gts in (gts if case != "boundary_sample" else gts[:1]):
+        for num_gts in case_gts(case, gts):
             prob = make_problem(num_gts, device)
             for backward in (False, True) if case not in FORWARD_ONLY else (False,):
                 times = {impl: median_ms(fn, prob, backward, min_time) for impl, fn in impls.items()}
@@ -299,7 +311,7 @@ def steady_state_allocator() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--gts", type=int, nargs="+", default=[10, 50, 100], help="GTs per image")
@@ -307,7 +319,11 @@ def main(argv=None) -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="what to measure")
     parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no GPU is visible")
     steady = args.device == "cpu" and steady_state_allocator()

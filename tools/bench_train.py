@@ -116,7 +116,7 @@ def ratios(results: Dict[str, dict]) -> Dict[str, float]:
     return {label: median[a] / median[b] for label, (a, b) in pairs.items() if a in median and b in median}
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -129,10 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no GPU is visible")
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no GPU is visible")
     device = machine(args.device)
     print(f"device: {device}; {args.batch} x {args.height} x {args.width}, {args.gts} boxes per image")
     results = run(args)

@@ -1,5 +1,8 @@
 // Argument checks shared by the CPU and CUDA implementations: every op rejects a wrong shape,
 // dtype or device with a message that names the argument, before any kernel touches memory.
+// Index values (the check_*_values functions) are checked here by the CPU ops only: on a GPU,
+// reading them would synchronise the stream, so the CUDA kernels check them where they read them
+// (DW_CHECK_INDEX in cuda/device.cuh).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -72,17 +75,14 @@ inline void check_bag_pairs(const at::Tensor& points, const at::Tensor& gt_boxes
   check_same_device({{&points, "points"}, {&gt_boxes, "gt_boxes"}});
 }
 
-inline void check_bag_iou(const at::Tensor& points, const at::Tensor& strides, const at::Tensor& distances,
-                          const at::Tensor& gt_boxes, const at::Tensor& gt_image, const at::Tensor& pair_gt,
-                          const at::Tensor& pair_point) {
+// The arguments bag_iou and _bag_iou_backward share.
+inline void check_bag_iou_pairs(const at::Tensor& points, const at::Tensor& distances, const at::Tensor& gt_boxes,
+                                const at::Tensor& gt_image, const at::Tensor& pair_gt, const at::Tensor& pair_point) {
   check_bag_pairs(points, gt_boxes);
   const int64_t P = points.size(0), M = gt_boxes.size(0);
-  check_dim(strides, "strides", 1, "(P,)");
-  check_size(strides, "strides", 0, P, "(P,) with P = points.size(0)");
   check_dim(distances, "distances", 3, "(N, P, 4)");
   check_size(distances, "distances", 1, P, "(N, P, 4) with P = points.size(0)");
   check_size(distances, "distances", 2, 4, "(N, P, 4)");
-  check_same_dtype(points, "points", strides, "strides");
   check_same_dtype(points, "points", distances, "distances");
   check_index(gt_image, "gt_image");
   check_size(gt_image, "gt_image", 0, M, "(M,) with M = gt_boxes.size(0)");
@@ -90,12 +90,25 @@ inline void check_bag_iou(const at::Tensor& points, const at::Tensor& strides, c
   check_index(pair_point, "pair_point");
   TORCH_CHECK(pair_gt.numel() == pair_point.numel(), "pair_gt and pair_point must have the same length, got ",
               pair_gt.numel(), " and ", pair_point.numel());
-  check_same_device({{&points, "points"}, {&strides, "strides"}, {&distances, "distances"},
-                     {&gt_boxes, "gt_boxes"}, {&gt_image, "gt_image"}, {&pair_gt, "pair_gt"},
-                     {&pair_point, "pair_point"}});
+  check_same_device({{&points, "points"}, {&distances, "distances"}, {&gt_boxes, "gt_boxes"},
+                     {&gt_image, "gt_image"}, {&pair_gt, "pair_gt"}, {&pair_point, "pair_point"}});
+}
+
+inline void check_bag_iou(const at::Tensor& points, const at::Tensor& strides, const at::Tensor& distances,
+                          const at::Tensor& gt_boxes, const at::Tensor& gt_image, const at::Tensor& pair_gt,
+                          const at::Tensor& pair_point) {
+  check_bag_iou_pairs(points, distances, gt_boxes, gt_image, pair_gt, pair_point);
+  check_dim(strides, "strides", 1, "(P,)");
+  check_size(strides, "strides", 0, points.size(0), "(P,) with P = points.size(0)");
+  check_same_dtype(points, "points", strides, "strides");
+  check_same_device({{&points, "points"}, {&strides, "strides"}});
+}
+
+inline void check_bag_iou_values(const at::Tensor& points, const at::Tensor& distances, const at::Tensor& gt_boxes,
+                                 const at::Tensor& gt_image, const at::Tensor& pair_gt, const at::Tensor& pair_point) {
   check_index_range(gt_image, distances.size(0), "gt_image", "images of distances");
-  check_index_range(pair_gt, M, "pair_gt", "rows of gt_boxes");
-  check_index_range(pair_point, P, "pair_point", "points");
+  check_index_range(pair_gt, gt_boxes.size(0), "pair_gt", "rows of gt_boxes");
+  check_index_range(pair_point, points.size(0), "pair_point", "points");
 }
 
 inline void check_dual_weights(const at::Tensor& score, const at::Tensor& iou, const at::Tensor& giou_loss,
@@ -112,6 +125,10 @@ inline void check_dual_weights(const at::Tensor& score, const at::Tensor& iou, c
   TORCH_CHECK(gt_pair_offsets.numel() >= 1, "gt_pair_offsets must have M + 1 >= 1 elements");
   check_same_device({{&score, "score"}, {&iou, "iou"}, {&giou_loss, "giou_loss"}, {&prior, "prior"},
                      {&gt_pair_offsets, "gt_pair_offsets"}});
+}
+
+inline void check_dual_weights_values(const at::Tensor& score, const at::Tensor& gt_pair_offsets) {
+  const int64_t K = score.numel();
   const auto offsets = gt_pair_offsets.cpu();
   const int64_t* o = offsets.data_ptr<int64_t>();
   const int64_t M = offsets.numel() - 1;
@@ -138,6 +155,9 @@ inline void check_neg_loss(const at::Tensor& cls_logits, const at::Tensor& ctr_l
               entry_index.numel(), "), got ", entry_weight.numel());
   check_same_device({{&cls_logits, "cls_logits"}, {&ctr_logits, "ctr_logits"}, {&entry_index, "entry_index"},
                      {&entry_weight, "entry_weight"}});
+}
+
+inline void check_neg_loss_values(const at::Tensor& cls_logits, const at::Tensor& entry_index) {
   check_index_range(entry_index, cls_logits.numel(), "entry_index", "flat (N * P * C) entries of cls_logits");
   // A repeated entry would be corrected twice in the loss but once in the gradient.
   if (entry_index.numel() > 1) {

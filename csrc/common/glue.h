@@ -19,16 +19,21 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> pairs_from_mask(const at::
   return {idx.select(1, 0).clone(), idx.select(1, 1).clone(), offsets};
 }
 
+// flat[index[i]] += values[i] for every i, in a fixed order under torch.use_deterministic_algorithms(True).
+// The indices are valid by construction (checked on the host by the CPU ops, in the kernels by the
+// CUDA ops), so index_put_'s own range check is skipped: on a GPU it reads them back to the host.
+inline void accumulate_into(at::Tensor flat, const at::Tensor& index, const at::Tensor& values) {
+  at::_index_put_impl_(flat, c10::List<std::optional<at::Tensor>>({index}), values, /*accumulate=*/true,
+                       /*unsafe=*/true);
+}
+
 // Sum per-pair distance gradients (K, 4) into (N, P, 4): a point may sit in several bags.
-// index_put_ with accumulate has a deterministic implementation under
-// torch.use_deterministic_algorithms(True).
 inline at::Tensor scatter_pair_grads(const at::Tensor& pair_grad, const at::Tensor& distances,
                                      const at::Tensor& gt_image, const at::Tensor& pair_gt,
                                      const at::Tensor& pair_point) {
   const int64_t P = distances.size(1);
   auto grad = at::zeros(distances.sizes(), pair_grad.options());
-  const auto anchor = gt_image.index_select(0, pair_gt) * P + pair_point;
-  grad.view({-1, 4}).index_put_({anchor}, pair_grad, /*accumulate=*/true);
+  accumulate_into(grad.view({-1, 4}), gt_image.index_select(0, pair_gt) * P + pair_point, pair_grad);
   return grad.to(distances.scalar_type());
 }
 

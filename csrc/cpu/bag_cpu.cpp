@@ -61,6 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bag_iou_cpu(const at::Tensor& poi
                                                           const at::Tensor& pair_point_, double sigma,
                                                           bool hard_prior) {
   check_bag_iou(points_, strides_, distances_, gt_boxes_, gt_image_, pair_gt_, pair_point_);
+  check_bag_iou_values(points_, distances_, gt_boxes_, gt_image_, pair_gt_, pair_point_);
   const auto points = points_.contiguous(), strides = strides_.contiguous(), distances = distances_.contiguous();
   const auto gt_boxes = gt_boxes_.contiguous(), gt_image = gt_image_.contiguous();
   const auto pair_gt = pair_gt_.contiguous(), pair_point = pair_point_.contiguous();
@@ -98,9 +99,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bag_iou_cpu(const at::Tensor& poi
 at::Tensor bag_iou_backward_cpu(const at::Tensor& grad_, const at::Tensor& points_, const at::Tensor& distances_,
                                 const at::Tensor& gt_boxes_, const at::Tensor& gt_image_, const at::Tensor& pair_gt_,
                                 const at::Tensor& pair_point_) {
-  check_dim(points_, "points", 2, "(P, 2)");
-  const auto strides_unused = at::ones({points_.size(0)}, points_.options());  // the backward needs no strides
-  check_bag_iou(points_, strides_unused, distances_, gt_boxes_, gt_image_, pair_gt_, pair_point_);
+  check_bag_iou_pairs(points_, distances_, gt_boxes_, gt_image_, pair_gt_, pair_point_);
+  check_bag_iou_values(points_, distances_, gt_boxes_, gt_image_, pair_gt_, pair_point_);
   const auto points = points_.contiguous(), distances = distances_.contiguous();
   const auto gt_boxes = gt_boxes_.contiguous(), gt_image = gt_image_.contiguous();
   const auto pair_gt = pair_gt_.contiguous(), pair_point = pair_point_.contiguous();

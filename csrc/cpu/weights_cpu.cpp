@@ -22,6 +22,7 @@ std::tuple<at::Tensor, at::Tensor> dual_weights_cpu(const at::Tensor& score_, co
                                                     double beta, double mu_num, double mu_den, int64_t neg_mode,
                                                     double gamma1) {
   check_dual_weights(score_, iou_, giou_loss_, prior_, gt_pair_offsets_);
+  check_dual_weights_values(score_, gt_pair_offsets_);
   const auto score = score_.contiguous(), iou = iou_.contiguous(), giou_loss = giou_loss_.contiguous();
   const auto prior = prior_.contiguous(), offsets = gt_pair_offsets_.contiguous();
   const int64_t M = offsets.numel() - 1;
@@ -130,6 +131,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> neg_loss_cpu(const at::Tensor& cl
                                                             const at::Tensor& entry_weight, double gamma_out,
                                                             double gamma_in, double base_weight, bool compute_grad) {
   check_neg_loss(cls_logits, ctr_logits, entry_index, entry_weight);
+  check_neg_loss_values(cls_logits, entry_index);
   const int64_t N = cls_logits.size(0), P = cls_logits.size(1), C = cls_logits.size(2);
   const auto x = class_major(cls_logits);  // (N, P, C) view of (N, C, P) memory
   const auto ctr = ctr_logits.to(x.scalar_type()).contiguous();

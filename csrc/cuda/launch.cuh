@@ -10,12 +10,11 @@
 #include <cstdint>
 #include <utility>
 
+#include "cuda/device.cuh"
+
 namespace dw_ops {
 namespace gpu {
 
-constexpr int kThreads = 256;  // threads per block of every kernel
-constexpr int kWarpSize = 32;
-constexpr int kWarps = kThreads / kWarpSize;
 // Past this many blocks the grid-stride loops take over; more blocks would only add scheduling cost.
 constexpr int64_t kMaxBlocks = 65535;
 
@@ -23,9 +22,6 @@ constexpr int64_t kMaxBlocks = 65535;
 inline unsigned int blocks_for(int64_t n, int64_t max_blocks = kMaxBlocks) {
   return static_cast<unsigned int>(std::min((n + kThreads - 1) / kThreads, max_blocks));
 }
-
-__device__ inline int64_t thread_index() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
-__device__ inline int64_t thread_count() { return int64_t(gridDim.x) * blockDim.x; }
 
 template <typename... KernelArgs, typename... Args>
 void launch(void (*kernel)(KernelArgs...), unsigned int blocks, Args&&... args) {
