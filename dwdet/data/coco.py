@@ -172,6 +172,11 @@ class CocoDetection(Dataset):
         return len(self.cat_ids)
 
     @property
+    def categories(self) -> list[dict]:
+        """``{"id", "name"}`` of each class in label order (what checkpoints carry)."""
+        return [{"id": cat_id, "name": name} for cat_id, name in zip(self.cat_ids, self.class_names)]
+
+    @property
     def image_sizes(self) -> list[tuple[int, int]]:
         """(height, width) of every image, in dataset order, from the annotation file."""
         return [(self.coco.imgs[i]["height"], self.coco.imgs[i]["width"]) for i in self.ids]
@@ -197,19 +202,6 @@ class CocoDetection(Dataset):
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
-
-    def label_to_category_id(self, labels: torch.Tensor) -> list[int]:
-        """Map 0-based labels back to the file's category ids."""
-        return [self.cat_ids[label] for label in labels.tolist()]
-
-    def to_coco_results(self, image_id: int, prediction: dict) -> list[dict]:
-        """Detections of one image (``{"boxes" xyxy, "labels", "scores"}``) as COCO result entries."""
-        boxes = prediction["boxes"].detach().to("cpu", torch.float64)
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-        categories = self.label_to_category_id(prediction["labels"])
-        scores = prediction["scores"].tolist()
-        return [{"image_id": image_id, "category_id": c, "bbox": b, "score": s}
-                for b, c, s in zip(xywh, categories, scores)]
 
     def _path(self, image_id: int) -> str:
         return os.path.join(self.image_root, self.coco.imgs[image_id]["file_name"])
