@@ -16,19 +16,16 @@ differently are measured alike. Per run, over the GTs of the dataset:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import torch
 
-import torch  # noqa: E402
-
-from dwdet.config import load_config  # noqa: E402
-from dwdet.engine import builders, load_checkpoint  # noqa: E402
-from dwdet.losses import DWLoss  # noqa: E402
-from dwdet.models import FCOSDetector  # noqa: E402
+from dwdet.config import load_config
+from dwdet.utils.io import write_json
+from dwdet.engine import builders, load_checkpoint
+from dwdet.losses import DWLoss
+from dwdet.models import FCOSDetector
 
 COLUMNS = ("gts", "bag", "best IoU", "IoU>=0.5", "P_neg=1", "score")
 
@@ -86,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     for run, stats in results.items():
         print(f"| {run} | {stats['gts']} | " + " | ".join(f"{stats[k]:.3f}" for k in COLUMNS[1:]) + " |")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        write_json(results, args.json, indent=1)  # elsewhere, said where, if args.json cannot be written
 
 
 if __name__ == "__main__":

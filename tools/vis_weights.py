@@ -18,11 +18,7 @@ of the bag with joint score s (cls x centerness of the object's class) and t = I
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import Dict, List
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import matplotlib  # noqa: E402
 
