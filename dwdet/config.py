@@ -175,8 +175,8 @@ def _set_dotted(data: dict[str, Any], key: str, text: str) -> None:
     if leaf not in node:
         raise ConfigError(_unknown_key_message(key, node))
     value = _parse_literal(text)
-    if isinstance(node[leaf], str) and not isinstance(value, str):
-        value = text  # e.g. `data.year=2017` for a string key
+    if isinstance(node[leaf], str) and not isinstance(value, (str, type(None))):
+        value = text  # e.g. `data.year=2017` for a string key; None still unsets it
     if isinstance(node[leaf], dict) and isinstance(value, Mapping):
         _merge(node[leaf], value, key + ".", allow_new=False)
     else:

@@ -42,6 +42,7 @@ def test_loads_sections_and_skips_private_names_modules_and_functions(base):
     ("model.refine=True", ("model", "refine"), True),
     ("model.backbone=resnet18", ("model", "backbone"), "resnet18"),
     ("model.backbone=101", ("model", "backbone"), "101"),  # a string key keeps the text
+    ("model.backbone=None", ("model", "backbone"), None),  # but None unsets it (e.g. model.backbone_weights)
     ("train.lr_steps=[16,22]", ("train", "lr_steps"), (16, 22)),  # the existing container type is kept
     ("train.lr_steps=8", ("train", "lr_steps"), (8,)),  # a scalar for a sequence key: a sequence of one
     ("train.mean=0.5", ("train", "mean"), [0.5]),
