@@ -106,3 +106,15 @@ def test_collate_keeps_images_apart():
     images, targets = collate(items)
     assert isinstance(images, list) and [i.shape for i in images] == [(3, 4, 5), (3, 6, 2)]
     assert targets == [{"image_id": 1}, {"image_id": 2}]
+
+
+def test_seeded_dataset_shows_the_wrapped_datasets_attributes_and_pickles():
+    import pickle
+    dataset = ToyDataset(mixed_sizes(3))
+    dataset.categories = [{"id": 5, "name": "five"}]
+    wrapped = SeededDataset(dataset)
+    assert wrapped.categories == dataset.categories and wrapped.image_sizes == dataset.image_sizes
+    with pytest.raises(AttributeError):
+        wrapped.no_such_attribute
+    again = pickle.loads(pickle.dumps(wrapped))  # as DataLoader workers receive it
+    assert again.categories == dataset.categories and torch.equal(again[(1, 7)][0], wrapped[(1, 7)][0])

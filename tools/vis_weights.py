@@ -28,7 +28,8 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from dwdet.config import load_config  # noqa: E402
-from dwdet.engine import builders, load_checkpoint  # noqa: E402
+from dwdet.cli.common import add_print_config, print_config  # noqa: E402
+from dwdet.engine import builders  # noqa: E402
 from dwdet.losses import DWLoss  # noqa: E402
 from dwdet.models import FCOSDetector  # noqa: E402
 
@@ -46,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gt", type=int, default=None, help="box index in the image (default: the largest)")
     parser.add_argument("--opts", nargs="+", default=[], metavar="key=value", help="config overrides")
     parser.add_argument("--out", default="weights.png", help="the PNG to write")
+    add_print_config(parser)
     return parser.parse_args(argv)
 
 
@@ -128,12 +130,14 @@ def plot_maps(image: Tensor, box: Tensor, maps: List[Dict[str, Tensor]], map_box
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
+    if args.print_config:
+        print_config(cfg)
+        return
     if cfg.loss.type != "dw" or cfg.model.get("type", "fcos") != "fcos":
         raise SystemExit(f"{args.config}: the DW weights need our detector with loss.type='dw' "
                          f"(got model.type={cfg.model.get('type', 'fcos')!r}, loss.type={cfg.loss.type!r})")
-    model = builders.build_model(cfg)
-    model.load_state_dict(load_checkpoint(args.checkpoint)["model"])
     dataset = builders.build_dataset(cfg, args.split)
+    model, _, _ = builders.load_detector(args.checkpoint, cfg=cfg, categories=getattr(dataset, "categories", None))
     if not 0 <= args.index < len(dataset):
         raise SystemExit(f"--index {args.index} is out of range: the {args.split} set has {len(dataset)} images")
     image, target = dataset[args.index]
