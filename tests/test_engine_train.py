@@ -83,6 +83,7 @@ def test_resume_refuses_another_batch_size(tmp_path, uninterrupted):
                 **BUILDERS)
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # the reference schedule
 def test_resume_on_another_total_batch_continues_at_the_same_point_with_a_warning(tmp_path):
     """Stopped after 2 batches of 2 images (mid-epoch 1): with batches of 1 the run continues
     after 4 batches, at the lr of iteration 4 of the new schedule, and finishes its 8 per epoch."""

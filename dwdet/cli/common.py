@@ -8,12 +8,11 @@ from dwdet.config import Config, format_config
 __all__ = ["add_config_arguments", "add_print_config", "print_config"]
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, positional_overrides: bool = True) -> None:
-    """``config``, ``key=value`` overrides (positional and/or after ``--opts``) and ``--print-config``."""
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``config``, ``key=value`` overrides (positional and after ``--opts``) and ``--print-config``."""
     parser.add_argument("config", help="config file (.py, or a run's config.json)")
-    if positional_overrides:
-        parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
-                            help="config overrides, e.g. train.lr=0.02")
+    parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                        help="config overrides, e.g. train.lr=0.02")
     parser.add_argument("--opts", nargs="+", default=[], metavar="key=value", help="more config overrides")
     add_print_config(parser)
 
