@@ -1,5 +1,6 @@
 # `make test` and `make demo` work on a fresh machine: they create .venv, install the pinned
-# requirements, build the extension, then run.
+# requirements, install the checkout into it in editable mode (dw_ops, dwdet, the dwdet-* commands;
+# this compiles dw_ops._C), then run.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,12 +12,15 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt
-	# Make the checkout importable from the venv (tools/ and tests run against it in place).
-	$(PY) -c "import site, os; open(os.path.join(site.getsitepackages()[0], 'dwdet-checkout.pth'), 'w').write(os.getcwd())"
 	touch $@
 
-build: venv
+# The editable install registers the package and its commands once; later builds recompile only
+# what changed (ninja, in build/), in place, where the editable install finds the extension.
+build: venv $(VENV)/.editable
 	$(PY) setup.py build_ext --inplace
+$(VENV)/.editable: $(VENV)/.installed pyproject.toml setup.py
+	$(PY) -m pip install --no-build-isolation --no-deps -e .
+	touch $@
 
 # Compile the CUDA kernels even without a GPU (what CI does to catch CUDA compile errors).
 build-cuda: venv

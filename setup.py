@@ -1,6 +1,7 @@
-"""Build the dw_ops._C extension.
+"""Build the dw_ops._C extension; the package metadata is in pyproject.toml.
 
-    python setup.py build_ext --inplace
+    pip install --no-build-isolation -e .      # what `make build` does
+    pip install --no-build-isolation .         # into any environment that has torch
 
 CPU kernels are always built. CUDA kernels are built when a CUDA toolkit is found and either a GPU
 is visible or FORCE_CUDA=1 (e.g. on a build machine without a GPU). The fixes for the usual build
@@ -10,8 +11,9 @@ CUDA wheels rather than the toolkit) are applied here so that users need not kno
 import glob
 import os
 import sys
+import sysconfig
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 # Data-centre and consumer GPUs that nvcc 12/13 can target (Turing .. Blackwell), plus PTX for newer.
 DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0;10.0;12.0+PTX"
@@ -87,12 +89,17 @@ def _extension():
                          define_macros=define_macros)
 
 
+class _BuildExtension(BuildExtension):
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        # An editable install (`make build`) would compile in a fresh temporary folder every time;
+        # in the checkout's build/ instead, ninja recompiles only what changed since the last build
+        # of any kind (`setup.py build_ext --inplace` and wheels use the same folder).
+        if getattr(self, "editable_mode", False):
+            self.build_temp = os.path.join(HERE, "build", f"temp.{sysconfig.get_platform()}-{sys.implementation.cache_tag}")
+
+
 setup(
-    name="dwdet",
-    version="0.1.0",
-    description="Dual Weighting label assignment for dense object detectors, with fused C++/CUDA operators",
-    packages=find_packages(include=["dw_ops", "dw_ops.*", "dwdet", "dwdet.*"]),
-    python_requires=">=3.9",
     ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": _BuildExtension.with_options(use_ninja=True)},
 )

@@ -4,12 +4,14 @@ A config file is plain Python: every top-level name that does not start with ``_
 module, function or class becomes a key (usually one dict per section: ``model``, ``loss``,
 ``data``, ``train``, ``eval``). A file may inherit with ``_base_ = "other.py"`` (or a list of
 files, merged in order; paths relative to the file). Sections merge key by key; a dict holding
-``"_replace_": True`` replaces the inherited dict instead of merging into it.
+``"_replace_": True`` (or MMEngine's spelling, ``"_delete_": True``) replaces the inherited dict
+instead of merging into it.
 
 Values from a child file or the command line are checked against the value they replace: an
 ``int`` key takes ints, a ``float`` key ints or floats, a ``bool`` key only ``True``/``False``,
-lists and tuples are interchangeable and checked element by element, and a key whose value is
-``None`` takes anything. Command-line overrides may not add keys. Every error names the key.
+lists and tuples are interchangeable and checked element by element (a single value for a
+sequence key is a sequence of one: ``model.min_size=300`` means ``(300,)``), and a key whose value
+is ``None`` takes anything. Command-line overrides may not add keys. Every error names the key.
 
     cfg = load_config("configs/dw_r50_fpn_1x_coco.py", ["train.lr=0.02", "model.backbone=resnet18"])
     cfg.train.lr            # 0.02
@@ -27,9 +29,13 @@ import types
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["Config", "ConfigError", "load_config", "save_config"]
+__all__ = ["Config", "ConfigError", "apply_overrides", "format_config", "load_config", "save_config"]
 
-_REPLACE = "_replace_"
+_REPLACE_KEYS = ("_replace_", "_delete_")  # ours, and MMEngine's name for the same thing
+
+
+def _replaces(value: Any) -> bool:
+    return isinstance(value, Mapping) and any(value.get(key) for key in _REPLACE_KEYS)
 
 
 class ConfigError(ValueError):
@@ -78,7 +84,13 @@ class Config(Mapping):
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
     """Load a ``.py`` config (following ``_base_``) or a saved ``.json`` one, then apply
     ``key.sub=value`` overrides (values parsed as Python literals, bare words as strings)."""
-    data = _load_file(os.fspath(path), chain=())
+    return apply_overrides(_load_file(os.fspath(path), chain=()), overrides)
+
+
+def apply_overrides(cfg: Config | Mapping[str, Any], overrides: Sequence[str]) -> Config:
+    """``cfg`` (a Config or a resolved dict, e.g. a checkpoint's) with ``key.sub=value`` overrides
+    applied, checked as :func:`load_config` checks them."""
+    data = cfg.to_dict() if isinstance(cfg, Config) else copy.deepcopy(dict(cfg))
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
@@ -91,8 +103,13 @@ def save_config(cfg: Config | Mapping[str, Any], path: str | os.PathLike) -> Non
     """Write the resolved config as JSON (loadable again with :func:`load_config`)."""
     data = cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)
     with open(path, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
+        f.write(format_config(data) + "\n")
+
+
+def format_config(cfg: Config | Mapping[str, Any]) -> str:
+    """The resolved config as the JSON that :func:`save_config` writes (what ``--print-config`` shows)."""
+    data = cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)
+    return json.dumps(data, indent=2, sort_keys=False)
 
 
 def _load_file(path: str, chain: tuple[str, ...]) -> dict[str, Any]:
@@ -126,14 +143,14 @@ def _merge(dst: dict[str, Any], src: Mapping[str, Any], prefix: str, allow_new: 
            source: str = "") -> None:
     """Merge ``src`` into ``dst`` in place, type-checking every replaced value."""
     for key, value in src.items():
-        if key == _REPLACE:
+        if key in _REPLACE_KEYS:
             continue
         name = prefix + key
         if key not in dst:
             if not allow_new:
                 raise ConfigError(_unknown_key_message(name, dst))
             dst[key] = _strip_replace(value)
-        elif isinstance(dst[key], dict) and isinstance(value, Mapping) and not value.get(_REPLACE):
+        elif isinstance(dst[key], dict) and isinstance(value, Mapping) and not _replaces(value):
             _merge(dst[key], value, name + ".", allow_new, source)
         else:
             dst[key] = _coerce(name, value, dst[key], source)
@@ -141,7 +158,7 @@ def _merge(dst: dict[str, Any], src: Mapping[str, Any], prefix: str, allow_new: 
 
 def _strip_replace(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {k: _strip_replace(v) for k, v in value.items() if k != _REPLACE}
+        return {k: _strip_replace(v) for k, v in value.items() if k not in _REPLACE_KEYS}
     return copy.deepcopy(value)
 
 
@@ -158,8 +175,8 @@ def _set_dotted(data: dict[str, Any], key: str, text: str) -> None:
     if leaf not in node:
         raise ConfigError(_unknown_key_message(key, node))
     value = _parse_literal(text)
-    if isinstance(node[leaf], str) and not isinstance(value, str) and value is not None:
-        value = text  # e.g. `data.year=2017` for a string key; None unsets it
+    if isinstance(node[leaf], str) and not isinstance(value, (str, type(None))):
+        value = text  # e.g. `data.year=2017` for a string key; None still unsets it
     if isinstance(node[leaf], dict) and isinstance(value, Mapping):
         _merge(node[leaf], value, key + ".", allow_new=False)
     else:
@@ -175,7 +192,7 @@ def _parse_literal(text: str) -> Any:
 
 def _coerce(name: str, value: Any, old: Any, source: str = "") -> Any:
     """``value`` converted to the type of ``old`` it replaces, or a ConfigError naming ``name``."""
-    if old is None or isinstance(value, Mapping) and value.get(_REPLACE):
+    if old is None or _replaces(value):
         return _strip_replace(value)
     where = f" (from {source})" if source else ""
 
@@ -197,7 +214,9 @@ def _coerce(name: str, value: Any, old: Any, source: str = "") -> Any:
         return float(value)
     if isinstance(old, (list, tuple)):
         if not isinstance(value, (list, tuple)):
-            raise fail()
+            if not old or isinstance(value, Mapping):
+                raise fail()
+            value = [value]  # a scalar for a sequence key: a sequence of one, checked below
         kinds = {type(x) for x in old}
         if len(kinds) == 1:
             value = [_coerce(f"{name}[{i}]", x, old[0], source) for i, x in enumerate(value)]

@@ -83,6 +83,8 @@ class TinyDataset(Dataset):
     process / return an all-NaN image.
     """
 
+    categories = [{"id": c, "name": f"c{c}"} for c in CATEGORY_IDS]  # label order, as CocoDetection has them
+
     def __init__(self, n: int, flip: bool, sigterm_at: int | None = None, nan_at: int | None = None):
         self.n, self.flip, self.sigterm_at, self.nan_at = n, flip, sigterm_at, nan_at
         self.calls = 0
@@ -126,7 +128,7 @@ class TinyDataset(Dataset):
                 annotations.append({"id": len(annotations) + 1, "image_id": target["image_id"], "iscrowd": 0,
                                     "category_id": CATEGORY_IDS[label], "bbox": [box[0], box[1], w, h], "area": w * h})
         return coco_from_dict({"images": images, "annotations": annotations,
-                               "categories": [{"id": c, "name": f"c{c}"} for c in CATEGORY_IDS]})
+                               "categories": self.categories})
 
 
 def coco_from_dict(dataset: dict) -> COCO:

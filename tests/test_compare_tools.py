@@ -16,7 +16,7 @@ from dwdet.engine.builders import build_loss, build_model
 from dwdet.engine.checkpoint import save_checkpoint
 from dwdet.losses import LOSSES, DWLoss
 from dwdet.models import FCOSDetector, build_fcos
-from tests.test_tools import ROOT, load_tool
+from tests.tool_loader import ROOT, load_tool
 
 compare = load_tool("compare")
 vis_weights = load_tool("vis_weights")

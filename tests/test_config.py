@@ -42,8 +42,10 @@ def test_loads_sections_and_skips_private_names_modules_and_functions(base):
     ("model.refine=True", ("model", "refine"), True),
     ("model.backbone=resnet18", ("model", "backbone"), "resnet18"),
     ("model.backbone=101", ("model", "backbone"), "101"),  # a string key keeps the text
-    ("model.backbone=None", ("model", "backbone"), None),  # ... but None unsets it
+    ("model.backbone=None", ("model", "backbone"), None),  # but None unsets it (e.g. model.backbone_weights)
     ("train.lr_steps=[16,22]", ("train", "lr_steps"), (16, 22)),  # the existing container type is kept
+    ("train.lr_steps=8", ("train", "lr_steps"), (8,)),  # a scalar for a sequence key: a sequence of one
+    ("train.mean=0.5", ("train", "mean"), [0.5]),
     ("train.mean=(0,0.5,1)", ("train", "mean"), [0.0, 0.5, 1.0]),
     ("train.resume=work_dirs/run/last.pth", ("train", "resume"), "work_dirs/run/last.pth"),  # None takes anything
     ("model.norm.groups=16", ("model", "norm", "groups"), 16),
@@ -68,7 +70,8 @@ def test_override_values(base, override, key, expected):
     ("model.refine=1", r"'model.refine' expects bool like False, got int 1"),
     ("train.epochs=True", r"'train.epochs' expects int"),
     ("train.lr=fast", r"'train.lr' expects float like 0.01, got str 'fast'"),
-    ("train.lr_steps=8", r"'train.lr_steps' expects tuple"),
+    ("train.lr_steps=fast", r"'train.lr_steps\[0\]' expects int like 8, got str 'fast'"),
+    ("train.lr_steps={'a': 1}", r"'train.lr_steps' expects tuple"),
     ("train.lr_steps=[8,11.5]", r"'train.lr_steps\[1\]' expects int"),
     ("model.norm=GN", r"'model.norm' expects dict"),
     ("train.lr", r"override 'train.lr' is not of the form key.sub=value"),
@@ -101,11 +104,12 @@ def test_inheritance_merges_sections_and_checks_types(tmp_path, base):
         load_config(bad)
 
 
-def test_several_bases_merge_in_order_and_replace_marker(tmp_path, base):
+@pytest.mark.parametrize("marker", ["_replace_", "_delete_"])  # ours and MMEngine's spelling
+def test_several_bases_merge_in_order_and_replace_marker(tmp_path, base, marker):
     write(tmp_path, "other.py", 'model = dict(depth=101, extra=True)\n')
-    child = write(tmp_path, "child.py", """
+    child = write(tmp_path, "child.py", f"""
         _base_ = ["base.py", "other.py"]
-        model = dict(norm=dict(_replace_=True, type="BN"))
+        model = dict(norm=dict({marker}=True, type="BN"))
     """)
     cfg = load_config(child)
     assert cfg.model.depth == 101 and cfg.model.extra is True
@@ -139,3 +143,15 @@ def test_config_is_read_only_and_missing_keys_are_named(base):
         cfg.model.norm.eps
     cfg.to_dict()["train"]["lr"] = 1.0
     assert cfg.train.lr == 0.01  # to_dict is a copy
+
+
+def test_overrides_apply_to_a_resolved_dict_and_the_printed_config_reloads(tmp_path, base):
+    from dwdet.config import apply_overrides, format_config
+    saved = load_config(base).to_dict()
+    cfg = apply_overrides(saved, ["train.lr=0.5"])
+    assert cfg.train.lr == 0.5 and saved["train"]["lr"] == 0.01  # the input is not modified
+    (tmp_path / "printed.json").write_text(format_config(cfg))
+    assert load_config(tmp_path / "printed.json").to_dict() == {**saved, "train": {**saved["train"], "lr": 0.5,
+                                                                                  "lr_steps": [8, 11]}}
+    with pytest.raises(ConfigError, match="unknown config key 'train.lrr'"):
+        apply_overrides(saved, ["train.lrr=1"])

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from dwdet.data.coco import CocoDetection, load_coco
+from dwdet.engine.evaluation import detections_to_coco
 
 CATEGORIES = [{"id": 7, "name": "seven"}, {"id": 3, "name": "three"}, {"id": 11, "name": "eleven"}]
 
@@ -82,11 +83,12 @@ def test_label_mapping_round_trip(tmp_path):
     dataset = CocoDetection(root, ann_file)
     assert dataset.cat_ids == [3, 7, 11] and dataset.num_classes == 3
     assert dataset.class_names == ["three", "seven", "eleven"]
-    assert [dataset.cat_id_to_label[c] for c in dataset.label_to_category_id(torch.arange(3))] == [0, 1, 2]
+    assert dataset.categories == [{"id": 3, "name": "three"}, {"id": 7, "name": "seven"}, {"id": 11, "name": "eleven"}]
 
+    # back through the one COCO-results writer, with the dataset's label order
     _, target = dataset[0]
     scores = torch.tensor([0.9, 0.8, 0.7])
-    results = dataset.to_coco_results(1, {**target, "scores": scores})
+    results = detections_to_coco(1, {**target, "scores": scores}, dataset.cat_ids)
     originals = {(a["category_id"], tuple(a["bbox"])) for a in annotations}
     assert {(r["category_id"], tuple(r["bbox"])) for r in results} == originals
     assert [r["score"] for r in results] == pytest.approx(scores.tolist())

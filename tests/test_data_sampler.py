@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler, RandomSampler
 
-from dwdet.data.sampler import (GroupedBatchSampler, SeededDataset, ShardSampler, aspect_ratio_groups,
-                                build_eval_loader, build_train_loader, collate)
+from dwdet.data.sampler import GroupedBatchSampler, SeededDataset, aspect_ratio_groups, collate
 from dwdet.data.transforms import RandomHorizontalFlip
 
 
@@ -34,12 +33,12 @@ def mixed_sizes(n):
     return [(4, 6) if (i * 7) % 5 < 3 else (6, 4) for i in range(n)]  # ~60% landscape, ~40% portrait
 
 
-def rank_batches(n, batch_size, world_size, epoch=0, seed=0, start_batch=0):
+def rank_batches(n, batch_size, world_size, epoch=0, seed=0):
     groups = aspect_ratio_groups(mixed_sizes(n))
     out = []
     for rank in range(world_size):
         sampler = GroupedBatchSampler(DistributedSampler(range(n), world_size, rank, seed=seed), groups, batch_size)
-        sampler.set_epoch(epoch, start_batch)
+        sampler.set_epoch(epoch)
         out.append([[index for index, _ in batch] for batch in sampler])
     return out, groups
 
@@ -76,19 +75,6 @@ def test_epochs_are_a_function_of_seed_and_epoch():
     assert rank_batches(40, 2, 2, epoch=3, seed=5) != rank_batches(40, 2, 2, epoch=3, seed=6)
 
 
-def test_resume_skips_to_the_same_remaining_batches():
-    groups = aspect_ratio_groups(mixed_sizes(30))
-    sampler = GroupedBatchSampler(DistributedSampler(range(30), 2, 1, seed=9), groups, 4)
-    sampler.set_epoch(2)
-    full = list(sampler)  # (index, seed) pairs: the transform seeds must match too
-    assert len(full) == len(sampler) == sampler.batches_per_epoch == 4
-    for start in range(len(full) + 1):
-        sampler.set_epoch(2, start_batch=start)
-        assert len(sampler) == len(full) - start and list(sampler) == full[start:]
-    with pytest.raises(ValueError, match=r"start_batch must be in \[0, 4\], got 5"):
-        sampler.set_epoch(2, start_batch=5)
-
-
 def test_sampler_argument_errors():
     with pytest.raises(TypeError, match="must be a torch.utils.data.DistributedSampler"):
         GroupedBatchSampler(RandomSampler(range(4)), [0] * 4, 2)
@@ -115,52 +101,20 @@ def test_seeded_dataset_makes_transforms_a_function_of_the_key():
     assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left as it was
 
 
-def test_train_loader_resumes_exactly_whatever_the_workers():
-    sizes = mixed_sizes(14)
-    dataset = ToyDataset(sizes, RandomHorizontalFlip())
-    uninterrupted = build_train_loader(dataset, batch_size=3, workers=0, seed=4)
-    uninterrupted.batch_sampler.set_epoch(1)
-    full = list(uninterrupted)
-    assert len(full) == math.ceil(14 / 3)
-    assert sorted(t["image_id"] for _, targets in full for t in targets) == list(range(14))
-    flipped = [was_flipped(image, t["image_id"], sizes) for images, targets in full
-               for image, t in zip(images, targets)]
-    assert any(flipped) and not all(flipped)
-    boxes_flipped = [t["boxes"][0, 0].item() != 0 for _, targets in full for t in targets]
-    assert boxes_flipped == flipped  # each target is flipped with its own image
-
-    resumed = build_train_loader(dataset, batch_size=3, workers=2, seed=4)
-    resumed.batch_sampler.set_epoch(1, start_batch=2)
-    rest = list(resumed)
-    assert len(rest) == len(full) - 2
-    for (images_a, targets_a), (images_b, targets_b) in zip(full[2:], rest):
-        assert [t["image_id"] for t in targets_a] == [t["image_id"] for t in targets_b]
-        assert all(torch.equal(a, b) for a, b in zip(images_a, images_b))
-        assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(targets_a, targets_b))
-
-
-def test_loaders_need_what_they_use():
-    with pytest.raises(TypeError, match="has no image_sizes"):
-        build_train_loader(range(4), batch_size=2, workers=0, seed=0)
-    with pytest.raises(RuntimeError, match="distributed=True needs an initialised torch.distributed"):
-        build_eval_loader(ToyDataset(mixed_sizes(4)), distributed=True)
-
-
-def test_eval_sharding_sees_every_image_once_in_order():
-    shards = [list(ShardSampler(11, rank, 3)) for rank in range(3)]
-    assert sorted(i for shard in shards for i in shard) == list(range(11))
-    assert [len(ShardSampler(11, rank, 3)) for rank in range(3)] == [4, 4, 3]
-    assert all(shard == sorted(shard) for shard in shards)
-    with pytest.raises(ValueError, match=r"rank must be in \[0, 3\), got 3"):
-        ShardSampler(11, 3, 3)
-
-    loader = build_eval_loader(ToyDataset(mixed_sizes(5)), batch_size=2, workers=0)
-    batches = [[t["image_id"] for t in targets] for _, targets in loader]
-    assert batches == [[0, 1], [2, 3], [4]]
-
-
 def test_collate_keeps_images_apart():
     items = [(torch.zeros(3, 4, 5), {"image_id": 1}), (torch.ones(3, 6, 2), {"image_id": 2})]
     images, targets = collate(items)
     assert isinstance(images, list) and [i.shape for i in images] == [(3, 4, 5), (3, 6, 2)]
     assert targets == [{"image_id": 1}, {"image_id": 2}]
+
+
+def test_seeded_dataset_shows_the_wrapped_datasets_attributes_and_pickles():
+    import pickle
+    dataset = ToyDataset(mixed_sizes(3))
+    dataset.categories = [{"id": 5, "name": "five"}]
+    wrapped = SeededDataset(dataset)
+    assert wrapped.categories == dataset.categories and wrapped.image_sizes == dataset.image_sizes
+    with pytest.raises(AttributeError):
+        wrapped.no_such_attribute
+    again = pickle.loads(pickle.dumps(wrapped))  # as DataLoader workers receive it
+    assert again.categories == dataset.categories and torch.equal(again[(1, 7)][0], wrapped[(1, 7)][0])

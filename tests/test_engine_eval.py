@@ -74,16 +74,32 @@ def test_detections_to_coco_maps_labels_and_boxes():
 def test_ground_truth_as_detections_scores_ap_one(coco_gt, capsys):
     metrics = evaluate(EchoGroundTruth(), eval_loader(GroundTruthDataset(), batch_size=2, num_workers=0),
                        CocoEvaluator(coco_gt, CATEGORY_IDS), torch.device("cpu"))
-    assert metrics == {name: pytest.approx(1.0) for name in METRIC_NAMES}
+    assert metrics == {**{name: pytest.approx(1.0) for name in METRIC_NAMES},
+                       "AP_per_class": {"cat5": pytest.approx(1.0), "cat9": pytest.approx(1.0)}}
     printed = capsys.readouterr().out
     assert "Average Precision" in printed and "AP50" in printed and "100.0" in printed
+    assert "| cat5  | 100.0 |" in printed and "| cat9  | 100.0 |" in printed
+
+
+def test_per_class_ap_scores_each_category_alone(coco_gt):
+    """Perfect detections of cat5 only: its AP is 1, cat9's 0, and the mean AP is their mean; a
+    category without ground truth among the evaluated images has no AP."""
+    results = []
+    for image_id, _, _, boxes in IMAGES:
+        results += [{"image_id": image_id, "category_id": CATEGORY_IDS[0], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                     "score": 1.0} for x1, y1, x2, y2, label in boxes if label == 0]
+    stats = coco_bbox_eval(coco_gt, results, verbose=False)
+    assert stats["AP_per_class"] == {"cat5": pytest.approx(1.0), "cat9": 0.0}
+    assert stats["AP"] == pytest.approx(0.5)
+    only_cat9_images = coco_bbox_eval(coco_gt, results, image_ids=[12], verbose=False)
+    assert only_cat9_images["AP_per_class"] == {"cat5": None, "cat9": 0.0}
 
 
 def test_swapped_categories_and_shifted_boxes_score_lower(coco_gt):
     loader = eval_loader(GroundTruthDataset(), batch_size=1, num_workers=0)
     swapped = evaluate(EchoGroundTruth(), loader, CocoEvaluator(coco_gt, CATEGORY_IDS[::-1]), torch.device("cpu"),
                        verbose=False)
-    assert swapped["AP"] == 0.0
+    assert swapped["AP"] == 0.0 and swapped["AP_per_class"] == {"cat5": 0.0, "cat9": 0.0}
     # without the classes the swapped detections are perfect again
     agnostic = evaluate(EchoGroundTruth(), loader, CocoEvaluator(coco_gt, CATEGORY_IDS[::-1]), torch.device("cpu"),
                         verbose=False, class_agnostic=True)
@@ -95,7 +111,10 @@ def test_swapped_categories_and_shifted_boxes_score_lower(coco_gt):
 
 
 def test_no_detections_score_zero(coco_gt):
-    assert coco_bbox_eval(coco_gt, [], verbose=False) == dict.fromkeys(METRIC_NAMES, 0.0)
+    assert coco_bbox_eval(coco_gt, [], verbose=False) == {**dict.fromkeys(METRIC_NAMES, 0.0),
+                                                          "AP_per_class": {"cat5": 0.0, "cat9": 0.0}}
+    assert coco_bbox_eval(coco_gt, [], image_ids=[13], verbose=False)["AP_per_class"] == {"cat5": None,
+                                                                                          "cat9": None}
 
 
 def test_evaluation_is_restricted_to_the_processed_images(coco_gt):

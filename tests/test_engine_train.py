@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dwdet.config import load_config
-from dwdet.engine import NonFiniteLossError, Trainer, load_checkpoint
+from dwdet.engine import NonFiniteLossError, Trainer, load_checkpoint, save_checkpoint
 from tests.engine_helpers import BUILDERS, tiny_config
 
 
@@ -70,16 +70,37 @@ def test_init_from_takes_the_weights_but_starts_the_schedule_afresh(tmp_path, un
     assert trainer.progress.iteration == 0 and trainer.lr_scheduler.last_epoch == 0
     fresh = Trainer(tiny_config(tmp_path, ["eval.interval=0"]), tmp_path / "fresh", **BUILDERS)
     assert not same_weights(fresh.model.state_dict(), source["model"])
+    other = tmp_path / "other.pth"
+    save_checkpoint({**source, "model": {**source["model"], "cls.weight": torch.zeros(3, 8)}}, other)
     with pytest.raises(ValueError, match="train.init_from.*does not fit"):
-        Trainer(tiny_config(tmp_path, [f"train.init_from={work_dir / 'epoch_1.pth'}", "model.num_classes=3"]),
-                tmp_path / "bad", **BUILDERS)
+        Trainer(tiny_config(tmp_path, [f"train.init_from={other}"]), tmp_path / "bad", **BUILDERS)
 
 
 def test_resume_refuses_another_batch_size(tmp_path, uninterrupted):
     _, _, work_dir = uninterrupted
-    with pytest.raises(RuntimeError, match="batch 2.*batch_size"):
+    with pytest.raises(RuntimeError, match="batch 2.*batch_size.*--allow-world-size-change"):
         Trainer(tiny_config(tmp_path, ["train.batch_size=3"]), tmp_path / "x", resume=work_dir / "last.pth",
                 **BUILDERS)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # the reference schedule
+def test_resume_on_another_total_batch_continues_at_the_same_point_with_a_warning(tmp_path):
+    """Stopped after 2 batches of 2 images (mid-epoch 1): with batches of 1 the run continues
+    after 4 batches, at the lr of iteration 4 of the new schedule, and finishes its 8 per epoch."""
+    _, stopped = run(tmp_path, "stopped", ["eval.interval=0", "data.sigterm_at=3"])
+    assert load_checkpoint(tmp_path / "stopped" / "last.pth")["progress"] == {"epoch": 0, "epoch_iter": 2,
+                                                                                "iteration": 2}
+    cfg = tiny_config(tmp_path, ["eval.interval=0", "train.batch_size=1"])
+    with pytest.warns(UserWarning, match=r"with 1 x 1: not an exact resume.*epoch 1, batch 4"):
+        trainer = Trainer(cfg, tmp_path / "stopped", resume=tmp_path / "stopped" / "last.pth",
+                          allow_world_size_change=True, **BUILDERS)
+    assert (trainer.progress.epoch, trainer.progress.epoch_iter, trainer.progress.iteration) == (0, 4, 4)
+    fresh = Trainer(cfg, tmp_path / "fresh", **BUILDERS)
+    for _ in range(4):
+        fresh.lr_scheduler.step()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(fresh.optimizer.param_groups[0]["lr"])
+    assert trainer.lr_scheduler.get_last_lr() == pytest.approx(fresh.lr_scheduler.get_last_lr())
+    assert trainer.fit() == {"status": "finished", "epoch": 2, "iteration": 16, "metrics": None}
 
 
 def test_metrics_log_and_saved_config(tmp_path):
@@ -166,3 +187,26 @@ def test_the_trainer_tells_a_loss_with_set_epoch_each_epoch(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, ["eval.interval=0"]), tmp_path / "run", **{**BUILDERS, "build_model": build_model})
     assert trainer.fit()["status"] == "finished"
     assert recorder.epochs == [0, 1]
+
+
+def test_train_log_and_tensorboard_events_in_the_run_folder(tmp_path):
+    trainer, result = run(tmp_path, "logged", ["train.epochs=1", "train.tensorboard=True"])
+    log = (tmp_path / "logged" / "train.log").read_text()
+    assert "[rank 0] INFO dwdet.engine.metrics: type=train epoch=1 iter=2" in log
+    assert "COCO bbox metrics after epoch 1" in log and "| c3    |" in log  # the per-class table
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "logged" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
+    assert events.Scalars("val/AP")[0].value == pytest.approx(result["metrics"]["AP"])
+    per_class = result["metrics"]["AP_per_class"]
+    for name in ("c3", "c7"):
+        if per_class[name] is not None:
+            assert events.Scalars(f"val/AP_per_class/{name}")[0].value == pytest.approx(per_class[name])
+
+
+def test_the_configs_log_to_tensorboard_by_default():
+    from pathlib import Path
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert load_config(configs / "dw_r50_fpn_1x_coco.py").train.tensorboard is True
+    assert load_config(configs / "dw_r18_synthetic.py").train.tensorboard is True

@@ -17,9 +17,9 @@ from PIL import Image
 
 from dwdet.config import load_config
 from dwdet.data import ensure_synthetic
-from dwdet.engine import Trainer
+from dwdet.engine import Trainer, load_checkpoint
 from dwdet.engine.evaluation import METRIC_NAMES
-from tests.test_tools import load_tool
+from tests.tool_loader import load_tool
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -110,7 +110,9 @@ def test_tools_test_prints_the_ap_table_of_the_checkpoint(dw_run, tmp_path, caps
     metrics = json.loads((tmp_path / "metrics_last.json").read_text())
     assert metrics["checkpoint"] == str(checkpoint)
     # The same weights on the same images in the same order as the evaluation at the end of training.
-    assert {k: metrics[k] for k in METRIC_NAMES} == pytest.approx(dw_run["result"]["metrics"], abs=1e-6)
+    trained = dw_run["result"]["metrics"]
+    assert {k: metrics[k] for k in METRIC_NAMES} == pytest.approx({k: trained[k] for k in METRIC_NAMES}, abs=1e-6)
+    assert metrics["AP_per_class"] == trained["AP_per_class"]
     assert f"{100 * metrics['AP']:5.1f}" in out
     assert {r["image_id"] for r in json.loads(results_path.read_text())} <= set(range(1, SHAPES["num_train"] + 1))
 
@@ -119,8 +121,8 @@ def test_tools_test_prints_the_ap_table_of_the_checkpoint(dw_run, tmp_path, caps
 def test_tools_infer_writes_results_and_drawings(dw_run, tmp_path, capsys):
     """infer.py on the folder of training images detects what tools/test.py detected there."""
     images, out_dir = dw_run["shapes"] / "train", tmp_path / "infer"
-    argv = [str(dw_run["config"]), str(dw_run["work_dir"] / "last.pth"), str(images), "--out-dir", str(out_dir),
-            "--score-thr", "0.3", "--device", "cpu", "--opts", *dw_run["overrides"]]
+    argv = [str(dw_run["work_dir"] / "last.pth"), str(images), "--out-dir", str(out_dir),  # no config: the checkpoint's
+            "--score-thr", "0.3", "--device", "cpu"]
     assert load_tool("infer").main(argv) == 0
     files = sorted(images.iterdir())
     detections = json.loads((out_dir / "results.json").read_text())
@@ -143,3 +145,35 @@ def test_tools_infer_writes_results_and_drawings(dw_run, tmp_path, capsys):
     assert len(by_image) == len(reference)
     for got, want in zip(by_image, reference):
         assert got[:2] == want[:2] and got[2:] == pytest.approx(want[2:], abs=1e-4)
+
+
+def test_own_data_takes_its_classes_from_the_annotations_and_maps_the_ids_back(dw_run, tmp_path):
+    """A user's COCO-format set: category ids that are neither contiguous nor 1-based, a config
+    from the COCO one that leaves model.num_classes to the file. Training resolves 8 classes, the
+    checkpoint names them, and the results of tools/test.py carry the file's ids; a number that
+    disagrees with the file is an error naming both."""
+    source = json.loads((dw_run["shapes"] / "annotations" / "instances_train.json").read_text())
+    new_id = {c["id"]: 100 - 7 * c["id"] for c in source["categories"]}  # 93, 86, ..., 44: descending
+    mine = {**source, "categories": [{**c, "id": new_id[c["id"]]} for c in source["categories"]],
+            "annotations": [{**a, "category_id": new_id[a["category_id"]]} for a in source["annotations"]]}
+    (tmp_path / "mine.json").write_text(json.dumps(mine))
+    config = tmp_path / "mine.py"
+    config.write_text(f"_base_ = {str(CONFIGS / 'dw_r50_fpn_1x_coco.py')!r}\n"
+                      "model = dict(backbone='resnet18', backbone_weights=None, backbone_norm='gn', channels=64)\n"
+                      f"data = dict(root={str(dw_run['shapes'])!r}, train_images='train', train_ann={str(tmp_path / 'mine.json')!r}, "
+                      f"val_images='train', val_ann={str(tmp_path / 'mine.json')!r}, flip=0.0)\n")
+    overrides = OVERRIDES + ["train.epochs=2", "eval.interval=0", "train.tensorboard=False"]
+    with pytest.raises(ValueError, match=r"model.num_classes is 5, but .*mine.json has 8 categories \(diamond, star, "):
+        Trainer(load_config(config, overrides + ["model.num_classes=5"]), tmp_path / "bad")
+    trainer = Trainer(load_config(config, overrides), tmp_path / "run")
+    assert trainer.cfg.model.num_classes == 8 and trainer.model.num_classes == 8
+    trainer.fit()
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pth")
+    assert [c["id"] for c in checkpoint["categories"]] == sorted(new_id.values())  # label k: k-th smallest id
+    assert checkpoint["input"]["mean"] == [0.485, 0.456, 0.406]
+    assert load_tool("test").main([str(config), str(tmp_path / "run" / "last.pth"), *overrides, "model.score_thresh=0.0",
+                                   "--out", str(tmp_path / "results.json")]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results and {r["category_id"] for r in results} <= set(new_id.values())
+    metrics = json.loads((tmp_path / "run" / "metrics_last.json").read_text())
+    assert set(metrics["AP_per_class"]) == {c["name"] for c in source["categories"]}

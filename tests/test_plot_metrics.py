@@ -1,14 +1,14 @@
 """tools/plot_metrics.py: reads metrics.jsonl (resumed duplicates, val records), draws a PNG, and
 names a missing or malformed file."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import plot_metrics  # noqa: E402
+from tests.tool_loader import load_tool
+
+plot_metrics = load_tool("plot_metrics")
 
 
 def write_run(folder: Path, losses, ap=None):

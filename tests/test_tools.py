@@ -1,28 +1,21 @@
 """tools/train.py, tools/test.py and tools/infer.py end to end, with the stand-in detector and data
-plugged into dwdet.engine.builders."""
-import importlib.util
+plugged into dwdet.engine.builders: checkpoints that describe themselves, outputs that are not
+lost, --print-config."""
 import json
+import logging
 import os
-import sys
 
 import pytest
 import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
-from dwdet.engine import builders, load_checkpoint
+from dwdet.config import load_config
+from dwdet.engine import CheckpointError, builders, load_checkpoint
+from dwdet.utils.visualize import PALETTE
 from tests import engine_helpers
 from tests.engine_helpers import CATEGORY_IDS, tiny_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests.tool_loader import load_tool
 
 
 @pytest.fixture
@@ -44,27 +37,91 @@ def test_train_then_test_then_infer(stand_ins, tmp_path, capsys):
         assert load_tool("train").main([config, "train.epochs=1", "--work-dir", str(work_dir), "--resume"]) == 0
     assert "resumed from" in capsys.readouterr().out
 
-    results_path = tmp_path / "results.json"
+    checkpoint = load_checkpoint(work_dir / "last.pth")
+    assert checkpoint["version"] == 2 and checkpoint["categories"] == [{"id": 3, "name": "c3"}, {"id": 7, "name": "c7"}]
+    assert checkpoint["config"]["model"]["num_classes"] == 2
+
+    # --out into folders that do not exist yet: they are created
+    results_path = tmp_path / "new" / "folder" / "results.json"
     assert load_tool("test").main([config, str(work_dir / "epoch_1.pth"), "--out", str(results_path)]) == 0
     metrics = json.loads((work_dir / "metrics_epoch_1.json").read_text())
     logged = [json.loads(line) for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
-    assert metrics["AP"] == [r for r in logged if r["type"] == "val"][0]["AP"]
+    val = [r for r in logged if r["type"] == "val"][0]
+    assert metrics["AP"] == val["AP"] and metrics["AP_per_class"] == val["AP_per_class"]
+    assert set(metrics["AP_per_class"]) == {"c3", "c7"}
     results = json.loads(results_path.read_text())
     assert len(results) == 5 and {r["category_id"] for r in results} <= set(CATEGORY_IDS)
+    assert "| class |" in capsys.readouterr().out  # the per-class table is printed
 
     images = tmp_path / "images"
     images.mkdir()
     for i, (h, w) in enumerate([(20, 24), (16, 16)]):
         to_pil_image(torch.randint(0, 255, (3, h, w), dtype=torch.uint8)).save(images / f"img{i}.png")
+    # infer from the checkpoint alone: no config, no dataset
     out_dir = tmp_path / "infer"
-    assert load_tool("infer").main([config, str(work_dir / "last.pth"), str(images), "--out-dir", str(out_dir),
-                                    "--score-thr", "0", "--device", "cpu"]) == 0
+    monkeypatch_fail = pytest.MonkeyPatch()
+    monkeypatch_fail.setattr(builders, "build_val_data", lambda cfg: pytest.fail("infer built a dataset"))
+    try:
+        assert load_tool("infer").main([str(work_dir / "last.pth"), str(images), "--out-dir", str(out_dir),
+                                        "--score-thr", "0", "--device", "cpu"]) == 0
+    finally:
+        monkeypatch_fail.undo()
     detections = json.loads((out_dir / "results.json").read_text())
     assert [d["file_name"] for d in detections] == [str(images / "img0.png"), str(images / "img1.png")]
     assert [d["image_id"] for d in detections] == [0, 1] and {d["category_id"] for d in detections} <= set(CATEGORY_IDS)
+    assert all(d["category_name"] == f"c{d['category_id']}" for d in detections)
     drawn = pil_to_tensor(Image.open(out_dir / "00000_img0.png"))
-    red = (drawn[0] == 255) & (drawn[1] == 0) & (drawn[2] == 0)
-    assert drawn.shape == (3, 20, 24) and red.any()
+    colour = torch.tensor([int(PALETTE[CATEGORY_IDS.index(detections[0]["category_id"])][i:i + 2], 16)
+                           for i in (1, 3, 5)], dtype=torch.uint8)
+    assert drawn.shape == (3, 20, 24) and (drawn == colour[:, None, None]).all(0).any()  # the class's colour
+
+
+def test_old_checkpoints_get_a_clear_message_and_work_with_their_categories(stand_ins, tmp_path):
+    work_dir = tmp_path / "run"
+    assert load_tool("train").main([str(stand_ins), "train.epochs=1", "eval.interval=0", "--work-dir",
+                                    str(work_dir)]) == 0
+    state = load_checkpoint(work_dir / "last.pth")
+    old = {k: v for k, v in state.items() if k not in ("format", "version", "categories", "input")}
+    torch.save({"format": "dwdet-checkpoint", "version": 1, **old}, tmp_path / "v1.pth")
+    images = tmp_path / "img.png"
+    to_pil_image(torch.zeros(3, 16, 16, dtype=torch.uint8)).save(images)
+    with pytest.raises(CheckpointError, match=r"v1.pth does not carry its class names.*--categories"):
+        load_tool("infer").main([str(tmp_path / "v1.pth"), str(images), "--out-dir", str(tmp_path / "o")])
+    annotations = tmp_path / "ann.json"
+    annotations.write_text(json.dumps({"images": [], "annotations": [],  # ids out of order: sorted gives labels
+                                       "categories": [{"id": 7, "name": "c7"}, {"id": 3, "name": "c3"}]}))
+    assert load_tool("infer").main([str(tmp_path / "v1.pth"), str(images), "--categories", str(annotations),
+                                    "--out-dir", str(tmp_path / "o"), "--device", "cpu", "--score-thr", "0"]) == 0
+    detections = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert detections and all(d["category_name"] == f"c{d['category_id']}" for d in detections)
+    with pytest.raises(SystemExit, match="takes CHECKPOINT IMAGES"):
+        load_tool("infer").main([str(stand_ins), str(tmp_path / "v1.pth"), str(images)])
+
+
+def test_a_failed_write_says_where_the_results_went(stand_ins, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("dwdet"), "handlers", [caplog.handler])  # it does not propagate
+    work_dir = tmp_path / "run"
+    assert load_tool("train").main([str(stand_ins), "train.epochs=1", "eval.interval=0", "--work-dir",
+                                    str(work_dir)]) == 0
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert load_tool("test").main([str(stand_ins), str(work_dir / "last.pth"), "--out", str(blocker / "r.json"),
+                                   "--work-dir", str(blocker / "metrics")]) == 0
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(messages) == 2 and all("could not write" in m and "instead" in m for m in messages)
+    fallbacks = [m.rsplit(" ", 2)[-2] for m in messages]
+    results, metrics = (json.loads(open(path).read()) for path in fallbacks)
+    assert len(results) == 5 and "AP_per_class" in metrics  # nothing of the evaluation is lost
+    for path in fallbacks:
+        os.remove(path)
+
+
+def test_print_config_shows_the_resolved_config(stand_ins, capsys):
+    assert load_tool("train").main([str(stand_ins), "train.lr=0.5", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["train"]["lr"] == 0.5 and printed["model"] == {"num_classes": 2, "dropout": 0.2}
+    assert load_config(stand_ins, ["train.lr=0.5"]).to_dict() == {**printed, "train": {
+        **printed["train"], "lr_steps": (1,)}}  # all of it (JSON has lists where the file has tuples)
 
 
 def test_train_reports_a_bad_override(stand_ins):
@@ -74,4 +131,4 @@ def test_train_reports_a_bad_override(stand_ins):
 
 def test_infer_rejects_missing_inputs(stand_ins, tmp_path):
     with pytest.raises(FileNotFoundError, match="input not found"):
-        load_tool("infer").main([str(stand_ins), "x.pth", str(tmp_path / "nope.jpg")])
+        load_tool("infer").main(["x.pth", str(tmp_path / "nope.jpg")])

@@ -24,20 +24,17 @@ and of the scores s = sigmoid(cls) sigmoid(ctr) the detector ranks its detection
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import torch
 
-import torch  # noqa: E402
-
-from dwdet.config import load_config  # noqa: E402
-from dwdet.engine import builders, load_checkpoint  # noqa: E402
-from dwdet.losses import DWLoss  # noqa: E402
-from dwdet.models import FCOSDetector  # noqa: E402
-from dwdet.models.points import anchor_points  # noqa: E402
+from dwdet.config import load_config
+from dwdet.utils.io import write_json
+from dwdet.engine import builders
+from dwdet.losses import DWLoss
+from dwdet.models import FCOSDetector
+from dwdet.models.points import anchor_points
 
 COLUMNS = ("gts", "bag", "best IoU", "IoU>=0.5", "P_neg=1", "score", "ctr bg", "ctr in", "s>0.05", "right", "wrong",
            "bg")
@@ -96,9 +93,9 @@ def run_stats(run: Path, split: str, max_images: int | None) -> dict[str, float]
     cfg = load_config(config)
     if cfg.model.get("type", "fcos") != "fcos":
         raise SystemExit(f"{run}: only our detector (model.type='fcos') can be measured")
-    model = builders.build_model(cfg)
-    model.load_state_dict(load_checkpoint(checkpoint)["model"])
-    return bag_stats(model, builders.build_dataset(cfg, split), DWLoss(cfg.model.num_classes), max_images)
+    dataset = builders.build_dataset(cfg, split)
+    model, cfg, _ = builders.load_detector(checkpoint, cfg=cfg, categories=getattr(dataset, "categories", None))
+    return bag_stats(model, dataset, DWLoss(cfg.model.num_classes), max_images)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {run} | {stats['gts']} | " + " | ".join(f"{stats[k]:.3f}" for k in COLUMNS[1:8])
               + " | " + " | ".join(f"{stats[k]:.0f}" for k in COLUMNS[8:]) + " |")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        write_json(results, args.json, indent=1)  # elsewhere, said where, if args.json cannot be written
 
 
 if __name__ == "__main__":

@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import multiprocessing as mp
 import os
-import platform
 import sys
-from pathlib import Path
 from typing import Callable, Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import torch
+import torch.utils.benchmark as tbench
 
-import torch  # noqa: E402
-import torch.utils.benchmark as tbench  # noqa: E402
-
-import dw_ops  # noqa: E402
-from dw_ops import reference  # noqa: E402
-from dwdet.losses.dw import DWLoss  # noqa: E402
-from dwdet.models.points import anchor_points  # noqa: E402
+import dw_ops
+from dw_ops import reference
+from dwdet.losses.dw import DWLoss
+from dwdet.models.points import anchor_points
+from dwdet.utils.env import describe_device
+from dwdet.utils.io import write_json
 
 SIZES = [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)]
 STRIDES = (8, 16, 32, 64, 128)
@@ -292,12 +289,6 @@ def _format_row(row: dict) -> str:
     return " | ".join(parts)
 
 
-def machine(device: str) -> str:
-    if device == "cuda":
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
-
-
 def steady_state_allocator() -> bool:
     """Keep freed large blocks in glibc's heap, as a long training process (whose activations keep
     the malloc thresholds at their maximum) does: otherwise whether each case's (N, P, C) buffers
@@ -327,11 +318,10 @@ def main(argv=None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no GPU is visible")
     steady = args.device == "cpu" and steady_state_allocator()
-    print(f"device: {machine(args.device)}; dw_ops build: {dw_ops.build_info()}; steady-state allocator: {steady}")
+    print(f"device: {describe_device(args.device)}; dw_ops build: {dw_ops.build_info()}; steady-state allocator: {steady}")
     rows = run(args.device, args.gts, args.min_time, not args.no_memory, args.cases)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": machine(args.device), "rows": rows}, f, indent=1)
+        write_json({"device": describe_device(args.device), "rows": rows}, args.json, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,22 +14,19 @@ allocated memory of a step.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import torch
+from torch import nn
+from torchvision.models.detection import fcos_resnet50_fpn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torchvision.models.detection import fcos_resnet50_fpn  # noqa: E402
-
-from dwdet.losses import DWLoss, FCOSLoss  # noqa: E402
-from dwdet.models import build_fcos  # noqa: E402
-from tools.bench_ops import machine  # noqa: E402
+from dwdet.losses import DWLoss, FCOSLoss
+from dwdet.models import build_fcos
+from dwdet.utils.env import describe_device
+from dwdet.utils.io import write_json
 
 NUM_CLASSES = 80
 MODELS = ("fcos", "dw", "dw_refine", "torchvision_fcos")
@@ -138,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no GPU is visible")
-    device = machine(args.device)
+    device = describe_device(args.device)
     print(f"device: {device}; {args.batch} x {args.height} x {args.width}, {args.gts} boxes per image")
     results = run(args)
     for name, r in results.items():
@@ -147,9 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     for label, value in ratios(results).items():
         print(f"{label:>24}: {value:.3f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": device, "input": vars(args) | {"json": None}, "results": results,
-                       "ratios": ratios(results)}, f, indent=1)
+        write_json({"device": device, "input": vars(args) | {"json": None}, "results": results,
+                    "ratios": ratios(results)}, args.json, indent=1)
 
 
 if __name__ == "__main__":

@@ -30,14 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tools.plot_metrics import read_metrics  # noqa: E402
+from dwdet.engine.metrics import read_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DW_CONFIG = "configs/compare_r18_synthetic.py"  # from scratch, 128 px, 8 classes

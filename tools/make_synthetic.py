@@ -7,17 +7,13 @@ Nothing is rewritten when --out already holds a dataset generated with the same 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from dataclasses import fields
-from pathlib import Path
 
 from pycocotools.coco import COCO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from dwdet.data.coco import load_coco  # noqa: E402
-from dwdet.data.synthetic import SyntheticConfig, ensure_synthetic  # noqa: E402
+from dwdet.data.coco import load_coco
+from dwdet.data.synthetic import SyntheticConfig, ensure_synthetic
 
 AREA_RANGES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
 

@@ -9,36 +9,17 @@ last record of an iteration wins.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from typing import Dict, List
+from typing import List
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from dwdet.engine.metrics import read_metrics  # noqa: E402
+
 AP_KEYS = ("AP", "AP50", "AP75")
-
-
-def read_metrics(path: str) -> Dict[str, Dict[int, dict]]:
-    """{"train": {iteration: record}, "val": {iteration: record}} of one metrics.jsonl."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "metrics.jsonl")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no metrics file at {path} (expected a run folder or a metrics.jsonl)")
-    records: Dict[str, Dict[int, dict]] = {"train": {}, "val": {}}
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number} is not a JSON line: {err}") from err
-            if record.get("type") in records:
-                records[record["type"]][int(record["iter"])] = record
-    return records
 
 
 def plot_runs(paths: List[str], out: str) -> None:

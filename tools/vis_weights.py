@@ -28,11 +28,8 @@ The losses' normalisers (number of positives, sum of t^, number of objects) are 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Dict, List, NamedTuple
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import matplotlib  # noqa: E402
 
@@ -42,7 +39,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from dwdet.config import load_config  # noqa: E402
-from dwdet.engine import builders, load_checkpoint  # noqa: E402
+from dwdet.engine import builders  # noqa: E402
 from dwdet.losses import ATSSLoss, DWLoss, FCOSLoss, GFLLoss, TOODLoss, VFLLoss  # noqa: E402
 from dwdet.losses.atss import atss_positives  # noqa: E402
 from dwdet.losses.common import prepare_batch  # noqa: E402
@@ -64,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--levels", type=int, default=3,
                         help="at most this many FPN levels (the finest with points in the box)")
     parser.add_argument("--out", default="weights.png", help="the PNG to write")
+    add_print_config(parser)
     return parser.parse_args(argv)
 
 
@@ -218,8 +216,8 @@ def load_run(folder: str, checkpoint: str) -> tuple[Run, object]:
     cfg = load_config(str(path / "config.json"))
     if cfg.model.get("type", "fcos") != "fcos":
         raise SystemExit(f"{folder}: model.type={cfg.model.type!r}; the weights need our detector and loss")
-    model = builders.build_model(cfg)
-    model.load_state_dict(load_checkpoint(str(path / checkpoint))["model"])
+    dataset = builders.build_dataset(cfg, "val")
+    model, cfg, _ = builders.load_detector(path / checkpoint, cfg=cfg, categories=getattr(dataset, "categories", None))
     return Run(f"{cfg.loss.type} ({path.parent.name}/{path.name})", model), cfg
 
 

@@ -1,7 +1,7 @@
 # The DW detector of the paper: ResNet-50 + FPN (P3-P7) + FCOS head, DW loss with the released semantics.
 model = dict(
     type="fcos",  # our detector; "torchvision_fcos": torchvision's FCOS (and loss) on the same backbone
-    num_classes=80,
+    num_classes=None,  # from the training annotation file's categories (an explicit value must agree)
     backbone="resnet50",
     backbone_weights="IMAGENET1K_V1",  # a torchvision weights name, a local .pth path, or None
     backbone_norm="frozen_bn",

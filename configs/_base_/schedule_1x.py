@@ -19,6 +19,6 @@ train = dict(
     log_interval=50,
     checkpoint_interval=1,
     checkpoint_iters=0,
-    tensorboard=False,
+    tensorboard=True,  # events in <work-dir>/tensorboard: tensorboard --logdir work_dirs
 )
 eval = dict(interval=1, batch_size=2, num_workers=2)

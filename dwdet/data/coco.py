@@ -43,6 +43,20 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 Transform = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
 
+# The 80 categories of COCO 2017 detection in id order (what models trained on COCO predict as labels 0..79).
+COCO_CATEGORY_IDS = (*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
+                     *range(72, 83), *range(84, 91))
+COCO_CLASS_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush")
+
 _REQUIRED = {
     "images": ("id", "file_name", "width", "height"),
     "annotations": ("id", "image_id", "category_id", "bbox"),
@@ -172,6 +186,11 @@ class CocoDetection(Dataset):
         return len(self.cat_ids)
 
     @property
+    def categories(self) -> list[dict]:
+        """``{"id", "name"}`` of each class in label order (what checkpoints carry)."""
+        return [{"id": cat_id, "name": name} for cat_id, name in zip(self.cat_ids, self.class_names)]
+
+    @property
     def image_sizes(self) -> list[tuple[int, int]]:
         """(height, width) of every image, in dataset order, from the annotation file."""
         return [(self.coco.imgs[i]["height"], self.coco.imgs[i]["width"]) for i in self.ids]
@@ -197,19 +216,6 @@ class CocoDetection(Dataset):
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
-
-    def label_to_category_id(self, labels: torch.Tensor) -> list[int]:
-        """Map 0-based labels back to the file's category ids."""
-        return [self.cat_ids[label] for label in labels.tolist()]
-
-    def to_coco_results(self, image_id: int, prediction: dict) -> list[dict]:
-        """Detections of one image (``{"boxes" xyxy, "labels", "scores"}``) as COCO result entries."""
-        boxes = prediction["boxes"].detach().to("cpu", torch.float64)
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-        categories = self.label_to_category_id(prediction["labels"])
-        scores = prediction["scores"].tolist()
-        return [{"image_id": image_id, "category_id": c, "bbox": b, "score": s}
-                for b, c, s in zip(xywh, categories, scores)]
 
     def _path(self, image_id: int) -> str:
         return os.path.join(self.image_root, self.coco.imgs[image_id]["file_name"])

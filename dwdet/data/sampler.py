@@ -1,16 +1,9 @@
-"""Batching: aspect-ratio grouped, DDP-aware, deterministic and resumable training batches; sharded
-evaluation batches.
+"""Training batches: aspect-ratio grouped, DDP-aware and deterministic, and the collate function.
 
 A training epoch is a pure function of ``(seed, epoch)``: :class:`~torch.utils.data.DistributedSampler`
 permutes the dataset with ``seed + epoch`` and hands each rank its share, the batches are formed from
-that order, and every sample comes with its own seed for the random transforms. Resuming therefore
-only needs the epoch and the number of batches already consumed in it::
-
-    loader = build_train_loader(dataset, batch_size=2, workers=4, seed=0, distributed=True)
-    for epoch in range(start_epoch, num_epochs):
-        loader.batch_sampler.set_epoch(epoch, start_batch=consumed if epoch == start_epoch else 0)
-        for images, targets in loader:
-            ...
+that order, and every sample comes with its own seed for the random transforms. The engine's
+:class:`dwdet.engine.loaders.EpochLoader` runs an epoch from any batch on (what a resume needs).
 """
 from __future__ import annotations
 
@@ -20,8 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 SampleKey = tuple[int, int]  # (dataset index, seed of its random transforms)
 
@@ -62,19 +54,10 @@ class GroupedBatchSampler(Sampler[list[SampleKey]]):
         self.group_ids = list(group_ids)
         self.batch_size = batch_size
         self.epoch = 0
-        self.start_batch = 0
 
-    @property
-    def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.sampler) / self.batch_size)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Select the epoch and skip its first ``start_batch`` batches (those consumed before a resume)."""
-        if not 0 <= start_batch <= self.batches_per_epoch:
-            raise ValueError(f"start_batch must be in [0, {self.batches_per_epoch}], got {start_batch}")
+    def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
         self.epoch = epoch
-        self.start_batch = start_batch
 
     def _batches(self) -> list[list[int]]:
         batches, buffers = [], defaultdict(list)
@@ -90,11 +73,11 @@ class GroupedBatchSampler(Sampler[list[SampleKey]]):
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
         seeds = np.random.default_rng([self.sampler.seed, self.epoch]).integers(2**63, size=len(self.group_ids))
-        for batch in self._batches()[self.start_batch:]:
+        for batch in self._batches():
             yield [(index, int(seeds[index])) for index in batch]
 
     def __len__(self) -> int:
-        return self.batches_per_epoch - self.start_batch
+        return math.ceil(len(self.sampler) / self.batch_size)
 
 
 class SeededDataset(Dataset):
@@ -104,6 +87,13 @@ class SeededDataset(Dataset):
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
 
+    def __getattr__(self, name: str):
+        # the wrapped dataset's attributes (categories, ann_file, ...); "dataset" itself is looked
+        # up here only while unpickling in a worker, before __init__'s attribute exists
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
     def __len__(self) -> int:
         return len(self.dataset)
 
@@ -112,55 +102,3 @@ class SeededDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.dataset[index]
-
-
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world_size, ...`` in order, without padding: every index is seen by
-    exactly one rank, as evaluation needs (shards may differ in length by one)."""
-
-    def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-        self.indices = range(rank, num_samples, world_size)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def _rank_and_world(distributed: bool) -> tuple[int, int]:
-    if not distributed:
-        return 0, 1
-    if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError("distributed=True needs an initialised torch.distributed process group "
-                           "(launch with torchrun and call init_process_group first)")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def build_train_loader(dataset: Dataset, batch_size: int, workers: int, seed: int,
-                       distributed: bool = False) -> DataLoader:
-    """Training loader: shuffled, aspect-ratio grouped, reproducible from ``seed`` and resumable.
-
-    ``dataset`` needs ``image_sizes`` (a (height, width) per item, e.g. :class:`CocoDetection`);
-    ``batch_size`` is per process. Call ``loader.batch_sampler.set_epoch(epoch, start_batch)`` before
-    each epoch (see the module docstring).
-    """
-    if not hasattr(dataset, "image_sizes"):
-        raise TypeError(f"{type(dataset).__name__} has no image_sizes, which aspect-ratio grouping needs")
-    rank, world_size = _rank_and_world(distributed)
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-    batch_sampler = GroupedBatchSampler(sampler, aspect_ratio_groups(dataset.image_sizes), batch_size)
-    return DataLoader(SeededDataset(dataset), batch_sampler=batch_sampler, num_workers=workers,
-                      collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=workers > 0)
-
-
-def build_eval_loader(dataset: Dataset, batch_size: int = 1, workers: int = 2,
-                      distributed: bool = False) -> DataLoader:
-    """Evaluation loader: in order, each image on exactly one rank (gather the results afterwards)."""
-    rank, world_size = _rank_and_world(distributed)
-    batch_sampler = BatchSampler(ShardSampler(len(dataset), rank, world_size), batch_size, drop_last=False)
-    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
-                      pin_memory=torch.cuda.is_available())

@@ -3,16 +3,19 @@ takes the whole resolved config (see configs/_base_/*.py for the keys)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from dwdet.config import Config
+from dwdet.config import Config, apply_overrides
+from dwdet.engine.checkpoint import CheckpointError, load_checkpoint
 from dwdet.engine.evaluation import CocoEvaluator
 from dwdet.utils.dist import get_rank, get_world_size
 
-__all__ = ["build_dataset", "build_loss", "build_model", "build_train_data", "build_val_data", "val_categories"]
+__all__ = ["apply_input_spec", "annotation_file", "build_dataset", "build_loss", "build_model", "build_train_data",
+           "build_val_data", "input_spec", "load_detector", "read_categories", "with_num_classes"]
 
 
 def build_loss(cfg: Config) -> nn.Module:
@@ -34,6 +37,8 @@ def build_model(cfg: Config) -> nn.Module:
     ``cfg.loss``; "torchvision_fcos" is torchvision's FCOS (its own loss; ``cfg.loss`` is unused)
     on the same backbone and inputs, for comparisons."""
     from dwdet.models import build_fcos, build_torchvision_fcos
+    if cfg.model.num_classes is None:  # taken from the training annotation file
+        cfg = with_num_classes(cfg, read_categories(annotation_file(cfg, "train")), annotation_file(cfg, "train"))
     kwargs = cfg.model.to_dict()
     kind, num_classes = kwargs.pop("type", "fcos"), kwargs.pop("num_classes")  # runs saved before model.type were ours
     if kind == "fcos":
@@ -45,19 +50,52 @@ def build_model(cfg: Config) -> nn.Module:
     raise ValueError(f"config key model.type must be 'fcos' or 'torchvision_fcos', got {kind!r}")
 
 
+def _split_files(cfg: Config, split: str) -> tuple[str, str]:
+    """(image folder, annotation file) of a split; generates the synthetic set if it is not there yet."""
+    from dwdet.data import ensure_synthetic
+    data = cfg.data
+    if data.type == "synthetic":
+        paths = ensure_synthetic(data.root, seed=data.seed, **data.params.to_dict())[split]
+        return str(paths.images), str(paths.annotations)
+    if data.type == "coco":
+        return os.path.join(data.root, data[f"{split}_images"]), os.path.join(data.root, data[f"{split}_ann"])
+    raise ValueError(f"config key data.type must be 'coco' or 'synthetic', got {data.type!r}")
+
+
+def annotation_file(cfg: Config, split: str) -> str:
+    """The COCO annotation file of ``split`` ("train" or "val")."""
+    return _split_files(cfg, split)[1]
+
+
+def read_categories(ann_file: str) -> list[dict[str, Any]]:
+    """The categories (``{"id", "name"}``) of a COCO annotation file, sorted by id: label ``k`` is
+    the ``k``-th. Reads only the JSON, not the images."""
+    from dwdet.data import load_coco
+    coco = load_coco(ann_file)
+    return [{"id": int(c["id"]), "name": str(c["name"])} for c in coco.loadCats(sorted(coco.cats))]
+
+
+def with_num_classes(cfg: Config, categories: Sequence[dict[str, Any]], source: str) -> Config:
+    """``cfg`` with ``model.num_classes`` = the number of ``categories`` (those of ``source``); an
+    explicit value that disagrees is an error naming both."""
+    explicit = cfg.model.num_classes
+    if explicit is not None and explicit != len(categories):
+        names = ", ".join(c["name"] for c in categories[:10]) + (", ..." if len(categories) > 10 else "")
+        raise ValueError(f"config key model.num_classes is {explicit}, but {source} has {len(categories)} "
+                         f"categories ({names}); set model.num_classes={len(categories)}, or leave the key out of "
+                         f"the config to take the number from the file")
+    data = cfg.to_dict()
+    data["model"]["num_classes"] = len(categories)
+    return Config(data)
+
+
 def build_dataset(cfg: Config, split: str) -> Any:
     """``cfg.data.type``: "coco" (``root`` + ``{split}_images`` / ``{split}_ann``) or "synthetic"
     (generated under ``root`` from ``seed`` and ``params`` if not there yet). Training images are
     flipped with probability ``flip``; images without boxes are skipped in training only."""
-    from dwdet.data import CocoDetection, RandomHorizontalFlip, ensure_synthetic
+    from dwdet.data import CocoDetection, RandomHorizontalFlip
     data = cfg.data
-    if data.type == "synthetic":
-        paths = ensure_synthetic(data.root, seed=data.seed, **data.params.to_dict())[split]
-        images, annotations = str(paths.images), str(paths.annotations)
-    elif data.type == "coco":
-        images, annotations = os.path.join(data.root, data[f"{split}_images"]), os.path.join(data.root, data[f"{split}_ann"])
-    else:
-        raise ValueError(f"config key data.type must be 'coco' or 'synthetic', got {data.type!r}")
+    images, annotations = _split_files(cfg, split)
     train = split == "train"
     flip = RandomHorizontalFlip(data.flip) if train and data.flip > 0 else None
     return CocoDetection(images, annotations, flip, filter_empty=train, on_bad_image=data.on_bad_image,
@@ -83,7 +121,55 @@ def build_val_data(cfg: Config) -> tuple[Any, CocoEvaluator]:
     return dataset, CocoEvaluator(dataset.coco, dataset.cat_ids)
 
 
-def val_categories(cfg: Config) -> list[dict[str, Any]]:
-    """The validation set's COCO categories (``{"id", "name", ...}``) in label order."""
-    _, evaluator = build_val_data(cfg)
-    return evaluator.coco_gt.loadCats(evaluator.category_ids)
+def input_spec(model: nn.Module) -> dict[str, Any] | None:
+    """What the model expects of its input images, for the checkpoint: RGB in [0, 1], normalised
+    inside the model with ``mean`` and ``std`` (``None`` for a model without that transform)."""
+    transform = getattr(model, "transform", None)
+    if transform is None or not hasattr(transform, "image_mean"):
+        return None
+    return {"color": "RGB", "range": [0.0, 1.0], "mean": [float(x) for x in transform.image_mean],
+            "std": [float(x) for x in transform.image_std]}
+
+
+def apply_input_spec(model: nn.Module, spec: dict[str, Any] | None, source: str) -> None:
+    """Make ``model`` normalise its inputs as the checkpoint ``source`` says it was trained to."""
+    if spec is None:
+        return
+    if spec.get("color") != "RGB" or list(spec.get("range", ())) != [0.0, 1.0]:
+        raise CheckpointError(f"{source} expects {spec.get('color')} images in {spec.get('range')}; this dwdet "
+                              f"feeds RGB in [0, 1]")
+    if getattr(model, "transform", None) is None:
+        raise CheckpointError(f"{source} carries an input normalisation but its model has no transform to apply it")
+    model.transform.image_mean = list(spec["mean"])
+    model.transform.image_std = list(spec["std"])
+
+
+def load_detector(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
+                  categories: Sequence[dict[str, Any]] | None = None, cfg: Config | None = None
+                  ) -> tuple[nn.Module, Config, list[dict[str, Any]]]:
+    """(model in eval mode on the CPU, its config, its categories in label order) from a checkpoint
+    alone: the resolved config, class names and input normalisation it carries.
+
+    ``cfg`` replaces the checkpoint's config (e.g. the one tools/test.py is given) and ``overrides``
+    change it (e.g. ``model.score_thresh=0.1``); ``categories`` names the classes of a checkpoint
+    written before checkpoints carried them. The backbone's pretrained weights are not loaded: the
+    checkpoint's weights replace them."""
+    source = os.fspath(checkpoint)
+    ckpt = load_checkpoint(source)
+    categories = ckpt.get("categories") or categories
+    if categories is None:
+        raise CheckpointError(
+            f"{source} does not carry its class names (checkpoint version {ckpt['version']}, written by a dwdet "
+            f"before 0.2); name them with the annotation file it was trained on (tools/infer.py --categories "
+            f"ANNOTATIONS.json)")
+    cfg = apply_overrides(ckpt["config"] if cfg is None else cfg, overrides)
+    if "backbone_weights" in cfg.model:
+        cfg = apply_overrides(cfg, ["model.backbone_weights=None"])
+    cfg = with_num_classes(cfg, categories, source)
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:  # missing, unexpected or differently shaped parameters
+        raise CheckpointError(f"the weights of {source} do not fit the model its config describes: {err}") from None
+    apply_input_spec(model, ckpt.get("input"), source)
+    return model.eval(), cfg, list(categories)

@@ -15,7 +15,10 @@ __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "atomic
            "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
 
 CHECKPOINT_FORMAT = "dwdet-checkpoint"
-CHECKPOINT_VERSION = 1
+# 2: the checkpoint also carries its categories (label order) and input normalisation. Version 1
+# files still load (for resuming and with explicit class names for inference).
+CHECKPOINT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(RuntimeError):
@@ -99,9 +102,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a dwdet checkpoint (no '{CHECKPOINT_FORMAT}' marker; "
                               f"found {keys})")
-    if state.get("version") != CHECKPOINT_VERSION:
+    if state.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')}, this dwdet reads "
-                              f"version {CHECKPOINT_VERSION}")
+                              f"versions {', '.join(map(str, READABLE_VERSIONS))}")
     return state
 
 

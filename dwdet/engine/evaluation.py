@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from pycocotools.coco import COCO
@@ -19,11 +19,13 @@ from tqdm import tqdm
 
 from dwdet.engine.precision import autocast
 from dwdet.utils.dist import gather_to_main, is_main_process
+from dwdet.utils.io import write_json
 
-__all__ = ["METRIC_NAMES", "CocoEvaluator", "coco_bbox_eval", "detections_to_coco", "evaluate"]
+__all__ = ["METRIC_NAMES", "CocoEvaluator", "coco_bbox_eval", "detections_to_coco", "evaluate", "metrics_table"]
 
 # The first six of COCOeval.stats, in its order.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+PER_CLASS = "AP_per_class"  # {class name: AP at IoU 0.50:0.95, all areas; None without ground truth}
 
 
 def detections_to_coco(image_id: int, detections: dict[str, torch.Tensor], category_ids: Sequence[int]
@@ -46,9 +48,12 @@ def coco_bbox_eval(coco_gt: COCO, results: list[dict], image_ids: Iterable[int] 
     ``useCats = 0``): what the boxes and the ranking are worth without the classification.
 
     Returns AP, AP50, AP75, APs, APm, APl as fractions (COCOeval's -1 where an area range has no
-    ground truth); with ``verbose`` prints COCOeval's summary and a table in percent ("n/a" for -1).
+    ground truth) and, unless ``class_agnostic``, ``AP_per_class``: each category's AP by name
+    (``None`` for a category without ground truth among ``image_ids``). With ``verbose`` prints
+    COCOeval's summary and :func:`metrics_table`.
     """
     image_ids = sorted(coco_gt.getImgIds() if image_ids is None else set(image_ids))
+    names = _class_names(coco_gt)
     if results:
         evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
         evaluator.params.imgIds = image_ids
@@ -58,20 +63,48 @@ def coco_bbox_eval(coco_gt: COCO, results: list[dict], image_ids: Iterable[int] 
             evaluator.evaluate()
             evaluator.accumulate()
             evaluator.summarize()
-        stats = dict(zip(METRIC_NAMES, (float(x) for x in evaluator.stats[:6])))
+        stats: dict[str, Any] = dict(zip(METRIC_NAMES, (float(x) for x in evaluator.stats[:6])))
+        if not class_agnostic:
+            # precision: (IoU thresholds, recall points, categories, area ranges, max dets); "all" areas,
+            # 100 detections, as stats[0]; -1 marks recall points of a category without ground truth
+            precision = evaluator.eval["precision"][:, :, :, 0, -1]
+            per_class = {}
+            for k, cat_id in enumerate(evaluator.params.catIds):
+                valid = precision[:, :, k][precision[:, :, k] > -1]
+                per_class[names[cat_id]] = float(valid.mean()) if valid.size else None
+            stats[PER_CLASS] = per_class
     else:
         summary = io.StringIO("no detections: every AP is 0\n")
         stats = dict.fromkeys(METRIC_NAMES, 0.0)
+        if not class_agnostic:
+            with_gt = {ann["category_id"] for ann in coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=image_ids))}
+            stats[PER_CLASS] = {names[c]: 0.0 if c in with_gt else None for c in sorted(coco_gt.cats)}
     if verbose:
         print(summary.getvalue(), end="")
-        print(_table(stats))
+        print(metrics_table(stats))
     return stats
 
 
-def _table(stats: dict[str, float]) -> str:
-    header = "| " + " | ".join(f"{name:>5}" for name in stats) + " |"
-    row = "| " + " | ".join(f"{100 * value:5.1f}" if value >= 0 else "  n/a" for value in stats.values()) + " |"
-    return f"{header}\n|{'|'.join('-------' for _ in stats)}|\n{row}"
+def _class_names(coco_gt: COCO) -> dict[int, str]:
+    """Category id -> name; names shared by several categories get their id appended."""
+    names = {cat_id: str(cat["name"]) for cat_id, cat in coco_gt.cats.items()}
+    shared = {name for name in names.values() if list(names.values()).count(name) > 1}
+    return {cat_id: f"{name} ({cat_id})" if name in shared else name for cat_id, name in names.items()}
+
+
+def metrics_table(stats: dict[str, Any]) -> str:
+    """The summary metrics as a one-row table in percent ("n/a" for COCOeval's -1), then the
+    per-class AP, one class a row, when ``stats`` has it."""
+    header = "| " + " | ".join(f"{name:>5}" for name in METRIC_NAMES) + " |"
+    row = "| " + " | ".join(f"{100 * stats[name]:5.1f}" if stats[name] >= 0 else "  n/a"
+                            for name in METRIC_NAMES) + " |"
+    lines = [header, f"|{'|'.join('-------' for _ in METRIC_NAMES)}|", row]
+    if stats.get(PER_CLASS):
+        width = max(5, *(len(name) for name in stats[PER_CLASS]))
+        lines += ["", f"| {'class':<{width}} |    AP |", f"|{'-' * (width + 2)}|-------|"]
+        lines += [f"| {name:<{width}} | " + (f"{100 * ap:5.1f}" if ap is not None else "  n/a") + " |"
+                  for name, ap in stats[PER_CLASS].items()]
+    return "\n".join(lines)
 
 
 class CocoEvaluator:
@@ -113,8 +146,7 @@ class CocoEvaluator:
             return None
         image_ids, results = gathered
         if results_path is not None:
-            with open(results_path, "w") as f:
-                json.dump(results, f)
+            write_json(results, results_path)  # elsewhere, said where, if the path cannot be written
         return coco_bbox_eval(self.coco_gt, results, image_ids, verbose=verbose, class_agnostic=class_agnostic)
 
 

@@ -75,7 +75,13 @@ class EpochLoader:
         return iter(self._loader)
 
 
-def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
-    """This rank's shard (every world-size-th image, no padding duplicates), in order."""
-    shard = range(get_rank(), len(dataset), get_world_size())
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int | None = None,
+                world_size: int | None = None) -> DataLoader:
+    """This rank's shard (every world-size-th image, no padding duplicates), in order; ``rank`` and
+    ``world_size`` default to this process's."""
+    rank = get_rank() if rank is None else rank
+    world_size = get_world_size() if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    shard = range(rank, len(dataset), world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=num_workers, collate_fn=collate)

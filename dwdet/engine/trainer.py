@@ -11,11 +11,17 @@ The config keys read here (``train`` and ``eval`` sections):
     train.checkpoint_interval (epochs between kept ``epoch_N.pth``; 0 = only the last),
     train.checkpoint_iters (also save ``last.pth`` every N iterations; 0 = off), train.tensorboard,
     eval.interval (epochs; 0 = never during training), eval.batch_size, eval.num_workers.
+
+``model.num_classes`` is taken from the training dataset's categories (an explicit value must agree).
+Checkpoints carry the resolved config, the categories in label order and the input normalisation,
+so that a checkpoint alone is enough for inference (:func:`dwdet.engine.builders.load_detector`).
+The run folder gets ``train.log`` (:func:`dwdet.utils.logger.setup_logging`).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import random
@@ -38,16 +44,20 @@ from dwdet.config import Config, save_config
 from dwdet.engine import builders
 from dwdet.engine.checkpoint import CheckpointError, link_or_copy, load_checkpoint, rng_state, save_checkpoint, \
     set_rng_state
-from dwdet.engine.evaluation import CocoEvaluator, evaluate
+from dwdet.engine.evaluation import CocoEvaluator, evaluate, metrics_table
 from dwdet.engine.loaders import EpochLoader, eval_loader, to_device
 from dwdet.engine.metrics import MetricsLog
 from dwdet.engine.optim import build_lr_scheduler, build_optimizer, scaled_lr
 from dwdet.engine.precision import autocast, grad_scaler
 from dwdet.utils.dist import barrier, gather_to_main, get_rank, get_world_size, init_distributed, is_distributed, \
     is_main_process, reduce_mean
+from dwdet.utils.logger import setup_logging
 
 __all__ = ["NonFiniteLossError", "Progress", "StepOptions", "StopRequest", "Trainer", "seed_everything",
            "train_one_epoch"]
+
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -91,8 +101,7 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
-        print(f"[rank {get_rank()}] received signal {signum}: saving a checkpoint after this iteration",
-              file=sys.stderr, flush=True)
+        logger.warning("received signal %d: saving a checkpoint after this iteration", signum)
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():  # only it may install handlers
@@ -238,13 +247,22 @@ class Trainer:
 
     def __init__(self, cfg: Config, work_dir: str | os.PathLike, resume: str | os.PathLike | None = None, *,
                  build_model: ModelBuilder | None = None, build_train_data: TrainDataBuilder | None = None,
-                 build_val_data: ValDataBuilder | None = None):
-        self.cfg = cfg
+                 build_val_data: ValDataBuilder | None = None, allow_world_size_change: bool = False):
         self.work_dir = os.fspath(work_dir)
         train = cfg.train
         self.device = init_distributed()
         rank, world_size = get_rank(), get_world_size()
         os.makedirs(self.work_dir, exist_ok=True)
+        setup_logging(self.work_dir)
+        self.allow_world_size_change = allow_world_size_change
+
+        dataset, batch_sampler = (build_train_data or builders.build_train_data)(cfg)
+        # label k is the k-th category of the training annotation file; None for a dataset without
+        # categories (then model.num_classes must be given)
+        self.categories = getattr(dataset, "categories", None)
+        if self.categories is not None:
+            cfg = builders.with_num_classes(cfg, self.categories, getattr(dataset, "ann_file", "the training set"))
+        self.cfg = cfg
 
         seed_everything(train.seed, train.deterministic)  # the same initial weights on every rank
         self.model = (build_model or builders.build_model)(cfg).to(self.device)
@@ -256,7 +274,6 @@ class Trainer:
             self.ddp_model = DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
 
-        dataset, batch_sampler = (build_train_data or builders.build_train_data)(cfg)
         self.loader = EpochLoader(dataset, batch_sampler, train.num_workers, seed=train.seed + rank,
                                   pin_memory=self.device.type == "cuda")
         if len(self.loader) == 0:
@@ -273,6 +290,7 @@ class Trainer:
         self.val_loader = self.evaluator = None
         if cfg.eval.interval > 0:
             val_set, self.evaluator = (build_val_data or builders.build_val_data)(cfg)
+            _check_same_categories(self.categories, getattr(dataset, "ann_file", None), val_set)
             self.val_loader = eval_loader(val_set, cfg.eval.batch_size, cfg.eval.num_workers)
         self.log = MetricsLog(self.work_dir, tensorboard=train.tensorboard)
         if resume is not None:
@@ -296,7 +314,8 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.lr_scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "progress": dataclasses.asdict(self.progress), "world_size": get_world_size(),
-                "batch_size": self.cfg.train.batch_size, "config": self.cfg.to_dict()}
+                "batch_size": self.cfg.train.batch_size, "config": self.cfg.to_dict(),
+                "categories": self.categories, "input": builders.input_spec(self.model)}
 
     def save(self, keep_as: str | None = None) -> None:
         """Write ``last.pth`` (every rank's RNG state included; call on all ranks) and optionally
@@ -309,30 +328,56 @@ class Trainer:
         barrier()
 
     def resume(self, path: str | os.PathLike) -> None:
-        """Continue exactly where the checkpoint at ``path`` stopped (same world size and batch)."""
+        """Continue exactly where the checkpoint at ``path`` stopped (same world size and batch).
+
+        With ``allow_world_size_change``, a checkpoint of another world size or per-process batch
+        continues too, inexactly: at the same number of images into the epoch (rounded to whole
+        batches) and the schedule's lr at the new iteration count, with this run's data sharding
+        and fresh random streams."""
         ckpt = load_checkpoint(path)  # on CPU; load_state_dict copies to the parameters' device
         saved = (ckpt["world_size"], ckpt["batch_size"])
-        if saved != (get_world_size(), self.cfg.train.batch_size):
+        current = (get_world_size(), self.cfg.train.batch_size)
+        if saved != current and not self.allow_world_size_change:
             raise CheckpointError(
-                f"{path} was written by {saved[0]} processes x batch {saved[1]}; this run has {get_world_size()} x "
-                f"{self.cfg.train.batch_size}. An exact resume needs the same data sharding: relaunch with the "
-                f"same number of processes and train.batch_size.")
+                f"{path} was written by {saved[0]} processes x batch {saved[1]}; this run has {current[0]} x "
+                f"{current[1]}. An exact resume needs the same data sharding: relaunch with the same number of "
+                f"processes and train.batch_size, or pass --allow-world-size-change to continue inexactly.")
         _warn_config_changes(ckpt["config"], self.cfg.to_dict())
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.progress = Progress(**ckpt["progress"])
-        set_rng_state(ckpt["rng"][get_rank()])
-        if is_main_process():
-            print(f"resumed from {path}: epoch {self.progress.epoch + 1}, batch {self.progress.epoch_iter} "
-                  f"(iteration {self.progress.iteration})", flush=True)
+        if saved == current:
+            self.lr_scheduler.load_state_dict(ckpt["lr_scheduler"])
+            self.progress = Progress(**ckpt["progress"])
+            set_rng_state(ckpt["rng"][get_rank()])
+        else:
+            self.progress = _rescaled_progress(Progress(**ckpt["progress"]), saved[0] * saved[1],
+                                               current[0] * current[1], len(self.loader))
+            self._set_schedule_iteration(self.progress.iteration)
+            warnings.warn(f"resuming {path} ({saved[0]} processes x batch {saved[1]}) with {current[0]} x "
+                          f"{current[1]}: not an exact resume (the data order and random streams differ); "
+                          f"continuing at epoch {self.progress.epoch + 1}, batch {self.progress.epoch_iter}",
+                          stacklevel=2)
+        logger.info("resumed from %s: epoch %d, batch %d (iteration %d)", path, self.progress.epoch + 1,
+                    self.progress.epoch_iter, self.progress.iteration)
+
+    def _set_schedule_iteration(self, iteration: int) -> None:
+        """Put the lr schedule (whose base lr is this run's, scaled to its total batch) at ``iteration``."""
+        scheduler = self.lr_scheduler
+        scheduler.last_epoch = iteration
+        lrs = [base * factor(iteration) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        scheduler._last_lr = lrs  # what get_last_lr() reports
 
     def evaluate(self) -> dict[str, float] | None:
         """COCO metrics of the current weights (rank 0; ``None`` elsewhere or without a val set)."""
         if self.evaluator is None:
             return None
-        return evaluate(self.model, self.val_loader, self.evaluator, self.device, self.options.amp)
+        metrics = evaluate(self.model, self.val_loader, self.evaluator, self.device, self.options.amp, verbose=False)
+        if metrics is not None:
+            logger.info("COCO bbox metrics after epoch %d:\n%s", self.progress.epoch, metrics_table(metrics))
+        return metrics
 
     def fit(self) -> dict[str, Any]:
         """Train to ``train.epochs``, evaluating every ``eval.interval`` epochs.
@@ -382,6 +427,25 @@ class Trainer:
     def _result(self, status: str, metrics: dict[str, float] | None) -> dict[str, Any]:
         return {"status": status, "epoch": self.progress.epoch, "iteration": self.progress.iteration,
                 "metrics": metrics}
+
+
+def _rescaled_progress(progress: Progress, saved_batch: int, batch: int, batches_per_epoch: int) -> Progress:
+    """The same point of training counted in batches of ``batch`` images instead of ``saved_batch``."""
+    epoch_iter = min(round(progress.epoch_iter * saved_batch / batch), batches_per_epoch)
+    return Progress(epoch=progress.epoch, epoch_iter=epoch_iter,
+                    iteration=progress.epoch * batches_per_epoch + epoch_iter)
+
+
+def _check_same_categories(categories: list[dict] | None, train_file: str | None, val_set: Any) -> None:
+    """Evaluation maps labels back to category ids with the validation set's order, which must be
+    the training set's."""
+    val_categories = getattr(val_set, "categories", None)
+    if categories is None or val_categories is None:
+        return
+    if [c["id"] for c in categories] != [c["id"] for c in val_categories]:
+        raise ValueError(f"the training annotations ({train_file}) and the validation annotations "
+                         f"({getattr(val_set, 'ann_file', 'the validation set')}) list different categories: ids "
+                         f"{[c['id'] for c in categories]} vs {[c['id'] for c in val_categories]}")
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,81 @@
+"""Evaluate a checkpoint on the config's validation set (COCO bbox AP, also per class), on one or
+more GPUs.
+
+    dwdet-test configs/dw_r50_fpn_1x_coco.py work_dirs/dw/epoch_12.pth
+    torchrun --nproc_per_node=8 tools/test.py configs/dw_r50_fpn_1x_coco.py work_dirs/dw/epoch_12.pth \\
+        --out results.json eval.batch_size=2
+
+The config describes the model and the validation data (``model.num_classes`` comes from the
+checkpoint's classes; inference settings can be overridden, e.g. ``model.score_thresh=0.01``).
+Output folders are created; a file that cannot be written goes to the temporary folder instead,
+and the log says where.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+from dwdet.cli.common import add_print_config, print_config
+from dwdet.config import load_config
+from dwdet.engine import builders, evaluate
+from dwdet.engine.loaders import eval_loader
+from dwdet.utils.dist import init_distributed, is_main_process
+from dwdet.utils.io import write_json
+from dwdet.utils.logger import setup_logging
+
+logger = logging.getLogger("dwdet.test")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="dwdet-test", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="config file (.py, or a run's config.json)")
+    parser.add_argument("checkpoint", help="a checkpoint written by dwdet-train")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.add_argument("--opts", nargs="+", default=[], metavar="key=value", help="more config overrides")
+    add_print_config(parser)
+    parser.add_argument("--work-dir", help="where to write metrics_<checkpoint>.json (default: the checkpoint's "
+                                           "folder)")
+    parser.add_argument("--out", help="also write the COCO results JSON here")
+    parser.add_argument("--class-agnostic", action="store_true",
+                        help="match detections to boxes whatever their classes (localisation and ranking only)")
+    return parser.parse_intermixed_args(argv)  # overrides may come before or after the options
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.overrides + args.opts)
+    if args.print_config:
+        return print_config(cfg)
+    work_dir = args.work_dir or os.path.dirname(os.path.abspath(args.checkpoint))
+    try:
+        device = init_distributed()
+        setup_logging()
+        dataset, evaluator = builders.build_val_data(cfg)
+        # a checkpoint older than version 2 names no classes: the validation set's are assumed
+        model, _, categories = builders.load_detector(args.checkpoint, cfg=cfg,
+                                                      categories=getattr(dataset, "categories", None))
+        if [c["id"] for c in categories] != list(evaluator.category_ids):
+            raise ValueError(f"{args.checkpoint} was trained on category ids {[c['id'] for c in categories]} but "
+                             f"the validation annotations list {list(evaluator.category_ids)}")
+        loader = eval_loader(dataset, cfg.eval.batch_size, cfg.eval.num_workers)
+        metrics = evaluate(model.to(device), loader, evaluator, device, cfg.train.amp, results_path=args.out,
+                           class_agnostic=args.class_agnostic)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if is_main_process():
+        suffix = "_class_agnostic" if args.class_agnostic else ""
+        path = os.path.join(work_dir, f"metrics_{Path(args.checkpoint).stem}{suffix}.json")
+        written = write_json({"checkpoint": os.path.abspath(args.checkpoint), **metrics}, path, indent=2)
+        logger.info("metrics written to %s", written)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
