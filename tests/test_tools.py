@@ -63,7 +63,8 @@ def test_train_then_test_then_infer(stand_ins, tmp_path, capsys):
     monkeypatch_fail.setattr(builders, "build_val_data", lambda cfg: pytest.fail("infer built a dataset"))
     try:
         assert load_tool("infer").main([str(work_dir / "last.pth"), str(images), "--out-dir", str(out_dir),
-                                        "--score-thr", "0", "--device", "cpu"]) == 0
+                                        "--score-thr", "0", "--device", "cpu", "--grid", str(tmp_path / "g" / "grid.png"),
+                                        "--grid-columns", "2"]) == 0
     finally:
         monkeypatch_fail.undo()
     detections = json.loads((out_dir / "results.json").read_text())
@@ -74,6 +75,13 @@ def test_train_then_test_then_infer(stand_ins, tmp_path, capsys):
     colour = torch.tensor([int(PALETTE[CATEGORY_IDS.index(detections[0]["category_id"])][i:i + 2], 16)
                            for i in (1, 3, 5)], dtype=torch.uint8)
     assert drawn.shape == (3, 20, 24) and (drawn == colour[:, None, None]).all(0).any()  # the class's colour
+    # the grid: both drawings side by side, each padded to 20 x 24, 4 px of white around each
+    grid = pil_to_tensor(Image.open(tmp_path / "g" / "grid.png"))
+    assert grid.shape == (3, 4 + 20 + 4, 4 + 24 + 4 + 24 + 4)
+    assert torch.equal(grid[:, 4:24, 4:28], drawn)
+    second = pil_to_tensor(Image.open(out_dir / "00001_img1.png"))
+    assert torch.equal(grid[:, 4:20, 32:48], second) and (grid[:, 20:24, 32:48] == 255).all()
+    assert "detections drawn on 2 images" in capsys.readouterr().out
 
 
 def test_old_checkpoints_get_a_clear_message_and_work_with_their_categories(stand_ins, tmp_path):

@@ -3,6 +3,7 @@ with the boxes drawn and captioned with their class names.
 
     dwdet-infer work_dirs/dw/epoch_12.pth photos/ street.jpg --out-dir out/ --score-thr 0.3
     dwdet-infer work_dirs/dw/epoch_12.pth photos/ --opts model.test_min_size=600 --device cpu
+    dwdet-infer work_dirs/demo/last.pth val/000001.jpg val/000002.jpg --grid detections.png  # one picture
 
 The checkpoint carries the model's config, class names and input normalisation. A checkpoint
 written before it did (version 1) needs ``--categories``: the COCO annotation file it was trained
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.utils import make_grid
 
 from dwdet.cli.common import add_print_config, print_config
 from dwdet.engine import builders
@@ -43,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", default="infer_out", help="where results.json and the PNGs go")
     parser.add_argument("--score-thr", type=float, default=0.3, help="lowest score drawn (the JSON keeps all)")
     parser.add_argument("--categories", help="COCO annotation file naming the classes of a version 1 checkpoint")
+    parser.add_argument("--grid", metavar="PNG", help="also tile all the drawn images into this one PNG")
+    parser.add_argument("--grid-columns", type=int, default=4, help="images per row of --grid")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_intermixed_args(argv)
 
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     model.to(device)
     os.makedirs(args.out_dir, exist_ok=True)
 
-    results = []
+    results, drawings = [], []
     for image_id, path in enumerate(paths):
         with Image.open(path) as image:
             pixels = pil_to_tensor(image.convert("RGB"))
@@ -91,10 +95,23 @@ def main(argv: list[str] | None = None) -> int:
                     for entry, label in zip(entries, detections["labels"].tolist())]
         drawn = draw_detections(pixels, detections, names, args.score_thr)
         to_pil_image(drawn).save(os.path.join(args.out_dir, f"{image_id:05d}_{path.stem}.png"))
+        if args.grid:
+            drawings.append(drawn)
     written = write_json(results, os.path.join(args.out_dir, "results.json"))
     logger.info("%d detections on %d images written to %s (results in %s)", len(results), len(paths),
                 args.out_dir, written)
+    if args.grid:
+        os.makedirs(os.path.dirname(os.path.abspath(args.grid)), exist_ok=True)
+        to_pil_image(tile(drawings, args.grid_columns)).save(args.grid)
+        print(f"detections drawn on {len(paths)} images: {os.path.abspath(args.grid)}", flush=True)
     return 0
+
+
+def tile(images: list[torch.Tensor], columns: int) -> torch.Tensor:
+    """One (3, H, W) uint8 picture of ``images`` (each padded to the largest) in rows of ``columns``."""
+    height, width = max(i.shape[1] for i in images), max(i.shape[2] for i in images)
+    padded = [torch.nn.functional.pad(i, (0, width - i.shape[2], 0, height - i.shape[1]), value=255) for i in images]
+    return make_grid(torch.stack(padded), nrow=max(1, columns), padding=4, pad_value=255)
 
 
 if __name__ == "__main__":
