@@ -39,6 +39,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from dwdet.config import load_config  # noqa: E402
+from dwdet.cli.common import add_print_config, print_config  # noqa: E402
 from dwdet.engine import builders  # noqa: E402
 from dwdet.losses import ATSSLoss, DWLoss, FCOSLoss, GFLLoss, TOODLoss, VFLLoss  # noqa: E402
 from dwdet.losses.atss import atss_positives  # noqa: E402
@@ -224,6 +225,10 @@ def load_run(folder: str, checkpoint: str) -> tuple[Run, object]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     runs = [load_run(folder, args.checkpoint) for folder in args.runs]
+    if args.print_config:
+        for _, cfg in runs:
+            print_config(cfg)
+        return
     dataset = builders.build_dataset(runs[0][1], args.split)
     if not 0 <= args.index < len(dataset):
         raise SystemExit(f"--index {args.index} is out of range: the {args.split} set has {len(dataset)} images")
