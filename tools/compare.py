@@ -6,6 +6,8 @@ draw a bar chart and the loss curves.
     python tools/compare.py --study wneg             # table 5's w_neg ablation
     python tools/compare.py --study warmstart        # FCOS vs DW continuing from the FCOS weights
     python tools/compare.py --study assigners        # FCOS, ATSS, GFL, VFL, TOOD and DW side by side
+    python tools/compare.py --study shapes80 --jobs 2  # FCOS vs DW on shapes80 (also shapes80_length,
+                                                     # shapes80_neg, shapes80_assigners)
     python tools/compare.py --jobs 2 --opts train.epochs=24 model.min_size='(256,)' model.max_size=256
     python tools/compare.py --report-only            # rebuild the report from finished runs
 
@@ -119,6 +121,12 @@ STUDIES = {
         Method("s80_dw", "DW (released)", SHAPES80_DW),
     ),
     "shapes80_length": length_study((2, 4, SHAPES80_EPOCHS, 12)),
+    # the assigners on shapes80, as the paper compares them (its tables 1 and 6)
+    "shapes80_assigners": (
+        Method("s80_fcos", "FCOS", SHAPES80_FCOS),
+        *(Method(f"s80_{kind}", kind.upper(), f"configs/{kind}_r10_shapes80.py") for kind in ("atss", "gfl", "vfl", "tood")),
+        Method("s80_dw", "DW (released)", SHAPES80_DW),
+    ),
     # background pressure: DW's negative term scaled up
     "shapes80_neg": (
         Method("s80_dw", "DW (released)", SHAPES80_DW),
