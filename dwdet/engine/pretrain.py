@@ -84,10 +84,10 @@ def pretrain_backbone(out: str | os.PathLike, config: PretrainConfig, log: Calla
     torch.manual_seed(config.seed)
     model = build_resnet(config.arch, None, norm="bn")
     model.fc = nn.Linear(model.fc.in_features, num_classes)
-    params_decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    params_no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD([{"params": params_decay, "weight_decay": config.weight_decay},
-                                 {"params": params_no_decay, "weight_decay": 0.0}],
+    weights = [p for p in model.parameters() if p.ndim > 1]  # no decay on norms and biases
+    others = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD([{"params": weights, "weight_decay": config.weight_decay},
+                                 {"params": others, "weight_decay": 0.0}],
                                 lr=config.lr, momentum=0.9, nesterov=True)
     started = time.perf_counter()
     model.train()
