@@ -95,6 +95,24 @@ def test_ensure_generates_only_when_missing_or_different(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]  # no staging folder left
 
 
+def test_ensure_keeps_the_copy_of_a_process_that_finished_first(tmp_path, monkeypatch):
+    # Two trainings starting together both generate; the one finishing second must not pull the
+    # folder from under the first, which is already reading it.
+    root = tmp_path / "shapes"
+    real = synthetic.generate_synthetic
+
+    def slower_than_the_other(out, config):
+        real(root, config)  # the other process finishes and renames its copy into place first
+        (root / "in-use").write_text("")
+        real(out, config)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(synthetic, "generate_synthetic", slower_than_the_other)
+        ensure_synthetic(root, seed=3, **TINY)
+    assert (root / "in-use").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]  # the second copy was discarded
+
+
 def test_ensure_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")

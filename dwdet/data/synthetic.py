@@ -134,6 +134,8 @@ def ensure_synthetic(root: str | os.PathLike, seed: int = 0, **params) -> dict[s
         staging = root.with_name(f".{root.name}.staging-{secrets.token_hex(4)}")
         try:
             generate_synthetic(staging, config)
+            if _manifest_matches(root, config):  # another process finished first: keep its copy
+                return {split: split_paths(root, split) for split in SPLITS}
             if root.exists():  # generated with other parameters
                 stale = root.with_name(f".{root.name}.stale-{secrets.token_hex(4)}")
                 root.rename(stale)
