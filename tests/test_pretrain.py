@@ -51,6 +51,15 @@ def test_crop_batches_are_normalised_and_reproducible():
     assert torch.equal(images, same) and not torch.equal(images, other)
 
 
+def test_the_log_gives_the_learning_curve_on_held_out_crops(tmp_path):
+    lines = []
+    pretrain_backbone(tmp_path / "r10.pth", replace(TINY, steps=8), log=lines.append)
+    curve = [line for line in lines if ": accuracy " in line]
+    assert [line.split(":")[0] for line in curve] == ["step 2", "step 4", "step 6"]  # each quarter but the last
+    assert all(line.endswith("% on 8 val crops") for line in curve)
+    assert lines[-1].startswith("validation accuracy") and "on 8 crops" in lines[-1]
+
+
 def test_learning_rate_warms_up_then_decays_to_zero():
     config = PretrainConfig(steps=100, lr=0.2)
     rates = [learning_rate(config, step) for step in range(100)]

@@ -36,7 +36,7 @@ class PretrainConfig:
     arch: str = "resnet10"
     data: dict = field(default_factory=lambda: {"colours": 10})  # SyntheticConfig fields of the look
     crop_size: int = 40
-    steps: int = 800
+    steps: int = 2200
     batch_size: int = 64
     lr: float = 0.1  # peak, after a linear warmup over 3 % of the steps; cosine to zero after
     weight_decay: float = 5e-5
@@ -66,15 +66,17 @@ def learning_rate(config: PretrainConfig, step: int) -> float:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, look: SyntheticConfig, config: PretrainConfig, chunk: int = 250) -> float:
+def accuracy(model: nn.Module, look: SyntheticConfig, config: PretrainConfig, count: int | None = None,
+             chunk: int = 250) -> float:
+    """Top-1 accuracy on the first ``count`` (default: all) validation crops."""
+    count = config.val_crops if count is None else min(count, config.val_crops)
     model.eval()
     correct = 0
-    for start in range(0, config.val_crops, chunk):
-        images, labels = render_crops(look, config.crop_size, config.seed, "val", start,
-                                      min(chunk, config.val_crops - start))
+    for start in range(0, count, chunk):
+        images, labels = render_crops(look, config.crop_size, config.seed, "val", start, min(chunk, count - start))
         correct += int((model(images).argmax(1) == labels).sum())
     model.train()
-    return correct / max(1, config.val_crops)
+    return correct / max(1, count)
 
 
 def pretrain_backbone(out: str | os.PathLike, config: PretrainConfig, log: Callable[[str], None] = print) -> dict:
@@ -105,6 +107,9 @@ def pretrain_backbone(out: str | os.PathLike, config: PretrainConfig, log: Calla
         if step % 50 == 0 or step == config.steps - 1:
             log(f"step {step + 1}/{config.steps}  loss {loss.item():.3f}  lr {learning_rate(config, step):.4f}  "
                 f"{time.perf_counter() - started:.0f} s")
+        if (step + 1) % max(1, config.steps // 4) == 0 and step + 1 < config.steps:  # the learning curve
+            count = min(500, config.val_crops)
+            log(f"step {step + 1}: accuracy {100 * accuracy(model, look, config, count):.1f} % on {count} val crops")
     val_accuracy = accuracy(model, look, config)
     minutes = (time.perf_counter() - started) / 60
     log(f"validation accuracy {100 * val_accuracy:.1f} % on {config.val_crops} crops "
