@@ -1,9 +1,12 @@
 // Operator schemas (one TORCH_LIBRARY block) and the Python module that reports how the extension
 // was built. Kernels register per backend in cpu/*.cpp and cuda/*.cu; fake (meta) kernels and
 // autograd are registered from Python (dw_ops/_registration.py), except boundary_sample's autograd
-// (autograd.cpp).
-#include <torch/extension.h>
+// (autograd.cpp). The module needs pybind11 alone: <torch/extension.h> would triple this file's
+// build time.
+#include <pybind11/pybind11.h>
 #include <torch/library.h>
+
+#include <string>
 
 TORCH_LIBRARY(dw_ops, m) {
   // Candidate bag: every (GT, point) pair with the point strictly inside the GT box, grouped per GT.

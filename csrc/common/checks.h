@@ -5,7 +5,7 @@
 // (DW_CHECK_INDEX in cuda/device.cuh).
 #pragma once
 
-#include <ATen/ATen.h>
+#include "common/aten.h"
 
 #include <string>
 #include <vector>

@@ -3,7 +3,7 @@
 // kernels themselves.
 #pragma once
 
-#include <ATen/ATen.h>
+#include "common/aten.h"
 #include <ATen/OpMathType.h>
 
 namespace dw_ops {

@@ -1,8 +1,8 @@
 // CPU kernels of the candidate-bag ops: pair finding, and prior / IoU / GIoU loss per pair.
-#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/aten.h"
 #include "common/checks.h"
 #include "common/dw_math.h"
 #include "common/glue.h"

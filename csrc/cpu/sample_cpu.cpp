@@ -1,5 +1,4 @@
 // CPU kernels of boundary-point sampling (a depthwise 1x1 deformable convolution with unit weights).
-#include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -7,6 +6,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "common/aten.h"
 #include "common/checks.h"
 #include "common/dw_math.h"
 #include "cpu/vec_math.h"

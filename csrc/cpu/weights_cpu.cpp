@@ -1,11 +1,11 @@
 // CPU kernels of the dual weights and of the fused negative classification term.
-#include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <numeric>
 
+#include "common/aten.h"
 #include "common/checks.h"
 #include "cpu/vec_math.h"
 #include "common/dw_math.h"

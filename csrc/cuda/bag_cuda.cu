@@ -1,10 +1,10 @@
 // CUDA backend of the candidate-bag ops: pair finding, and prior / IoU / GIoU loss per pair; the
 // kernels are in bag_kernels.cuh.
 // The math is dw_math.h's and the steps around the kernels glue.h's, as in cpu/bag_cpu.cpp.
-#include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "common/aten.h"
 #include "common/checks.h"
 #include "common/glue.h"
 #include "cuda/bag_kernels.cuh"

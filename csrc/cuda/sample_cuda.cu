@@ -1,10 +1,10 @@
 // CUDA backend of boundary-point sampling (a depthwise 1x1 deformable convolution with unit
 // weights); the kernels are in sample_kernels.cuh. The math is dw_math.h's, as in cpu/sample_cpu.cpp.
-#include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "common/aten.h"
 #include "common/checks.h"
 #include "common/glue.h"
 #include "cuda/launch.cuh"

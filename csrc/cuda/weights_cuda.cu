@@ -5,11 +5,11 @@
 // partials summed by at::sum, entries of one point merged by a deterministic index_put_. The
 // results are therefore the same run to run on one GPU model; another GPU model (or another ATen
 // version) may split at::sum differently and differ in the last bits.
-#include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "common/aten.h"
 #include "common/checks.h"
 #include "common/glue.h"
 #include "cuda/launch.cuh"
