@@ -81,7 +81,7 @@ print(bag.point_index.tolist(), round(float(bag.iou[0]), 4))
     assert bag == "[0] 1.0"  # one pair: point 0, whose predicted box is the GT box itself
 
 
-@pytest.mark.parametrize("command", ["dwdet-train", "dwdet-test", "dwdet-infer", "dwdet-convert-mmdet"])
+@pytest.mark.parametrize("command", ["dwdet-train", "dwdet-test", "dwdet-infer", "dwdet-convert-mmdet", "dwdet-export"])
 def test_the_commands_are_installed(fresh_venv, command):
     venv, tmp = fresh_venv
     run = subprocess.run([str(venv / "bin" / command), "--help"], cwd=tmp, capture_output=True, text=True,

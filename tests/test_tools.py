@@ -140,3 +140,39 @@ def test_train_reports_a_bad_override(stand_ins):
 def test_infer_rejects_missing_inputs(stand_ins, tmp_path):
     with pytest.raises(FileNotFoundError, match="input not found"):
         load_tool("infer").main(["x.pth", str(tmp_path / "nope.jpg")])
+
+
+def test_export_keeps_what_inference_reads_and_drops_the_training_state(stand_ins, tmp_path, capsys):
+    work_dir = tmp_path / "run"
+    assert load_tool("train").main([str(stand_ins), "train.epochs=1", "eval.interval=0", "--work-dir",
+                                    str(work_dir)]) == 0
+    source, out = work_dir / "last.pth", tmp_path / "shared" / "model.pth"
+    assert load_tool("export_checkpoint").main([str(source), str(out), "--half"]) == 0
+    assert f"exported {source} to {out}" in capsys.readouterr().out
+    original, exported = load_checkpoint(source), load_checkpoint(out)
+    assert {"optimizer", "rng", "progress"} <= set(original) and not {"optimizer", "rng", "progress"} & set(exported)
+    for key in ("config", "categories", "input"):
+        assert exported[key] == original[key]
+    for name, value in original["model"].items():
+        expected = value.half() if value.is_floating_point() else value
+        assert exported["model"][name].dtype == expected.dtype and torch.equal(exported["model"][name], expected)
+    model, _, categories = builders.load_detector(out)  # float32 parameters from the half-precision values
+    assert categories == original["categories"]
+    for name, value in model.state_dict().items():
+        assert value.dtype == original["model"][name].dtype
+        assert torch.equal(value, original["model"][name].half().to(value.dtype))
+    # and the evaluation runs from the exported file as from the training checkpoint
+    assert load_tool("test").main([str(stand_ins), str(out), "--work-dir", str(tmp_path / "eval")]) == 0
+
+
+def test_export_refuses_an_old_checkpoint_naming_what_it_lacks(stand_ins, tmp_path):
+    work_dir = tmp_path / "run"
+    assert load_tool("train").main([str(stand_ins), "train.epochs=1", "eval.interval=0", "--work-dir",
+                                    str(work_dir)]) == 0
+    ckpt = load_checkpoint(work_dir / "last.pth")
+    del ckpt["categories"], ckpt["input"]
+    old = tmp_path / "old.pth"
+    torch.save(ckpt, old)
+    with pytest.raises(CheckpointError, match=r"old\.pth lacks categories, input"):
+        load_tool("export_checkpoint").main([str(old), str(tmp_path / "out.pth")])
+    assert not (tmp_path / "out.pth").exists()
