@@ -1,6 +1,7 @@
 """Pretrain a backbone on the synthetic benchmark's objects (the stand-in for ImageNet weights).
 
-    python tools/pretrain_backbone.py --out weights/resnet10_shapes80.pth      # the shipped file
+    OMP_NUM_THREADS=1 python tools/pretrain_backbone.py --out weights/resnet10_shapes80.pth   # shapes80's
+    python tools/pretrain_backbone.py --steps 2200 --out weights/resnet10_shapes80_long.pth  # the demo's
     python tools/pretrain_backbone.py --arch resnet18 --steps 3000 --out my_r18.pth
 
 The classifier learns shape x hue (80 classes with ``--colours 10``) and background from crops drawn

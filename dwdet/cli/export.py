@@ -1,6 +1,6 @@
 """Write a checkpoint for inference and sharing: the model's weights with the config, class names
 and input normalisation that ``dwdet-test`` and ``dwdet-infer`` read, without the optimizer,
-schedule and RNG states a training checkpoint carries for resuming (two thirds of its size).
+schedule and RNG states a training checkpoint carries for resuming (half of its size).
 
     dwdet-export work_dirs/demo_model/last.pth weights/dw_r10_shapes16_demo.pth --half
 

@@ -36,7 +36,7 @@ class PretrainConfig:
     arch: str = "resnet10"
     data: dict = field(default_factory=lambda: {"colours": 10})  # SyntheticConfig fields of the look
     crop_size: int = 40
-    steps: int = 2200
+    steps: int = 800
     batch_size: int = 64
     lr: float = 0.1  # peak, after a linear warmup over 3 % of the steps; cosine to zero after
     weight_decay: float = 5e-5
