@@ -83,6 +83,20 @@ def test_frozen_stem_stage1_and_batchnorm():
         torch.testing.assert_close(buffer, buffers[name], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("frozen_stages, frozen", [(-1, ()), (0, ("conv1", "bn1")), (2, ("conv1", "bn1", "layer1", "layer2")),
+                                                  (4, ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"))])
+def test_frozen_stages_freeze_the_stem_and_the_first_stages(frozen_stages, frozen):
+    body = build_backbone("resnet10", weights=None, out_channels=32, frozen_stages=frozen_stages).body
+    for name, parameter in body.named_parameters():
+        assert parameter.requires_grad != name.startswith(frozen), name
+
+
+@pytest.mark.parametrize("bad", [-2, 5, 1.0, "all"])
+def test_bad_frozen_stages_are_named(bad):
+    with pytest.raises(ValueError, match="frozen_stages"):
+        build_resnet("resnet10", weights=None, frozen_stages=bad)
+
+
 def test_backbone_loads_local_checkpoint(tmp_path):
     torch.manual_seed(0)
     source = build_resnet("resnet18", weights=None)

@@ -17,12 +17,12 @@ import contextlib
 import io
 import json
 import math
-import os
 import sys
 
 from pycocotools.coco import COCO
 
 from dwdet.config import load_config
+from dwdet.engine.builders import annotation_file
 from dwdet.models.transform import fit_size
 
 STRIDES = (8, 16, 32, 64, 128)
@@ -36,14 +36,6 @@ def points_per_image(height: int, width: int) -> int:
         total += h * w
         h, w = math.ceil(h / 2), math.ceil(w / 2)
     return total
-
-
-def annotation_file(cfg, split: str) -> str:
-    data = cfg.data
-    if data.type == "synthetic":
-        from dwdet.data import ensure_synthetic
-        return str(ensure_synthetic(data.root, seed=data.seed, **data.params.to_dict())[split].annotations)
-    return os.path.join(data.root, data[f"{split}_ann"])
 
 
 def dataset_stats(annotations: str, short_side: int, max_size: int) -> dict:

@@ -5,6 +5,7 @@ model = dict(
     backbone="resnet50",
     backbone_weights="IMAGENET1K_V1",  # a torchvision weights name, a local .pth path, or None
     backbone_norm="frozen_bn",
+    frozen_stages=1,  # the stem and stage 1 get no gradient (4: the whole ResNet), with frozen_bn
     channels=256,
     refine=False,
     min_size=(800,),  # short side; several sizes: one drawn per training image (multi-scale)

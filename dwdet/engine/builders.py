@@ -50,7 +50,7 @@ def build_model(cfg: Config) -> nn.Module:
     raise ValueError(f"config key model.type must be 'fcos' or 'torchvision_fcos', got {kind!r}")
 
 
-def _split_files(cfg: Config, split: str) -> tuple[str, str]:
+def split_files(cfg: Config, split: str) -> tuple[str, str]:
     """(image folder, annotation file) of a split; generates the synthetic set if it is not there yet."""
     from dwdet.data import ensure_synthetic
     data = cfg.data
@@ -64,7 +64,7 @@ def _split_files(cfg: Config, split: str) -> tuple[str, str]:
 
 def annotation_file(cfg: Config, split: str) -> str:
     """The COCO annotation file of ``split`` ("train" or "val")."""
-    return _split_files(cfg, split)[1]
+    return split_files(cfg, split)[1]
 
 
 def read_categories(ann_file: str) -> list[dict[str, Any]]:
@@ -95,7 +95,7 @@ def build_dataset(cfg: Config, split: str) -> Any:
     flipped with probability ``flip``; images without boxes are skipped in training only."""
     from dwdet.data import CocoDetection, RandomHorizontalFlip
     data = cfg.data
-    images, annotations = _split_files(cfg, split)
+    images, annotations = split_files(cfg, split)
     train = split == "train"
     flip = RandomHorizontalFlip(data.flip) if train and data.flip > 0 else None
     return CocoDetection(images, annotations, flip, filter_empty=train, on_bad_image=data.on_bad_image,

@@ -21,7 +21,7 @@ BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resne
 # ResNet-18's depth and twice its speed, for CPU-sized benchmarks.
 CUSTOM_RESNETS = {"resnet10": (BasicBlock, [1, 1, 1, 1])}
 BACKBONE_FORMAT = "dwdet-backbone"  # the "format" entry of a file written by tools/pretrain_backbone.py
-FROZEN_MODULES = ("conv1", "bn1", "layer1")  # stem and stage 1
+STAGE_MODULES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))  # stem, stages 1-4
 Weights = Union[None, str, os.PathLike, WeightsEnum]
 
 
@@ -29,7 +29,7 @@ NORMS = ("frozen_bn", "gn", "bn")
 NORM_LAYERS = {"frozen_bn": FrozenBatchNorm2d, "gn": lambda channels: nn.GroupNorm(32, channels), "bn": nn.BatchNorm2d}
 
 
-def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn") -> ResNet:
+def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn", frozen_stages: int = 1) -> ResNet:
     """A torchvision ResNet/ResNeXt with frozen BatchNorm and a frozen stem and stage 1.
 
     Args:
@@ -43,11 +43,16 @@ def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn") ->
             GroupNorm(32) everywhere and nothing frozen, for training from scratch; or ``"bn"``:
             trainable BatchNorm, nothing frozen, for pretraining a backbone
             (``dwdet.engine.pretrain``).
+        frozen_stages: with ``"frozen_bn"``, the stem and stages 1 .. ``frozen_stages`` get no
+            gradient (MMDetection's meaning: -1 none, 0 the stem, 1 the released model's stem and
+            stage 1, 4 the whole backbone); the other norms train everything.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
     if norm not in NORMS:
         raise ValueError(f"unknown backbone norm {norm!r}; choose one of {NORMS}")
+    if not (isinstance(frozen_stages, int) and -1 <= frozen_stages <= 4):
+        raise ValueError(f"frozen_stages must be an integer in [-1, 4] (-1: none, 4: all), got {frozen_stages!r}")
     path = os.fspath(weights) if _is_checkpoint_path(weights) else None
     if path is not None and not os.path.isfile(path):
         raise FileNotFoundError(f"backbone checkpoint {path!r} does not exist")
@@ -63,18 +68,19 @@ def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn") ->
     if path is not None:
         _load_checkpoint(model, path, name)
     if norm == "frozen_bn":
-        for module_name in FROZEN_MODULES:
-            getattr(model, module_name).requires_grad_(False)
+        for stage in STAGE_MODULES[:frozen_stages + 1]:
+            for module_name in stage:
+                getattr(model, module_name).requires_grad_(False)
     return model
 
 
 def build_backbone(name: str = "resnet50", weights: Weights = None, out_channels: int = 256,
-                   norm: str = "frozen_bn") -> BackboneWithFPN:
+                   norm: str = "frozen_bn", frozen_stages: int = 1) -> BackboneWithFPN:
     """ResNet + FPN returning five maps (P3-P7, strides 8-128) of ``out_channels`` channels.
 
     The output is an ordered dict (keys ``"0", "1", "2", "p6", "p7"``); see :func:`build_resnet`
-    for ``name`` and ``weights``."""
-    resnet = build_resnet(name, weights, norm)
+    for ``name``, ``weights`` and ``frozen_stages``."""
+    resnet = build_resnet(name, weights, norm, frozen_stages)
     c5_channels = resnet.inplanes  # channels of the last stage's output
     fpn = BackboneWithFPN(resnet, return_layers={"layer2": "0", "layer3": "1", "layer4": "2"},
                           in_channels_list=[c5_channels // 4, c5_channels // 2, c5_channels],

@@ -99,7 +99,8 @@ class FCOSDetector(nn.Module):
 
 
 def build_fcos(num_classes: int, loss: Optional[nn.Module] = None, *, backbone: str = "resnet50",
-               backbone_weights: Weights = "IMAGENET1K_V1", backbone_norm: str = "frozen_bn", refine: bool = False,
+               backbone_weights: Weights = "IMAGENET1K_V1", backbone_norm: str = "frozen_bn", frozen_stages: int = 1,
+               refine: bool = False,
                min_size: Union[int, Sequence[int]] = 800, max_size: int = 1333, test_min_size: Optional[int] = None,
                channels: int = 256, score_thresh: float = 0.05, pre_nms_top_n: int = 1000, nms_thresh: float = 0.6,
                detections_per_img: int = 100) -> FCOSDetector:
@@ -112,6 +113,8 @@ def build_fcos(num_classes: int, loss: Optional[nn.Module] = None, *, backbone: 
         backbone_weights: torchvision weights name (ImageNet, downloaded once to torchvision's
             cache), the path of a local backbone checkpoint, or None for random init.
         backbone_norm: ``"frozen_bn"`` (pretrained backbones) or ``"gn"`` (training from scratch).
+        frozen_stages: backbone stages without gradient with ``"frozen_bn"`` (1: the stem and
+            stage 1, as released; 4: the whole ResNet; see :func:`dwdet.models.backbone.build_resnet`).
         refine: add DW's box refinement.
         min_size, max_size: resize to fit short side <= min_size, long side <= max_size; a
             sequence of min sizes draws one per training image (multi-scale training).
@@ -119,7 +122,7 @@ def build_fcos(num_classes: int, loss: Optional[nn.Module] = None, *, backbone: 
         channels: FPN and head width.
         score_thresh, pre_nms_top_n, nms_thresh, detections_per_img: inference settings.
     """
-    return FCOSDetector(build_backbone(backbone, backbone_weights, channels, backbone_norm),
+    return FCOSDetector(build_backbone(backbone, backbone_weights, channels, backbone_norm, frozen_stages),
                         FCOSHead(num_classes, channels, strides=DEFAULT_STRIDES, refine=refine),
                         DetectionTransform(min_size, max_size, test_min_size), loss,
                         score_thresh=score_thresh, pre_nms_top_n=pre_nms_top_n, nms_thresh=nms_thresh,

@@ -12,7 +12,8 @@ from dwdet.models.transform import DetectionTransform
 
 
 def build_torchvision_fcos(num_classes: int, *, backbone: str = "resnet50", backbone_weights: Weights = "IMAGENET1K_V1",
-                           backbone_norm: str = "frozen_bn", min_size: Union[int, Sequence[int]] = 800,
+                           backbone_norm: str = "frozen_bn", frozen_stages: int = 1,
+                           min_size: Union[int, Sequence[int]] = 800,
                            max_size: int = 1333, test_min_size: Optional[int] = None, channels: int = 256,
                            score_thresh: float = 0.05, pre_nms_top_n: int = 1000, nms_thresh: float = 0.6,
                            detections_per_img: int = 100, center_sampling_radius: float = 1.5) -> FCOS:
@@ -21,7 +22,7 @@ def build_torchvision_fcos(num_classes: int, *, backbone: str = "resnet50", back
     Its loss is torchvision's (focal loss, GIoU, centerness BCE, center sampling with
     ``center_sampling_radius``), so no ``loss`` argument; box refinement does not exist there.
     """
-    fpn = build_backbone(backbone, backbone_weights, channels, backbone_norm)
+    fpn = build_backbone(backbone, backbone_weights, channels, backbone_norm, frozen_stages)
     # one anchor per location whose side is the level's stride: torchvision's FCOS reads the
     # points and the scale ranges off these boxes
     anchors = AnchorGenerator(sizes=tuple((stride,) for stride in DEFAULT_STRIDES),

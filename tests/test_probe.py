@@ -1,0 +1,108 @@
+"""The backbone probe (dwdet.engine.probe, tools/probe_backbone.py): features sampled where the
+objects are, the linear fit, and the tool end to end on a tiny synthetic set."""
+import json
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from dwdet.data.synthetic import ensure_synthetic
+from dwdet.engine.probe import centre_features, fit_linear, load_objects, probe_backbone
+from tool_loader import load_tool
+
+TINY = dict(colours=2, num_train=12, num_val=6, image_size=96, min_objects=1, max_objects=3, min_object_size=12)
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("probe") / "tiny"
+    return root, ensure_synthetic(root, seed=0, **TINY)
+
+
+class CoordinateBackbone(nn.Module):
+    """A stand-in ResNet whose every map holds, per cell, the mean x (channel 0) and y (channel 1)
+    of the input pixel centres it covers, at the strides 8, 16 and 32 of C3-C5."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn1 = self.relu = self.maxpool = self.layer1 = nn.Identity()
+        self.layer2, self.layer3, self.layer4 = nn.AvgPool2d(8), nn.AvgPool2d(2), nn.AvgPool2d(2)
+
+    def conv1(self, x):
+        height, width = x.shape[2:]
+        ys, xs = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+        return torch.stack((xs, ys))[None].expand(len(x), 2, height, width)
+
+
+def test_features_are_read_at_the_box_centres(tiny_set):
+    root, paths = tiny_set
+    records = load_objects(*paths["train"])
+    features, labels, areas = centre_features(CoordinateBackbone(), records, 96, 96)
+    boxes = torch.cat([boxes for _, boxes, _, _ in records])
+    centres = boxes[:, :2] + boxes[:, 2:] / 2
+    assert features.shape == (len(boxes), 6)
+    # bilinear sampling of a linear ramp gives the ramp's value, except within half a cell of the
+    # border, where grid_sample's zero padding pulls the value towards zero
+    for level, stride in enumerate((8, 16, 32)):
+        sampled = features[:, 2 * level:2 * level + 2]
+        inside = ((centres >= stride / 2) & (centres <= 96 - stride / 2)).all(1)  # 96: no padding
+        torch.testing.assert_close(sampled[inside], centres[inside], atol=1e-3, rtol=0)
+    assert labels.tolist() == torch.cat([classes for _, _, classes, _ in records]).tolist()
+    torch.testing.assert_close(areas, torch.cat([area for *_, area in records]))
+
+
+def test_features_follow_the_detectors_resize(tiny_set):
+    root, paths = tiny_set
+    records = load_objects(*paths["train"], max_images=3)
+    full, _, _ = centre_features(CoordinateBackbone(), records, 96, 96)
+    half, _, _ = centre_features(CoordinateBackbone(), records, 48, 48)  # images at half size
+    # the C3 x coordinate of a centre away from the border halves with the image
+    boxes = torch.cat([boxes for _, boxes, _, _ in records])
+    centre_x = boxes[:, 0] + boxes[:, 2] / 2
+    inside = (centre_x > 8) & (centre_x < 88)
+    torch.testing.assert_close(half[inside, 0], full[inside, 0] / 2, atol=0.5, rtol=0)
+
+
+def test_linear_fit_separates_separable_classes_and_folds_the_standardisation():
+    torch.manual_seed(0)
+    centres = torch.randn(5, 16) * 4
+    labels = torch.arange(5).repeat_interleave(40)
+    features = centres[labels] + 0.3 * torch.randn(len(labels), 16) + 100  # far from zero mean
+    classifier = fit_linear(features, labels, 5)
+    assert (classifier(features).argmax(1) == labels).all()
+    fresh = centres[labels] + 0.3 * torch.randn(len(labels), 16) + 100
+    assert (classifier(fresh).argmax(1) == labels).float().mean() > 0.95
+
+
+def test_probe_backbone_reports_top1_by_size_and_by_shape_and_hue(tiny_set):
+    root, paths = tiny_set
+    train, val = load_objects(*paths["train"]), load_objects(*paths["val"])
+    result = probe_backbone("resnet10", None, train, val, 16, 96, 96, colours=2)
+    assert result["objects"] == {"train": sum(len(r[2]) for r in train), "val": sum(len(r[2]) for r in val)}
+    for key in ("top1", "train_top1", "shape_right", "hue_right"):
+        assert 0 <= result[key] <= 1
+    assert result["shape_right"] >= result["top1"] and result["hue_right"] >= result["top1"]
+    assert result["train_top1"] > 0.9  # a handful of objects in 896 dimensions: the fit separates them
+
+
+def tiny_config(tmp_path, root):
+    config = tmp_path / "tiny.py"
+    params = ", ".join(f"{k}={v!r}" for k, v in TINY.items())
+    config.write_text(f'_base_ = "{os.path.abspath("configs/dw_r10_shapes80.py")}"\n'
+                      f'model = dict(num_classes=16, min_size=(96,), max_size=96)\n'
+                      f'data = dict(root="{root}", params=dict({params}))\n')
+    return str(config)
+
+
+def test_probe_tool_prints_a_line_per_backbone(tiny_set, capsys, tmp_path):
+    config = tiny_config(tmp_path, tiny_set[0])
+    assert load_tool("probe_backbone").main([config, "none", "--max-train-images", "8"]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["weights"] == "none" and 0 <= line["top1"] <= 1
+
+
+def test_probe_tool_names_a_missing_backbone_file(tiny_set, tmp_path):
+    config = tiny_config(tmp_path, tiny_set[0])
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_tool("probe_backbone").main([config, str(tmp_path / "missing.pth")])
