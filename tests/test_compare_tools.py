@@ -112,6 +112,21 @@ def test_report_without_runs_says_so(tmp_path):
         compare.main(["--out", str(tmp_path), "--report-only"])
 
 
+def test_methods_trains_a_subset_of_the_study(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(compare, "train", lambda method, seed, *rest: trained.append((method.name, seed)))
+    monkeypatch.setattr(compare, "report", lambda methods, out: [m.name for m in methods])
+    assert compare.main(["--study", "shapes80_length", "--methods", "s80_dw_e12", "s80_fcos_e2", "--seeds", "0", "1",
+                         "--out", str(tmp_path)]) == 0
+    assert sorted(trained) == [("s80_dw_e12", 0), ("s80_fcos_e2", 0)]  # single-seed lengths: the first seed
+
+
+def test_methods_outside_the_study_are_named(capsys):
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--study", "shapes80", "--methods", "s80_dw", "wneg_none"])
+    assert "--methods wneg_none: not in study 'shapes80'" in capsys.readouterr().err
+
+
 def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path):
     out = tmp_path / "compare"
     opts = TOY_OPTS + [f"data.root={tmp_path / 'data'}"]

@@ -9,6 +9,7 @@ draw a bar chart and the loss curves.
     python tools/compare.py --study shapes80 --jobs 2  # FCOS vs DW on shapes80 (also shapes80_length,
                                                      # shapes80_neg, shapes80_assigners)
     python tools/compare.py --jobs 2 --opts train.epochs=24 model.min_size='(256,)' model.max_size=256
+    python tools/compare.py --study shapes80_length --methods s80_fcos_e12 s80_dw_e12 --seeds 0 --jobs 2
     python tools/compare.py --report-only            # rebuild the report from finished runs
 
 Each run is ``tools/train.py <config> <overrides> train.seed=<seed>`` in
@@ -143,10 +144,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="work_dirs/compare", help="folder of the runs and the report")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once (they share the CPU threads)")
     parser.add_argument("--opts", nargs="+", default=[], metavar="key=value", help="config overrides for every run")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="NAME",
+                        help="train only these methods of the study (the report still covers all of it)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    if args.methods is not None:
+        known = [m.name for m in selected_methods(args.study)]
+        unknown = [name for name in args.methods if name not in known]
+        if unknown:
+            parser.error(f"--methods {' '.join(unknown)}: not in study {args.study!r}, whose methods are {known}")
     return args
 
 
@@ -348,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out = os.path.abspath(args.out)  # the trainings run from the repository root
     methods = selected_methods(args.study)
     if not args.report_only:
-        runs = planned_runs(methods, args.seeds)
+        runs = planned_runs([m for m in methods if args.methods is None or m.name in args.methods], args.seeds)
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         # runs that start from another run's weights go second, once those have finished
         for phase in ([r for r in runs if r[0].init_from is None], [r for r in runs if r[0].init_from is not None]):
