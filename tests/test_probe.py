@@ -7,8 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from torch.utils.data import Subset
+
+from dwdet.data import CocoDetection
 from dwdet.data.synthetic import ensure_synthetic
-from dwdet.engine.probe import centre_features, fit_linear, load_objects, probe_backbone
+from dwdet.engine.probe import centre_features, fit_linear, probe_backbone
+from dwdet.models.transform import DetectionTransform
 from tool_loader import load_tool
 
 TINY = dict(colours=2, num_train=12, num_val=6, image_size=96, min_objects=1, max_objects=3, min_object_size=12)
@@ -35,12 +39,16 @@ class CoordinateBackbone(nn.Module):
         return torch.stack((xs, ys))[None].expand(len(x), 2, height, width)
 
 
+def objects(paths, split):
+    return CocoDetection(*map(str, paths[split]), filter_empty=True)
+
+
 def test_features_are_read_at_the_box_centres(tiny_set):
     root, paths = tiny_set
-    records = load_objects(*paths["train"])
-    features, labels, areas = centre_features(CoordinateBackbone(), records, 96, 96)
-    boxes = torch.cat([boxes for _, boxes, _, _ in records])
-    centres = boxes[:, :2] + boxes[:, 2:] / 2
+    dataset = objects(paths, "train")
+    features, labels, areas = centre_features(CoordinateBackbone(), dataset, DetectionTransform(96, 96))
+    boxes = torch.cat([target["boxes"] for _, target in dataset])
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     assert features.shape == (len(boxes), 6)
     # bilinear sampling of a linear ramp gives the ramp's value, except within half a cell of the
     # border, where grid_sample's zero padding pulls the value towards zero
@@ -48,18 +56,18 @@ def test_features_are_read_at_the_box_centres(tiny_set):
         sampled = features[:, 2 * level:2 * level + 2]
         inside = ((centres >= stride / 2) & (centres <= 96 - stride / 2)).all(1)  # 96: no padding
         torch.testing.assert_close(sampled[inside], centres[inside], atol=1e-3, rtol=0)
-    assert labels.tolist() == torch.cat([classes for _, _, classes, _ in records]).tolist()
-    torch.testing.assert_close(areas, torch.cat([area for *_, area in records]))
+    assert labels.tolist() == torch.cat([target["labels"] for _, target in dataset]).tolist()
+    torch.testing.assert_close(areas, (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
 
 
 def test_features_follow_the_detectors_resize(tiny_set):
     root, paths = tiny_set
-    records = load_objects(*paths["train"], max_images=3)
-    full, _, _ = centre_features(CoordinateBackbone(), records, 96, 96)
-    half, _, _ = centre_features(CoordinateBackbone(), records, 48, 48)  # images at half size
+    dataset = Subset(objects(paths, "train"), range(3))
+    full, _, _ = centre_features(CoordinateBackbone(), dataset, DetectionTransform(96, 96))
+    half, _, _ = centre_features(CoordinateBackbone(), dataset, DetectionTransform(48, 48))  # half size
     # the C3 x coordinate of a centre away from the border halves with the image
-    boxes = torch.cat([boxes for _, boxes, _, _ in records])
-    centre_x = boxes[:, 0] + boxes[:, 2] / 2
+    boxes = torch.cat([target["boxes"] for _, target in dataset])
+    centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
     inside = (centre_x > 8) & (centre_x < 88)
     torch.testing.assert_close(half[inside, 0], full[inside, 0] / 2, atol=0.5, rtol=0)
 
@@ -77,9 +85,10 @@ def test_linear_fit_separates_separable_classes_and_folds_the_standardisation():
 
 def test_probe_backbone_reports_top1_by_size_and_by_shape_and_hue(tiny_set):
     root, paths = tiny_set
-    train, val = load_objects(*paths["train"]), load_objects(*paths["val"])
-    result = probe_backbone("resnet10", None, train, val, 16, 96, 96, colours=2)
-    assert result["objects"] == {"train": sum(len(r[2]) for r in train), "val": sum(len(r[2]) for r in val)}
+    train, val = objects(paths, "train"), objects(paths, "val")
+    result = probe_backbone("resnet10", None, train, val, 16, DetectionTransform(96, 96), colours=2)
+    assert result["objects"] == {"train": sum(len(t["labels"]) for _, t in train),
+                                 "val": sum(len(t["labels"]) for _, t in val)}
     for key in ("top1", "train_top1", "shape_right", "hue_right"):
         assert 0 <= result[key] <= 1
     assert result["shape_right"] >= result["top1"] and result["hue_right"] >= result["top1"]

@@ -14,9 +14,13 @@ import argparse
 import json
 import sys
 
+from torch.utils.data import Subset
+
 from dwdet.config import load_config
+from dwdet.data import CocoDetection
 from dwdet.engine.builders import split_files
-from dwdet.engine.probe import load_objects, probe_backbone
+from dwdet.engine.probe import probe_backbone
+from dwdet.models.transform import DetectionTransform
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,17 +37,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts)
-    train = load_objects(*split_files(cfg, "train"), max_images=args.max_train_images)
-    val = load_objects(*split_files(cfg, "val"), max_images=args.max_val_images)
+    train, val = (CocoDetection(*split_files(cfg, split), filter_empty=True) for split in ("train", "val"))
+    train = Subset(train, range(min(len(train), args.max_train_images or len(train))))
+    val = Subset(val, range(min(len(val), args.max_val_images or len(val))))
     colours = cfg.data.params.get("colours", 0) if cfg.data.type == "synthetic" else 0
     num_classes = cfg.model.num_classes
     if num_classes is None:
         raise ValueError(f"config {args.config}: model.num_classes must be set to probe its backbone")
-    min_size = cfg.model.min_size
-    short_side = cfg.model.test_min_size or (min_size if isinstance(min_size, int) else min_size[0])
+    transform = DetectionTransform(cfg.model.min_size, cfg.model.max_size, cfg.model.test_min_size)
     for weights in args.weights:
         result = probe_backbone(cfg.model.backbone, None if weights == "none" else weights, train, val,
-                                num_classes, short_side, cfg.model.max_size, colours=colours, weight_decay=args.weight_decay)
+                                num_classes, transform, colours=colours, weight_decay=args.weight_decay)
         print(json.dumps({"weights": weights, **{k: round(v, 4) if isinstance(v, float) else v
                                                  for k, v in result.items()}}), flush=True)
     return 0
