@@ -37,15 +37,18 @@ def test_every_method_config_loads_and_builds():
             continue
         assert isinstance(model, FCOSDetector) and model.head.refine == (method.name == "dw_refine")
         loss = build_loss(cfg)
-        if method.config not in (compare.DW_CONFIG, compare.SHAPES80_DW):
+        if method.config not in (compare.DW_CONFIG, compare.SHAPES80_DW, compare.PATTERNS80_DW):
             assert not isinstance(loss, DWLoss) and type(loss).__name__.lower().startswith(cfg.loss.type)
         else:
             assert loss.variant == ("paper" if method.name == "dw_paper" else "released")
             expected = method.name[len("wneg_"):] if method.name.startswith("wneg_") else "pneg_ineg"
             assert loss.neg_weighting == expected
             assert loss.neg_scale == {"s80_dw_neg10": 10.0, "s80_dw_neg100": 100.0}.get(method.name, 1.0)
-        if method.epochs is not None:
-            assert cfg.train.epochs == method.epochs and cfg.eval.interval == method.epochs
+        if method.x is not None and method.axis == "length":
+            assert cfg.train.epochs == method.x and cfg.eval.interval == method.x
+        if method.axis == "scores":  # the class count varies, nothing else
+            assert cfg.model.num_classes == round(method.x / compare.PATTERNS80_SCORES_PER_OBJECT * 80)
+            assert cfg.data.root.startswith("data/patterns80") and cfg.train.epochs == compare.SHAPES80_EPOCHS
 
 
 def test_methods_are_shared_between_studies_and_single_seed_ones_run_once():
@@ -61,9 +64,9 @@ def test_length_study_keeps_the_lr_step_at_the_same_fraction():
     steps = {}
     for method in compare.selected_methods("shapes80_length"):
         cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
-        assert method.curve in ("FCOS", "DW (released)") and cfg.train.epochs == method.epochs
-        steps[method.epochs] = cfg.train.lr_steps[0] / cfg.train.epochs
-        assert method.all_seeds == (method.epochs == compare.SHAPES80_EPOCHS)  # the full length has 3 seeds
+        assert method.curve in ("FCOS", "DW (released)") and cfg.train.epochs == method.x
+        steps[method.x] = cfg.train.lr_steps[0] / cfg.train.epochs
+        assert method.all_seeds == (method.x == compare.SHAPES80_EPOCHS)  # the full length has 3 seeds
     assert sorted(steps) == [2, 4, 6, 12] and all(abs(f - 5 / 6) <= 1 / 6 for f in steps.values())
     names = {m.name for m in compare.selected_methods("shapes80_length")}
     assert {"s80_fcos", "s80_dw", "s80_fcos_e2", "s80_dw_e12"} <= names  # the full length is the main study's run

@@ -186,3 +186,78 @@ def test_colours_zero_keeps_the_original_images(tmp_path):
             digest.update(str(path.relative_to(tmp_path)).encode())
             digest.update(path.read_bytes())
     assert digest.hexdigest() == "7ef3d762534f325a62f08396a5b63d9d7c35b08b86c0d76978077f6b7293921a"
+
+
+def test_pattern_fills_are_the_named_textures():
+    bright = (200, 90, 30)
+    dark = tuple(round(c / 3) for c in bright)
+    masks = {}
+    for pattern in synthetic.PATTERNS:
+        fill = synthetic._pattern_fill(pattern, (24, 30), bright, np.random.default_rng(1))
+        assert fill.shape == (24, 30, 3) and fill.dtype == np.uint8
+        on = (fill == bright).all(-1)
+        assert (on | (fill == dark).all(-1)).all(), pattern  # two shades of one hue, nothing else
+        masks[pattern] = on
+    assert masks["solid"].all()
+    period = 6  # a quarter of the short side
+    stripes = masks["h-striped"]
+    assert (stripes == stripes[:, :1]).all() and stripes[:, 0].any() and not stripes[:, 0].all()  # rows uniform
+    assert (np.roll(stripes, period, axis=0) == stripes).all()
+    assert (masks["v-striped"] == masks["v-striped"][:1]).all()  # columns uniform
+    assert (np.roll(np.roll(masks["slashed"], 1, axis=0), -1, axis=1) == masks["slashed"]).all()  # along x + y
+    assert (np.roll(np.roll(masks["backslashed"], 1, axis=0), 1, axis=1) == masks["backslashed"]).all()
+    assert 0.1 < masks["dotted"].mean() < 0.5 < masks["gridded"].mean() < 0.7
+    assert len({m.tobytes() for m in masks.values()}) == len(synthetic.PATTERNS)
+    with pytest.raises(ValueError, match="unknown pattern 'plaid'"):
+        synthetic._pattern_fill("plaid", (8, 8), bright, np.random.default_rng(0))
+
+
+def test_pattern_classes_are_pattern_times_hue(tmp_path):
+    names = synthetic.class_names(10, patterns=True)
+    assert len(set(names)) == 80 and names[:2] == ("red solid", "orange solid") and names[-1] == "rose gridded"
+    with pytest.raises(ValueError, match="patterns need colours > 0"):
+        SyntheticConfig(patterns=True)
+    paths = ensure_synthetic(tmp_path / "patterns", seed=0, colours=4, patterns=True, num_train=16, num_val=0,
+                             image_size=128, image_format="png", noise_std=0.0, max_strokes=0, max_blobs=0,
+                             max_occlusion=0.01, min_object_size=24)
+    coco = COCO(str(paths["train"].annotations))
+    assert [c["name"] for c in coco.loadCats(sorted(coco.cats))] == list(synthetic.class_names(4, True))
+    from PIL import Image
+    checked = 0
+    for ann in coco.anns.values():
+        image = np.asarray(Image.open(paths["train"].images / coco.imgs[ann["image_id"]]["file_name"])).astype(int)
+        x, y, w, h = ann["bbox"]
+        centre = image[y + 3 * h // 8:y + 5 * h // 8, x + 3 * w // 8:x + 5 * w // 8]  # inside every filled shape
+        shades = np.unique(centre.reshape(-1, 3), axis=0)
+        pattern = synthetic.PATTERNS[(ann["category_id"] - 1) // 4]
+        if len(centre.reshape(-1, 3)) < 9 or len(shades) > 2:  # another object in front: skip
+            continue
+        assert len(shades) == (1 if pattern == "solid" else 2), (pattern, shades)
+        if pattern == "h-striped":
+            assert (centre == centre[:, :1]).all()
+        if pattern == "v-striped":
+            assert (centre == centre[:1]).all()
+        checked += 1
+    assert checked >= 10
+
+
+def test_labels_rename_the_classes_of_the_same_images(tmp_path):
+    params = dict(seed=0, colours=3, patterns=True, num_train=6, num_val=0, image_size=96, min_object_size=12)
+    full = ensure_synthetic(tmp_path / "class", **params)
+    full_coco = COCO(str(full["train"].annotations))
+    expected = {"kind": (synthetic.PATTERNS, lambda label: label // 3),
+                "hue": (("red", "green", "blue"), lambda label: label % 3),  # hues 0, 120, 240 degrees
+                "object": (("object",), lambda label: 0)}
+    for labels, (names, relabel) in expected.items():
+        paths = ensure_synthetic(tmp_path / labels, labels=labels, **params)
+        coco = COCO(str(paths["train"].annotations))
+        assert [c["name"] for c in coco.loadCats(sorted(coco.cats))] == list(names)
+        assert [(a["bbox"], a["category_id"]) for a in coco.anns.values()] == \
+            [(a["bbox"], relabel(a["category_id"] - 1) + 1) for a in full_coco.anns.values()]
+        for image in coco.imgs.values():
+            assert (paths["train"].images / image["file_name"]).read_bytes() == \
+                (full["train"].images / image["file_name"]).read_bytes()
+    with pytest.raises(ValueError, match="labels must be one of"):
+        SyntheticConfig(labels="colour")
+    with pytest.raises(ValueError, match="labels='hue' needs colours > 0"):
+        SyntheticConfig(labels="hue")

@@ -89,9 +89,9 @@ def test_probe_backbone_reports_top1_by_size_and_by_shape_and_hue(tiny_set):
     result = probe_backbone("resnet10", None, train, val, 16, DetectionTransform(96, 96), colours=2)
     assert result["objects"] == {"train": sum(len(t["labels"]) for _, t in train),
                                  "val": sum(len(t["labels"]) for _, t in val)}
-    for key in ("top1", "train_top1", "shape_right", "hue_right"):
+    for key in ("top1", "train_top1", "kind_right", "hue_right"):
         assert 0 <= result[key] <= 1
-    assert result["shape_right"] >= result["top1"] and result["hue_right"] >= result["top1"]
+    assert result["kind_right"] >= result["top1"] and result["hue_right"] >= result["top1"]
     assert result["train_top1"] > 0.9  # a handful of objects in 896 dimensions: the fit separates them
 
 

@@ -46,10 +46,16 @@ FCOS_CONFIG = "configs/compare_fcos_r18_synthetic.py"
 SHAPES80_DW = "configs/dw_r10_shapes80.py"  # COCO's statistics, pretrained backbone
 SHAPES80_FCOS = "configs/fcos_r10_shapes80.py"
 SHAPES80_EPOCHS = 6
+PATTERNS80_DW = "configs/dw_r10_patterns80.py"  # the same statistics, classes readable as textures
+PATTERNS80_FCOS = "configs/fcos_r10_patterns80.py"
+PATTERNS80_SCORES_PER_OBJECT = 1.41e5  # tools/dataset_stats.py configs/dw_r10_patterns80.py
 # the "assigners" study's configs: point them at another benchmark by changing these
 ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/compare_atss_r18_synthetic.py",
                     "gfl": "configs/compare_gfl_r18_synthetic.py", "vfl": "configs/compare_vfl_r18_synthetic.py",
                     "tood": "configs/compare_tood_r18_synthetic.py", "dw": DW_CONFIG}
+# a curve's axis: label, plot file, log scale
+AXES = {"length": ("training length (epochs; lr step at 5/6 of each)", "ap_vs_length.png", False),
+        "scores": ("(point, class) scores per object (the class count varied)", "ap_vs_scores_per_object.png", True)}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 WARM_START = ("train.epochs=3", "train.lr=0.01", "train.warmup_iters=50", "train.lr_steps=(2,)", "eval.interval=3",
               "train.checkpoint_interval=3")
@@ -63,8 +69,9 @@ class Method:
     overrides: tuple[str, ...] = ()
     all_seeds: bool = True  # False: only the first seed (single-seed reference points)
     init_from: str | None = None  # a method whose finished run of the same seed gives the initial weights
-    curve: str | None = None  # methods of one curve label are one method trained for several lengths
-    epochs: int | None = None  # its training length, the curve's x
+    curve: str | None = None  # methods of one curve label are one method at several points of an axis
+    x: float | None = None  # its place on the curve's axis
+    axis: str = "length"  # the curve's axis, a key of AXES
 
 
 def schedule(epochs: int, step_fraction: float = 5 / 6) -> tuple[str, ...]:
@@ -79,9 +86,22 @@ def length_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
     3-seed run of the shapes80 study)."""
     return tuple(Method(f"{name}_e{epochs}" if epochs != SHAPES80_EPOCHS else name, label, config,
                         schedule(epochs) if epochs != SHAPES80_EPOCHS else (),
-                        all_seeds=epochs == SHAPES80_EPOCHS, curve=label, epochs=epochs)
+                        all_seeds=epochs == SHAPES80_EPOCHS, curve=label, x=epochs)
                  for name, label, config in (("s80_fcos", "FCOS", SHAPES80_FCOS), ("s80_dw", "DW (released)", SHAPES80_DW))
                  for epochs in lengths)
+
+
+def class_count_study() -> tuple[Method, ...]:
+    """FCOS and DW on patterns80 with 80, 8 and 1 annotated classes (one seed each below 80; 80 is
+    the 3-seed run of the patterns80 study). The x is the (point, class) scores per object."""
+    scores_per_class = PATTERNS80_SCORES_PER_OBJECT / 80
+    variants = ((80, "class"), (8, "kind"), (1, "object"))
+    return tuple(Method(name if classes == 80 else f"{name}_c{classes}", label, config,
+                        () if classes == 80 else (f"data.params.labels={labels}", f"model.num_classes={classes}",
+                                                  f"data.root=data/patterns80-{labels}"),
+                        all_seeds=classes == 80, curve=label, x=classes * scores_per_class, axis="scores")
+                 for name, label, config in (("p80_fcos", "FCOS", PATTERNS80_FCOS), ("p80_dw", "DW (released)", PATTERNS80_DW))
+                 for classes, labels in variants)
 
 
 STUDIES = {
@@ -128,6 +148,19 @@ STUDIES = {
         *(Method(f"s80_{kind}", kind.upper(), f"configs/{kind}_r10_shapes80.py") for kind in ("atss", "gfl", "vfl", "tood")),
         Method("s80_dw", "DW (released)", SHAPES80_DW),
     ),
+    # patterns80: shapes80's statistics, classes a detector can read at every point of an object
+    "patterns80": (
+        Method("p80_fcos", "FCOS", PATTERNS80_FCOS),
+        Method("p80_dw", "DW (released)", PATTERNS80_DW),
+    ),
+    "patterns80_assigners": (
+        Method("p80_fcos", "FCOS", PATTERNS80_FCOS),
+        *(Method(f"p80_{kind}", kind.upper(), f"configs/{kind}_r10_patterns80.py") for kind in ("atss", "gfl", "vfl", "tood")),
+        Method("p80_dw", "DW (released)", PATTERNS80_DW),
+    ),
+    # AP against (point, class) scores per object: the same images and backbone, the annotations
+    # naming 80 classes (pattern x hue), 8 (the pattern) or 1 ("object")
+    "patterns80_classes": class_count_study(),
     # background pressure: DW's negative term scaled up
     "shapes80_neg": (
         Method("s80_dw", "DW (released)", SHAPES80_DW),
@@ -311,19 +344,22 @@ def plot_losses(summary: dict, out: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_lengths(methods: list[Method], summary: dict, path: Path) -> None:
-    """AP against training length, one line per curve, seed std as error bars where there are seeds."""
+def plot_curves(methods: list[Method], summary: dict, axis: str, path: Path) -> None:
+    """AP along ``axis``, one line per curve, seed std as error bars where there are seeds."""
+    xlabel, _, log = AXES[axis]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    curves: dict[str, list[tuple[int, dict]]] = {}
+    curves: dict[str, list[tuple[float, dict]]] = {}
     for method in methods:
-        if method.curve and method.name in summary:
-            curves.setdefault(method.curve, []).append((method.epochs, summary[method.name]))
+        if method.curve and method.axis == axis and method.name in summary:
+            curves.setdefault(method.curve, []).append((method.x, summary[method.name]))
     for label, points in curves.items():
         points.sort(key=lambda point: point[0])
         errors = [0 if math.isnan(e["std"]["AP"]) else e["std"]["AP"] for _, e in points]
         ax.errorbar([x for x, _ in points], [e["mean"]["AP"] for _, e in points], yerr=errors, marker="o",
                     capsize=3, label=label)
-    ax.set_xlabel("training length (epochs; lr step at 5/6 of each)")
+    ax.set_xlabel(xlabel)
+    if log:
+        ax.set_xscale("log")
     ax.set_ylabel("COCO AP")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -343,9 +379,9 @@ def report(methods: list[Method], out: str) -> dict:
     plot_ap(summary, out_dir / "ap.png")
     plot_losses(summary, out, out_dir / "loss.png")
     written = ["results.json", "results.md", "ap.png", "loss.png"]
-    if any(m.curve for m in methods if m.name in summary):
-        plot_lengths(methods, summary, out_dir / "ap_vs_length.png")
-        written.append("ap_vs_length.png")
+    for axis in sorted({m.axis for m in methods if m.curve and m.name in summary}):
+        plot_curves(methods, summary, axis, out_dir / AXES[axis][1])
+        written.append(AXES[axis][1])
     print(table, end="")
     print(f"wrote {', '.join(f'{out_dir}/{name}' for name in written)}")
     return summary

@@ -4,7 +4,8 @@
     python tools/pretrain_backbone.py --steps 2200 --out weights/resnet10_shapes80_long.pth  # the demo's
     python tools/pretrain_backbone.py --arch resnet18 --steps 3000 --out my_r18.pth
 
-The classifier learns shape x hue (80 classes with ``--colours 10``) and background from crops drawn
+The classifier learns shape x hue (80 classes with ``--colours 10``; pattern x hue with
+``--patterns``) and background from crops drawn
 like the benchmark's images; the file it writes goes into ``model.backbone_weights`` of a config
 with ``model.backbone_norm="frozen_bn"``. See dwdet/engine/pretrain.py.
 """
@@ -24,6 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arch", default=defaults.arch, help="resnet10, resnet18, resnet34, resnet50, ...")
     parser.add_argument("--colours", type=int, default=defaults.data["colours"],
                         help="hue classes of the look (0: shape classes only, any colour)")
+    parser.add_argument("--patterns", action="store_true",
+                        help="the classes are fill pattern x hue (data.params.patterns of the detector's config)")
     parser.add_argument("--crop-size", type=int, default=defaults.crop_size)
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -39,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = PretrainConfig(arch=args.arch, data={"colours": args.colours}, crop_size=args.crop_size,
+    config = PretrainConfig(arch=args.arch, data={"colours": args.colours, "patterns": args.patterns}, crop_size=args.crop_size,
                             steps=args.steps, batch_size=args.batch_size, lr=args.lr, val_crops=args.val_crops,
                             seed=args.seed)
     pretrain_backbone(args.out, config, log=lambda line: print(line, flush=True))

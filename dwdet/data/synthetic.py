@@ -6,7 +6,14 @@ unannotated clutter (irregular blobs under the objects, strokes under and over t
 ``colours = 0`` objects take random colours, so that colour never tells the class. With
 ``colours = k`` the class is shape x hue: k hues evenly spaced on the colour wheel give 8k classes
 ("red star", "azure ring", ...), objects are saturated colours of their hue and the backgrounds are
-desaturated, so that the hue can be read (``colours=10``: 80 classes, as many as COCO's). Object
+desaturated, so that the hue can be read (``colours=10``: 80 classes, as many as COCO's). With
+``patterns = True`` the class is fill pattern x hue instead ("red checked", "azure dotted", ...):
+eight patterns (solid, stripes in four directions, checks, dots, a grid) in a bright and a dark
+shade of the hue, on filled shapes drawn at random, so that the class can be read at every point
+of the object, as a texture, rather than only from its outline. ``labels`` names what the
+annotations tell of each object: its class (default), only its kind (shape or pattern), only its
+hue, or just "object"; the images stay the same, so that the number of classes, and with it the
+(point, class) scores per object, varies alone. Object
 sizes are log-uniform, so the COCO small (< 32²), medium and large ranges are all populated.
 Objects are drawn in order, later ones over earlier ones; an object hidden by more than
 ``max_occlusion`` of its pixels is left out of the image, and every annotated box is the full
@@ -41,10 +48,14 @@ from PIL import Image, ImageDraw
 GENERATOR_VERSION = 1
 SPLITS = ("train", "val")
 SHAPE_CLASSES = ("rectangle", "frame", "ellipse", "ring", "triangle", "cross", "star", "diamond")
+PATTERNS = ("solid", "h-striped", "v-striped", "slashed", "backslashed", "checked", "dotted", "gridded")
+# With patterns the shape tells nothing; only filled shapes, so that the pattern shows everywhere.
+PATTERN_SHAPES = ("rectangle", "ellipse", "triangle", "diamond")
 # Names of the hues every 30 degrees; a hue class is named after the nearest one.
 HUE_NAMES = ("red", "orange", "yellow", "chartreuse", "green", "spring", "cyan", "azure", "blue", "violet",
              "magenta", "rose")
 MAX_COLOURS = len(HUE_NAMES)
+LABELS = ("class", "kind", "hue", "object")
 MANIFEST = "manifest.json"
 
 
@@ -68,6 +79,8 @@ class SyntheticConfig:
     image_format: str = "jpg"  # "jpg" or "png"
     jpeg_quality: int = 90
     colours: int = 0  # 0: any colour, 8 shape classes; k: shape x k hues, 8k classes
+    patterns: bool = False  # with colours = k: the classes are fill pattern x hue (8k), shapes random
+    labels: str = "class"  # what the annotations name: "class", its "kind" (shape or pattern), "hue", or "object"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aspect_ratios", tuple(float(a) for a in self.aspect_ratios))
@@ -86,6 +99,9 @@ class SyntheticConfig:
             (1 <= self.jpeg_quality <= 100, "jpeg_quality must be in [1, 100]"),
             (self.colours == 0 or 2 <= self.colours <= MAX_COLOURS,
              f"colours must be 0 (any colour) or a number of hues in [2, {MAX_COLOURS}]"),
+            (not self.patterns or self.colours > 0, "patterns need colours > 0: the class is pattern x hue"),
+            (self.labels in LABELS, f"labels must be one of {LABELS}"),
+            (self.labels != "hue" or self.colours > 0, "labels='hue' needs colours > 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -96,12 +112,36 @@ class SyntheticConfig:
                              f"object size {self.max_object_fraction} * {short_side:.0f} of the smallest side")
 
 
-def class_names(colours: int = 0) -> tuple[str, ...]:
-    """The category names of a dataset with ``colours`` hue classes, in label order (shape-major)."""
+def class_names(colours: int = 0, patterns: bool = False) -> tuple[str, ...]:
+    """The category names of a dataset with ``colours`` hue classes, in label order: shape-major
+    (pattern-major with ``patterns``), so that label = kind * colours + hue."""
     if colours == 0:
         return SHAPE_CLASSES
-    return tuple(f"{HUE_NAMES[round(12 * j / colours) % 12]} {shape}" for shape in SHAPE_CLASSES
-                 for j in range(colours))
+    kinds = PATTERNS if patterns else SHAPE_CLASSES
+    return tuple(f"{HUE_NAMES[round(12 * j / colours) % 12]} {kind}" for kind in kinds for j in range(colours))
+
+
+def num_classes(config: SyntheticConfig) -> int:
+    """The number of classes the images are drawn from (whatever the annotations name)."""
+    return len(class_names(config.colours, config.patterns))
+
+
+def annotated_names(config: SyntheticConfig) -> tuple[str, ...]:
+    """The category names the annotations use, in label order (see ``SyntheticConfig.labels``)."""
+    if config.labels == "object":
+        return ("object",)
+    if config.labels == "hue":
+        return tuple(HUE_NAMES[round(12 * j / config.colours) % 12] for j in range(config.colours))
+    if config.labels == "kind":
+        return PATTERNS if config.patterns else SHAPE_CLASSES
+    return class_names(config.colours, config.patterns)
+
+
+def annotated_label(config: SyntheticConfig, label: int) -> int:
+    """The annotation's label of an object of class ``label``: fewer labels for the same images,
+    so that the (point, class) scores per object can vary with nothing else."""
+    colours = max(config.colours, 1)
+    return {"class": label, "kind": label // colours, "hue": label % colours, "object": 0}[config.labels]
 
 
 class SplitPaths(NamedTuple):
@@ -168,7 +208,7 @@ def generate_synthetic(out: str | os.PathLike, config: SyntheticConfig) -> None:
     out = Path(out)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     categories = [{"id": k + 1, "name": name, "supercategory": "shape"}
-                  for k, name in enumerate(class_names(config.colours))]
+                  for k, name in enumerate(annotated_names(config))]
     for split_index, (split, count) in enumerate(zip(SPLITS, (config.num_train, config.num_val))):
         image_dir, ann_file = split_paths(out, split)
         image_dir.mkdir(exist_ok=True)
@@ -181,7 +221,7 @@ def generate_synthetic(out: str | os.PathLike, config: SyntheticConfig) -> None:
             height, width = pixels.shape[:2]
             images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
             for label, (x, y, w, h) in objects:
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": annotated_label(config, label) + 1,
                                     "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
         coco = {"info": {"description": "dwdet synthetic shapes", "version": GENERATOR_VERSION,
                          "seed": config.seed, "split": split},
@@ -223,6 +263,8 @@ def render_image(rng: np.random.Generator, config: SyntheticConfig) -> tuple[np.
             colour = _hue_colour(rng, label % config.colours, config.colours)
         else:
             colour = _contrasting_colour(rng, background[y:y + mask.shape[0], x:x + mask.shape[1]][mask].mean(axis=0))
+        if config.patterns:
+            colour = Image.fromarray(_pattern_fill(PATTERNS[label // config.colours], mask.shape, colour, rng))
         canvas.paste(colour, (x, y, x + mask.shape[1], y + mask.shape[0]), Image.fromarray(mask))
         rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
         objects.append((label, [x + int(cols[0]), y + int(rows[0]), int(cols[-1] - cols[0] + 1),
@@ -240,13 +282,13 @@ def render_crop(rng: np.random.Generator, config: SyntheticConfig, size: int) ->
     """A ``size`` x ``size`` image of one object for backbone pretraining, drawn like the images of
     ``config`` (backgrounds, clutter, colours, grain), and its class; with probability 1 / (classes
     + 1) it holds no object and the class is the number of classes ("background")."""
-    num_classes = len(SHAPE_CLASSES) * max(config.colours, 1)
-    background = rng.integers(num_classes + 1) == num_classes
+    classes = num_classes(config)
+    background = rng.integers(classes + 1) == classes
     crop = replace(config, image_size=size, aspect_ratios=(1.0,), min_objects=int(not background),
                    max_objects=int(not background), min_object_size=max(4, size // 5), max_object_fraction=0.95,
                    max_blobs=min(config.max_blobs, 2), max_strokes=min(config.max_strokes, 2))
     pixels, objects = render_image(rng, crop)
-    return pixels, objects[0][0] if objects else num_classes
+    return pixels, objects[0][0] if objects else classes
 
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -313,13 +355,17 @@ def _stroke(rng: np.random.Generator, draw: ImageDraw.ImageDraw, height: int, wi
 
 def _place_object(rng: np.random.Generator, config: SyntheticConfig, height: int, width: int):
     """A shape of a random class and size at a random position: (label, (x, y), mask (h, w) bool)."""
-    label = int(rng.integers(len(SHAPE_CLASSES) * max(config.colours, 1)))
+    label = int(rng.integers(num_classes(config)))
     largest = config.max_object_fraction * min(height, width)
     size = math.exp(rng.uniform(math.log(config.min_object_size), math.log(largest)))
     elongation = math.exp(rng.uniform(-0.5, 0.5))
     w = min(max(round(size * elongation), 4), width)
     h = min(max(round(size / elongation), 4), height)
-    mask = _shape_mask(SHAPE_CLASSES[label // max(config.colours, 1)], w, h, rng)
+    if config.patterns:
+        shape = PATTERN_SHAPES[rng.integers(len(PATTERN_SHAPES))]
+    else:
+        shape = SHAPE_CLASSES[label // max(config.colours, 1)]
+    mask = _shape_mask(shape, w, h, rng)
     return label, (int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1))), mask
 
 
@@ -357,6 +403,38 @@ def _shape_mask(shape: str, w: int, h: int, rng: np.random.Generator) -> np.ndar
     else:
         raise ValueError(f"unknown shape {shape!r}; known: {SHAPE_CLASSES}")
     return np.asarray(canvas) > 0
+
+
+def _pattern_fill(pattern: str, shape: tuple[int, int], colour: tuple[int, int, int],
+                  rng: np.random.Generator) -> np.ndarray:
+    """(h, w, 3) uint8: ``pattern`` in ``colour`` over a dark shade of it (a third of its value, so
+    the hue stays readable), with a period of a quarter of the object's short side (3 to 10 px)
+    at a random phase."""
+    h, w = shape
+    period = min(10, max(3, round(min(h, w) / 4)))
+    ys, xs = np.mgrid[0:h, 0:w]
+    ys, xs = ys + rng.integers(period), xs + rng.integers(period)
+    half = period / 2
+    if pattern == "solid":
+        on = np.ones((h, w), dtype=bool)
+    elif pattern == "h-striped":
+        on = ys % period < half
+    elif pattern == "v-striped":
+        on = xs % period < half
+    elif pattern == "slashed":
+        on = (xs + ys) % period < half
+    elif pattern == "backslashed":
+        on = (xs - ys) % period < half
+    elif pattern == "checked":
+        on = (xs // max(1, round(half)) + ys // max(1, round(half))) % 2 == 0
+    elif pattern == "dotted":
+        on = (xs % period - half + 0.5) ** 2 + (ys % period - half + 0.5) ** 2 < (0.35 * period) ** 2
+    elif pattern == "gridded":
+        on = (xs % period < period / 3) | (ys % period < period / 3)
+    else:
+        raise ValueError(f"unknown pattern {pattern!r}; known: {PATTERNS}")
+    bright = np.asarray(colour, dtype=np.float32)
+    return np.where(on[..., None], bright, np.rint(bright / 3)).astype(np.uint8)
 
 
 def _visible_enough(placed: list, height: int, width: int, max_occlusion: float) -> list:

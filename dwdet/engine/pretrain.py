@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dwdet.data.synthetic import SyntheticConfig, class_names, render_crop
+from dwdet.data.synthetic import SyntheticConfig, num_classes, render_crop
 from dwdet.models.backbone import BACKBONE_FORMAT, build_resnet
 from dwdet.models.transform import IMAGENET_MEAN, IMAGENET_STD
 
@@ -82,10 +82,10 @@ def accuracy(model: nn.Module, look: SyntheticConfig, config: PretrainConfig, co
 def pretrain_backbone(out: str | os.PathLike, config: PretrainConfig, log: Callable[[str], None] = print) -> dict:
     """Train ``config.arch`` on the crops and write the backbone file ``out``; returns its metadata."""
     look = SyntheticConfig(**config.data)
-    num_classes = len(class_names(look.colours)) + 1  # + background
+    classes = num_classes(look) + 1  # + background
     torch.manual_seed(config.seed)
     model = build_resnet(config.arch, None, norm="bn")
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    model.fc = nn.Linear(model.fc.in_features, classes)
     weights = [p for p in model.parameters() if p.ndim > 1]  # no decay on norms and biases
     others = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD([{"params": weights, "weight_decay": config.weight_decay},
@@ -113,8 +113,8 @@ def pretrain_backbone(out: str | os.PathLike, config: PretrainConfig, log: Calla
     val_accuracy = accuracy(model, look, config)
     minutes = (time.perf_counter() - started) / 60
     log(f"validation accuracy {100 * val_accuracy:.1f} % on {config.val_crops} crops "
-        f"({num_classes} classes incl. background), {minutes:.1f} min")
-    meta = {"config": asdict(config), "num_classes": num_classes, "val_accuracy": val_accuracy,
+        f"({classes} classes incl. background), {minutes:.1f} min")
+    meta = {"config": asdict(config), "num_classes": classes, "val_accuracy": val_accuracy,
             "minutes": round(minutes, 2), "torch": str(torch.__version__), "threads": torch.get_num_threads()}
     save_backbone(out, config.arch, model, meta)
     return meta

@@ -94,7 +94,7 @@ def probe_backbone(arch: str, weights, train, val, num_classes: int, transform: 
     for name, (low, high) in SIZE_RANGES.items():
         inside = (val_area >= low) & (val_area < high)
         result[f"top1_{name}"] = float(right[inside].float().mean()) if inside.any() else float("nan")
-    if colours:  # labels are shape-major: label = shape * colours + hue
-        result["shape_right"] = float((predicted // colours == val_y // colours).float().mean())
+    if colours:  # labels are kind-major: label = kind (shape or pattern) * colours + hue
+        result["kind_right"] = float((predicted // colours == val_y // colours).float().mean())
         result["hue_right"] = float((predicted % colours == val_y % colours).float().mean())
     return result

@@ -1,0 +1,3 @@
+# GFL on patterns80: the DW config with GFL's loss (the settings of configs/gfl_r50_fpn_1x_coco.py, as on shapes80).
+_base_ = "dw_r10_patterns80.py"
+loss = dict(_replace_=True, type="gfl", topk=9, anchor_scale=8.0, beta=2.0, box_weight=2.0)
