@@ -48,6 +48,7 @@ SHAPES80_FCOS = "configs/fcos_r10_shapes80.py"
 SHAPES80_EPOCHS = 6
 PATTERNS80_DW = "configs/dw_r10_patterns80.py"  # the same statistics, classes readable as textures
 PATTERNS80_FCOS = "configs/fcos_r10_patterns80.py"
+COCO_SCORES_PER_OBJECT = 2.4e5  # docs/benchmarks.md, the shapes80 statistics
 PATTERNS80_SCORES_PER_OBJECT = 1.41e5  # tools/dataset_stats.py configs/dw_r10_patterns80.py
 # the "assigners" study's configs: point them at another benchmark by changing these
 ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/compare_atss_r18_synthetic.py",
@@ -96,7 +97,8 @@ def class_count_study() -> tuple[Method, ...]:
     the 3-seed run of the patterns80 study). The x is the (point, class) scores per object."""
     scores_per_class = PATTERNS80_SCORES_PER_OBJECT / 80
     variants = ((80, "class"), (8, "kind"), (1, "object"))
-    return tuple(Method(name if classes == 80 else f"{name}_c{classes}", label, config,
+    return tuple(Method(name if classes == 80 else f"{name}_c{classes}", f"{label}, {classes} class{'es' * (classes > 1)}",
+                        config,
                         () if classes == 80 else (f"data.params.labels={labels}", f"model.num_classes={classes}",
                                                   f"data.root=data/patterns80-{labels}"),
                         all_seeds=classes == 80, curve=label, x=classes * scores_per_class, axis="scores")
@@ -360,6 +362,8 @@ def plot_curves(methods: list[Method], summary: dict, axis: str, path: Path) -> 
     ax.set_xlabel(xlabel)
     if log:
         ax.set_xscale("log")
+    if axis == "scores":
+        ax.axvline(COCO_SCORES_PER_OBJECT, color="grey", linestyle="--", label="COCO train2017")
     ax.set_ylabel("COCO AP")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
