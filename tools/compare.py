@@ -54,9 +54,10 @@ PATTERNS80_SCORES_PER_OBJECT = 1.41e5  # tools/dataset_stats.py configs/dw_r10_p
 ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/compare_atss_r18_synthetic.py",
                     "gfl": "configs/compare_gfl_r18_synthetic.py", "vfl": "configs/compare_vfl_r18_synthetic.py",
                     "tood": "configs/compare_tood_r18_synthetic.py", "dw": DW_CONFIG}
-# a curve's axis: label, plot file, log scale
-AXES = {"length": ("training length (epochs; lr step at 5/6 of each)", "ap_vs_length.png", False),
-        "scores": ("(point, class) scores per object (the class count varied)", "ap_vs_scores_per_object.png", True)}
+# a curve's axis: label, plot file, log scale, a reference (x, label) or None
+AXES = {"length": ("training length (epochs; lr step at 5/6 of each)", "ap_vs_length.png", False, None),
+        "scores": ("(point, class) scores per object (the class count varied)", "ap_vs_scores_per_object.png", True,
+                   (COCO_SCORES_PER_OBJECT, "COCO train2017"))}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 WARM_START = ("train.epochs=3", "train.lr=0.01", "train.warmup_iters=50", "train.lr_steps=(2,)", "eval.interval=3",
               "train.checkpoint_interval=3")
@@ -348,7 +349,7 @@ def plot_losses(summary: dict, out: str, path: Path) -> None:
 
 def plot_curves(methods: list[Method], summary: dict, axis: str, path: Path) -> None:
     """AP along ``axis``, one line per curve, seed std as error bars where there are seeds."""
-    xlabel, _, log = AXES[axis]
+    xlabel, _, log, reference = AXES[axis]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     curves: dict[str, list[tuple[float, dict]]] = {}
     for method in methods:
@@ -362,8 +363,8 @@ def plot_curves(methods: list[Method], summary: dict, axis: str, path: Path) -> 
     ax.set_xlabel(xlabel)
     if log:
         ax.set_xscale("log")
-    if axis == "scores":
-        ax.axvline(COCO_SCORES_PER_OBJECT, color="grey", linestyle="--", label="COCO train2017")
+    if reference is not None:
+        ax.axvline(reference[0], color="grey", linestyle="--", label=reference[1])
     ax.set_ylabel("COCO AP")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = PretrainConfig(arch=args.arch, data={"colours": args.colours, "patterns": args.patterns}, crop_size=args.crop_size,
+    # "patterns" only when set, so that the files of the shape-class commands stay byte-identical
+    look = {"colours": args.colours, **({"patterns": True} if args.patterns else {})}
+    config = PretrainConfig(arch=args.arch, data=look, crop_size=args.crop_size,
                             steps=args.steps, batch_size=args.batch_size, lr=args.lr, val_crops=args.val_crops,
                             seed=args.seed)
     pretrain_backbone(args.out, config, log=lambda line: print(line, flush=True))

@@ -118,7 +118,11 @@ def class_names(colours: int = 0, patterns: bool = False) -> tuple[str, ...]:
     if colours == 0:
         return SHAPE_CLASSES
     kinds = PATTERNS if patterns else SHAPE_CLASSES
-    return tuple(f"{HUE_NAMES[round(12 * j / colours) % 12]} {kind}" for kind in kinds for j in range(colours))
+    return tuple(f"{_hue_name(j, colours)} {kind}" for kind in kinds for j in range(colours))
+
+
+def _hue_name(hue_class: int, colours: int) -> str:
+    return HUE_NAMES[round(12 * hue_class / colours) % 12]
 
 
 def num_classes(config: SyntheticConfig) -> int:
@@ -131,7 +135,7 @@ def annotated_names(config: SyntheticConfig) -> tuple[str, ...]:
     if config.labels == "object":
         return ("object",)
     if config.labels == "hue":
-        return tuple(HUE_NAMES[round(12 * j / config.colours) % 12] for j in range(config.colours))
+        return tuple(_hue_name(j, config.colours) for j in range(config.colours))
     if config.labels == "kind":
         return PATTERNS if config.patterns else SHAPE_CLASSES
     return class_names(config.colours, config.patterns)
@@ -221,8 +225,9 @@ def generate_synthetic(out: str | os.PathLike, config: SyntheticConfig) -> None:
             height, width = pixels.shape[:2]
             images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
             for label, (x, y, w, h) in objects:
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": annotated_label(config, label) + 1,
-                                    "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id,
+                                    "category_id": annotated_label(config, label) + 1, "bbox": [x, y, w, h],
+                                    "area": w * h, "iscrowd": 0})
         coco = {"info": {"description": "dwdet synthetic shapes", "version": GENERATOR_VERSION,
                          "seed": config.seed, "split": split},
                 "licenses": [], "images": images, "annotations": annotations, "categories": categories}
