@@ -43,7 +43,8 @@ def test_every_method_config_loads_and_builds():
             assert loss.variant == ("paper" if method.name == "dw_paper" else "released")
             expected = method.name[len("wneg_"):] if method.name.startswith("wneg_") else "pneg_ineg"
             assert loss.neg_weighting == expected
-            assert loss.neg_scale == {"s80_dw_neg10": 10.0, "s80_dw_neg100": 100.0}.get(method.name, 1.0)
+            scale = {"neg10": 10.0, "neg100": 100.0}.get(method.name.rpartition("_dw_")[2], 1.0)
+            assert loss.neg_scale == scale
         if method.x is not None and method.axis == "length":
             assert cfg.train.epochs == method.x and cfg.eval.interval == method.x
         if method.axis == "scores":  # the class count varies, nothing else
@@ -104,10 +105,43 @@ def test_report_gives_mean_and_sample_std_over_seeds(tmp_path):
     assert math.isnan(summary["dw"]["mean"]["APl"])  # -1 from COCOeval: no GT of that size
     table = (tmp_path / "results.md").read_text()
     assert "| DW (released) | 3 | 32.0 ± 2.0 | 16.0 ± 1.0 |" in table and "| FCOS | 1 | 25.0 |" in table
-    assert "| n/a | 2.0 |" in table
+    assert "| n/a | 30.0, 32.0, 34.0 | 2.0 |" in table  # APl n/a, then each seed's AP
     assert json.loads((tmp_path / "results.json").read_text())["dw"]["seeds"] == [0, 1, 2]
     for png in ("ap.png", "loss.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_records_rebuild_the_report_without_the_run_folders(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for seed, ap in enumerate((0.30, 0.32, 0.34)):
+        _fake_run(first, "dw", seed, ap, [2.0, 1.0])
+    _fake_run(first, "fcos", 0, 0.25, [3.0, 2.0])
+    before = compare.report(compare.selected_methods("methods"), str(first))
+    records = compare.read_records([str(first / "runs.jsonl")])
+    assert sorted(records) == [("dw", 0), ("dw", 1), ("dw", 2), ("fcos", 0)]
+    # another checkout: its own run of dw seed 1 (AP 0.40) wins over the record of that seed
+    _fake_run(second, "dw", 1, 0.40, [2.0, 1.5])
+    after = compare.report(compare.selected_methods("methods"), str(second), records)
+    assert before["fcos"]["mean"] == after["fcos"]["mean"]
+    assert after["dw"]["ap_per_seed"] == pytest.approx([30.0, 40.0, 34.0])
+    assert after["dw"]["mean"]["AP"] == pytest.approx(104 / 3)
+    assert (second / "loss.png").stat().st_size > 1000  # curves from the run folders only
+
+
+def test_a_record_without_a_metric_gives_na_not_a_number(tmp_path):
+    (tmp_path / "runs.jsonl").write_text(json.dumps({"method": "fcos", "seed": 0, "AP": 0.2, "AP50": 0.4}) + "\n")
+    summary = compare.report(compare.selected_methods("methods"), str(tmp_path / "out"),
+                             compare.read_records([str(tmp_path / "runs.jsonl")]))
+    assert summary["fcos"]["mean"]["AP"] == pytest.approx(20.0) and math.isnan(summary["fcos"]["mean"]["AP75"])
+    assert "| FCOS | 1 | 20.0 | 40.0 | n/a |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_bad_record_files_are_named(tmp_path):
+    with pytest.raises(SystemExit, match="missing.jsonl: cannot read it"):
+        compare.read_records([str(tmp_path / "missing.jsonl")])
+    (tmp_path / "bad.jsonl").write_text('{"method": "dw", "seed": 0}\n{"seed": 1}\n')
+    with pytest.raises(SystemExit, match="bad.jsonl, line 2: not a run record"):
+        compare.read_records([str(tmp_path / "bad.jsonl")])
 
 
 def test_report_without_runs_says_so(tmp_path):
@@ -118,7 +152,7 @@ def test_report_without_runs_says_so(tmp_path):
 def test_methods_trains_a_subset_of_the_study(tmp_path, monkeypatch):
     trained = []
     monkeypatch.setattr(compare, "train", lambda method, seed, *rest: trained.append((method.name, seed)))
-    monkeypatch.setattr(compare, "report", lambda methods, out: [m.name for m in methods])
+    monkeypatch.setattr(compare, "report", lambda methods, out, records: [m.name for m in methods])
     assert compare.main(["--study", "shapes80_length", "--methods", "s80_dw_e12", "s80_fcos_e2", "--seeds", "0", "1",
                          "--out", str(tmp_path)]) == 0
     assert sorted(trained) == [("s80_dw_e12", 0), ("s80_fcos_e2", 0)]  # single-seed lengths: the first seed

@@ -11,6 +11,7 @@ draw a bar chart and the loss curves.
     python tools/compare.py --jobs 2 --opts train.epochs=24 model.min_size='(256,)' model.max_size=256
     python tools/compare.py --study shapes80_length --methods s80_fcos_e12 s80_dw_e12 --seeds 0 --jobs 2
     python tools/compare.py --report-only            # rebuild the report from finished runs
+    python tools/compare.py --study patterns80_assigners --report-only --records docs/results/patterns80_runs.jsonl
 
 Each run is ``tools/train.py <config> <overrides> train.seed=<seed>`` in
 ``<out>/<method>/seed<seed>`` with its log in ``train.log`` there; a finished run (``result.json``)
@@ -18,7 +19,10 @@ is skipped and an interrupted one resumes from its ``last.pth``, so the command 
 rerun. ``--jobs`` runs that many trainings at once, sharing the CPU threads between them (on a GPU
 machine keep ``--jobs 1``). ``--opts`` applies to every run (e.g. a longer schedule or larger
 images on a GPU). The report is ``results.json``, ``results.md``, ``ap.png`` and ``loss.png`` in
-``<out>``.
+``<out>``, and ``runs.jsonl``: one line per finished run (its result.json). Those lines are small
+enough to keep beside the docs when the run folders go; ``--records`` reads them back, so a report
+can cover runs made in another checkout (a run folder under ``<out>`` wins over a record of the
+same method and seed).
 """
 from __future__ import annotations
 
@@ -170,6 +174,11 @@ STUDIES = {
         Method("s80_dw_neg10", "DW, negative x10", SHAPES80_DW, ("loss.neg_scale=10.0",)),
         Method("s80_dw_neg100", "DW, negative x100", SHAPES80_DW, ("loss.neg_scale=100.0",)),
     ),
+    "patterns80_neg": (
+        Method("p80_dw", "DW (released)", PATTERNS80_DW),
+        Method("p80_dw_neg10", "DW, negative x10", PATTERNS80_DW, ("loss.neg_scale=10.0",)),
+        Method("p80_dw_neg100", "DW, negative x100", PATTERNS80_DW, ("loss.neg_scale=100.0",)),
+    ),
 }
 
 
@@ -183,6 +192,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=None, metavar="NAME",
                         help="train only these methods of the study (the report still covers all of it)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
+    parser.add_argument("--records", nargs="+", default=[], metavar="JSONL",
+                        help="runs.jsonl files of runs made elsewhere, to include in the report")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
@@ -273,23 +284,57 @@ def say(line: str, stream=sys.stdout) -> None:
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample std; NaN for a metric COCOeval could not compute (-1: no GT of that size)."""
-    if any(v < 0 for v in values):
+    """Mean and sample std; NaN for a metric COCOeval could not compute (-1: no GT of that size) or
+    a record does not hold."""
+    if any(v < 0 or math.isnan(v) for v in values):
         return math.nan, math.nan
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
 
 
-def summarize(methods: list[Method], out: str) -> dict:
-    """Per method: its finished runs and mean/std of each metric in AP points (x100)."""
+def read_records(paths: list[str]) -> dict[tuple[str, int], dict]:
+    """The run records of ``runs.jsonl`` files, by (method, seed); a later file wins."""
+    records = {}
+    for path in paths:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as error:
+            raise SystemExit(f"--records {path}: cannot read it ({error.strerror})") from None
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                key = (str(record["method"]), int(record["seed"]))
+            except (ValueError, KeyError, TypeError) as error:
+                raise SystemExit(f"--records {path}, line {number}: not a run record with 'method' and 'seed' "
+                                 f"({error})") from None
+            records[key] = record
+    return records
+
+
+def finished_runs(method: Method, out: str, records: dict[tuple[str, int], dict]) -> list[dict]:
+    """The method's runs by seed: its run folders under ``out``, then the records of other seeds."""
+    runs = {r["seed"]: r for r in (json.loads(p.read_text()) for p in (Path(out) / method.name).glob("seed*/result.json"))}
+    for (name, seed), record in records.items():
+        if name == method.name:
+            runs.setdefault(seed, record)
+    return [runs[seed] for seed in sorted(runs)]
+
+
+def summarize(methods: list[Method], out: str, records: dict | None = None) -> dict:
+    """Per method: its finished runs and mean/std of each metric in AP points (x100); a metric a
+    record lacks is NaN for the method."""
     summary = {}
     for method in methods:
-        runs = [json.loads(p.read_text()) for p in sorted((Path(out) / method.name).glob("seed*/result.json"))]
+        runs = finished_runs(method, out, records or {})
         if not runs:
             continue
-        stats = {k: mean_std([100 * r[k] for r in runs]) for k in METRICS}
+        stats = {k: mean_std([100 * r.get(k, math.nan) for r in runs]) for k in METRICS}
         summary[method.name] = {"label": method.label, "overrides": list(method.overrides), "config": method.config,
-                                "seeds": [r["seed"] for r in runs], "minutes": [r["minutes"] for r in runs],
-                                "mean": {k: v[0] for k, v in stats.items()}, "std": {k: v[1] for k, v in stats.items()}}
+                                "seeds": [r["seed"] for r in runs], "minutes": [r.get("minutes") for r in runs],
+                                "ap_per_seed": [100 * r["AP"] for r in runs],
+                                "mean": {k: v[0] for k, v in stats.items()}, "std": {k: v[1] for k, v in stats.items()},
+                                "runs": runs}
     return summary
 
 
@@ -300,12 +345,14 @@ def markdown_table(summary: dict) -> str:
             return "n/a"
         return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
 
-    lines = ["| method | seeds | " + " | ".join(METRICS) + " | training minutes |",
-             "| --- " * (len(METRICS) + 3) + "|"]
+    lines = ["| method | seeds | " + " | ".join(METRICS) + " | AP per seed | training minutes |",
+             "| --- " * (len(METRICS) + 4) + "|"]
     for entry in summary.values():
-        minutes = statistics.median(entry["minutes"])
+        known = [m for m in entry["minutes"] if m is not None]
+        minutes = f"{statistics.median(known):.1f}" if known else "n/a"
+        per_seed = ", ".join(f"{ap:.1f}" for ap in entry["ap_per_seed"])
         lines.append(f"| {entry['label']} | {len(entry['seeds'])} | "
-                     + " | ".join(cell(entry, k) for k in METRICS) + f" | {minutes:.1f} |")
+                     + " | ".join(cell(entry, k) for k in METRICS) + f" | {per_seed} | {minutes} |")
     return "\n".join(lines) + "\n"
 
 
@@ -313,11 +360,17 @@ def plot_ap(summary: dict, path: Path) -> None:
     keys = METRICS[:3]
     width = 0.8 / len(summary)
     fig, ax = plt.subplots(figsize=(1.6 + 1.9 * len(keys) * max(1, len(summary)) / 3, 3.6))
+    seeds_labelled = False
     for i, entry in enumerate(summary.values()):
         xs = [k + (i - (len(summary) - 1) / 2) * width for k in range(len(keys))]
-        errors = [0 if math.isnan(entry["std"][k]) else entry["std"][k] for k in keys]
-        ax.bar(xs, [entry["mean"][k] for k in keys], width, yerr=errors, capsize=3,
-               label=f"{entry['label']} (n={len(entry['seeds'])})")
+        shown = [j for j, k in enumerate(keys) if not math.isnan(entry["mean"][k])]
+        errors = [0 if math.isnan(entry["std"][keys[j]]) else entry["std"][keys[j]] for j in shown]
+        ax.bar([xs[j] for j in shown], [entry["mean"][keys[j]] for j in shown], width, yerr=errors, capsize=3,
+                      label=f"{entry['label']} (n={len(entry['seeds'])})")
+        if len(entry["ap_per_seed"]) > 1:  # each seed's AP: the spread behind the mean
+            ax.plot([xs[0]] * len(entry["ap_per_seed"]), entry["ap_per_seed"], "o", markersize=3.5, color="black", mfc="white",
+                    label="AP of each seed" if not seeds_labelled else None)
+            seeds_labelled = True
     ax.set_xticks(range(len(keys)), keys)
     ax.set_ylabel("COCO AP (mean ± std over seeds)")
     ax.grid(axis="y", alpha=0.3)
@@ -328,20 +381,25 @@ def plot_ap(summary: dict, path: Path) -> None:
 
 
 def plot_losses(summary: dict, out: str, path: Path) -> None:
-    """Total training loss against iteration, each method's seeds averaged."""
+    """Total training loss against iteration, averaged over the seeds whose run folder is here
+    (a record holds no loss curve)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for name, entry in summary.items():
-        curves = [read_metrics(str(Path(out) / name / f"seed{s}"))["train"] for s in entry["seeds"]]
+        folders = [Path(out) / name / f"seed{s}" for s in entry["seeds"]]
+        curves = [read_metrics(str(f))["train"] for f in folders if (f / "metrics.jsonl").is_file()]
+        if not curves:
+            continue
         iterations = sorted(set.intersection(*(set(i for i, r in c.items() if r.get("loss") is not None)
                                                  for c in curves)))
         ax.plot(iterations, [statistics.fmean(c[i]["loss"] for c in curves) for i in iterations],
-                label=entry["label"])
+                label=f"{entry['label']} (n={len(curves)})")
     ax.set_xlabel("iteration")
     ax.set_ylabel("total training loss (mean over seeds)")
     ax.set_yscale("log")
     ax.set_title("each method's own loss: compare shapes, not levels", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.lines:  # none when every run is a record
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -373,17 +431,20 @@ def plot_curves(methods: list[Method], summary: dict, axis: str, path: Path) -> 
     plt.close(fig)
 
 
-def report(methods: list[Method], out: str) -> dict:
-    summary = summarize(methods, out)
+def report(methods: list[Method], out: str, records: dict | None = None) -> dict:
+    summary = summarize(methods, out, records)
     if not summary:
-        raise SystemExit(f"no finished runs under {out}")
+        raise SystemExit(f"no finished runs under {out}" + (" nor in --records" if records else ""))
     out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out_dir / "runs.jsonl").write_text("".join(json.dumps(run) + "\n" for entry in summary.values()
+                                                for run in entry["runs"]))
     table = markdown_table(summary)
     (out_dir / "results.md").write_text(table)
     plot_ap(summary, out_dir / "ap.png")
     plot_losses(summary, out, out_dir / "loss.png")
-    written = ["results.json", "results.md", "ap.png", "loss.png"]
+    written = ["results.json", "runs.jsonl", "results.md", "ap.png", "loss.png"]
     for axis in sorted({m.axis for m in methods if m.curve and m.name in summary}):
         plot_curves(methods, summary, axis, out_dir / AXES[axis][1])
         written.append(AXES[axis][1])
@@ -396,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out = os.path.abspath(args.out)  # the trainings run from the repository root
     methods = selected_methods(args.study)
+    records = read_records(args.records)
     if not args.report_only:
         runs = planned_runs([m for m in methods if args.methods is None or m.name in args.methods], args.seeds)
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
@@ -407,9 +469,9 @@ def main(argv: list[str] | None = None) -> int:
             for failure in failures:
                 say(str(failure), sys.stderr)
             if failures:
-                report(methods, args.out)
+                report(methods, args.out, records)
                 return 1
-    report(methods, args.out)
+    report(methods, args.out, records)
     return 0
 
 
