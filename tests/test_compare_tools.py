@@ -139,9 +139,12 @@ def test_a_record_without_a_metric_gives_na_not_a_number(tmp_path):
 def test_bad_record_files_are_named(tmp_path):
     with pytest.raises(SystemExit, match="missing.jsonl: cannot read it"):
         compare.read_records([str(tmp_path / "missing.jsonl")])
-    (tmp_path / "bad.jsonl").write_text('{"method": "dw", "seed": 0}\n{"seed": 1}\n')
+    (tmp_path / "bad.jsonl").write_text('{"method": "dw", "seed": 0, "AP": 0.1}\n{"seed": 1, "AP": 0.1}\n')
     with pytest.raises(SystemExit, match="bad.jsonl, line 2: not a run record"):
         compare.read_records([str(tmp_path / "bad.jsonl")])
+    (tmp_path / "no_ap.jsonl").write_text('{"method": "dw", "seed": 0}\n')
+    with pytest.raises(SystemExit, match="no_ap.jsonl, line 1: .*'AP'"):
+        compare.read_records([str(tmp_path / "no_ap.jsonl")])
 
 
 def test_report_without_runs_says_so(tmp_path):

@@ -305,9 +305,10 @@ def read_records(paths: list[str]) -> dict[tuple[str, int], dict]:
             try:
                 record = json.loads(line)
                 key = (str(record["method"]), int(record["seed"]))
+                float(record["AP"])
             except (ValueError, KeyError, TypeError) as error:
-                raise SystemExit(f"--records {path}, line {number}: not a run record with 'method' and 'seed' "
-                                 f"({error})") from None
+                raise SystemExit(f"--records {path}, line {number}: not a run record with 'method', 'seed' and 'AP' "
+                                 f"({error!r})") from None
             records[key] = record
     return records
 
@@ -366,10 +367,10 @@ def plot_ap(summary: dict, path: Path) -> None:
         shown = [j for j, k in enumerate(keys) if not math.isnan(entry["mean"][k])]
         errors = [0 if math.isnan(entry["std"][keys[j]]) else entry["std"][keys[j]] for j in shown]
         ax.bar([xs[j] for j in shown], [entry["mean"][keys[j]] for j in shown], width, yerr=errors, capsize=3,
-                      label=f"{entry['label']} (n={len(entry['seeds'])})")
+               label=f"{entry['label']} (n={len(entry['seeds'])})")
         if len(entry["ap_per_seed"]) > 1:  # each seed's AP: the spread behind the mean
-            ax.plot([xs[0]] * len(entry["ap_per_seed"]), entry["ap_per_seed"], "o", markersize=3.5, color="black", mfc="white",
-                    label="AP of each seed" if not seeds_labelled else None)
+            ax.plot([xs[0]] * len(entry["ap_per_seed"]), entry["ap_per_seed"], "o", markersize=3.5, color="black",
+                    mfc="white", label=None if seeds_labelled else "AP of each seed")
             seeds_labelled = True
     ax.set_xticks(range(len(keys)), keys)
     ax.set_ylabel("COCO AP (mean ± std over seeds)")
