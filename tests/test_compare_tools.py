@@ -43,7 +43,7 @@ def test_every_method_config_loads_and_builds():
             assert loss.variant == ("paper" if method.name == "dw_paper" else "released")
             expected = method.name[len("wneg_"):] if method.name.startswith("wneg_") else "pneg_ineg"
             assert loss.neg_weighting == expected
-            scale = {"neg10": 10.0, "neg100": 100.0}.get(method.name.rpartition("_dw_")[2], 1.0)
+            scale = {"neg10": 10.0, "neg100": 100.0}.get(method.name.rpartition("_")[2], 1.0)
             assert loss.neg_scale == scale
         if method.x is not None and method.axis == "length":
             assert cfg.train.epochs == method.x and cfg.eval.interval == method.x

@@ -4,6 +4,7 @@ draw a bar chart and the loss curves.
 
     python tools/compare.py                          # the methods study, 3 seeds, then the report
     python tools/compare.py --study wneg             # table 5's w_neg ablation
+    python tools/compare.py --study neg              # DW with its negative term x10 and x100
     python tools/compare.py --study warmstart        # FCOS vs DW continuing from the FCOS weights
     python tools/compare.py --study assigners        # FCOS, ATSS, GFL, VFL, TOOD and DW side by side
     python tools/compare.py --study shapes80 --jobs 2  # FCOS vs DW on shapes80 (also shapes80_length,
@@ -126,6 +127,13 @@ STUDIES = {
         Method("wneg_ineg", "I_neg", DW_CONFIG, ("loss.neg_weighting=ineg",), False),
         Method("wneg_one_minus_wpos", "1 - w_pos", DW_CONFIG, ("loss.neg_weighting=one_minus_wpos",), False),
         Method("dw", "P_neg * I_neg (DW)", DW_CONFIG),
+    ),
+    # background pressure at 128 px: scaling the negative term up gives each object the pressure
+    # of many more (point, class) scores, as on COCO
+    "neg": (
+        Method("dw", "DW (released)", DW_CONFIG),
+        Method("dw_neg10", "DW, negative x10", DW_CONFIG, ("loss.neg_scale=10.0",)),
+        Method("dw_neg100", "DW, negative x100", DW_CONFIG, ("loss.neg_scale=100.0",)),
     ),
     # the paper's tables 1 and 6: hard (FCOS, ATSS) and soft (GFL, VFL, TOOD) assignment beside DW
     "assigners": (
