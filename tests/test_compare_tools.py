@@ -45,6 +45,9 @@ def test_every_method_config_loads_and_builds():
             assert loss.neg_weighting == expected
             scale = {"neg10": 10.0, "neg100": 100.0}.get(method.name.rpartition("_")[2], 1.0)
             assert loss.neg_scale == scale
+            reference = compare.COCO_SCORES_PER_OBJECT if "negref" in method.name else None
+            assert loss.neg_reference_scores == reference
+            assert loss.neg_reference_power == (1.0 if method.name.endswith("_p1") else 0.5)
         if method.x is not None and method.axis == "length":
             assert cfg.train.epochs == method.x and cfg.eval.interval == method.x
         if method.axis == "scores":  # the class count varies, nothing else

@@ -206,3 +206,28 @@ def test_neg_scale_multiplies_the_negative_term_only():
         torch.testing.assert_close(s, b + 9 * n)
     with pytest.raises(ValueError, match="neg_scale must be > 0, got 0"):
         DWLoss(num_classes=4, neg_scale=0)
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0])
+def test_neg_reference_scores_scale_the_negative_term_by_the_scores_per_object(power):
+    cls, reg, ctr, targets = random_batch(8)
+    base = _loss_and_grads(DWLoss(num_classes=4), cls, reg, ctr, targets)[0]
+    scores = sum(x.numel() for x in cls)  # N * P * C
+    per_object = scores / sum(len(t["labels"]) for t in targets)
+    for reference in (per_object, 4 * per_object):
+        loss = DWLoss(num_classes=4, neg_reference_scores=reference, neg_reference_power=power)
+        out = _loss_and_grads(loss, cls, reg, ctr, targets)[0]
+        assert torch.equal(out["loss_cls_pos"], base["loss_cls_pos"]) and torch.equal(out["loss_loc"], base["loss_loc"])
+        torch.testing.assert_close(out["loss_cls_neg"], (reference / per_object) ** power * base["loss_cls_neg"])
+    # a batch without GTs counts as one: its factor is (S_ref / (N P C)) ** power
+    empty = [dict(boxes=t["boxes"][:0], labels=t["labels"][:0]) for t in targets]
+    released = DWLoss(num_classes=4)(cls, reg, ctr, empty)["loss_cls_neg"]
+    loss = DWLoss(num_classes=4, neg_reference_scores=2.0 * scores, neg_reference_power=power)
+    torch.testing.assert_close(loss(cls, reg, ctr, empty)["loss_cls_neg"], 2.0 ** power * released)
+
+
+def test_neg_reference_options_reject_bad_values():
+    with pytest.raises(ValueError, match="neg_reference_scores must be > 0 or None, got 0"):
+        DWLoss(num_classes=4, neg_reference_scores=0)
+    with pytest.raises(ValueError, match="neg_reference_power must be >= 0, got -1"):
+        DWLoss(num_classes=4, neg_reference_scores=2.4e5, neg_reference_power=-1)

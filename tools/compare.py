@@ -4,7 +4,7 @@ draw a bar chart and the loss curves.
 
     python tools/compare.py                          # the methods study, 3 seeds, then the report
     python tools/compare.py --study wneg             # table 5's w_neg ablation
-    python tools/compare.py --study neg              # DW with its negative term x10 and x100
+    python tools/compare.py --study neg              # DW with its negative term x10, x100 and as on COCO
     python tools/compare.py --study warmstart        # FCOS vs DW continuing from the FCOS weights
     python tools/compare.py --study assigners        # FCOS, ATSS, GFL, VFL, TOOD and DW side by side
     python tools/compare.py --study shapes80 --jobs 2  # FCOS vs DW on shapes80 (also shapes80_length,
@@ -59,6 +59,8 @@ PATTERNS80_SCORES_PER_OBJECT = 1.41e5  # tools/dataset_stats.py configs/dw_r10_p
 ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/compare_atss_r18_synthetic.py",
                     "gfl": "configs/compare_gfl_r18_synthetic.py", "vfl": "configs/compare_vfl_r18_synthetic.py",
                     "tood": "configs/compare_tood_r18_synthetic.py", "dw": DW_CONFIG}
+# DW's negative term at the strength it has on COCO, whatever the scores per object (loss.neg_reference_scores)
+NEG_AS_ON_COCO = (f"loss.neg_reference_scores={COCO_SCORES_PER_OBJECT:g}",)
 # a curve's axis: label, plot file, log scale, a reference (x, label) or None
 AXES = {"length": ("training length (epochs; lr step at 5/6 of each)", "ap_vs_length.png", False, None),
         "scores": ("(point, class) scores per object (the class count varied)", "ap_vs_scores_per_object.png", True,
@@ -134,6 +136,9 @@ STUDIES = {
         Method("dw", "DW (released)", DW_CONFIG),
         Method("dw_neg10", "DW, negative x10", DW_CONFIG, ("loss.neg_scale=10.0",)),
         Method("dw_neg100", "DW, negative x100", DW_CONFIG, ("loss.neg_scale=100.0",)),
+        Method("dw_negref", "DW, negative as on COCO (square root)", DW_CONFIG, NEG_AS_ON_COCO),
+        Method("dw_negref_p1", "DW, negative as on COCO (linear)", DW_CONFIG,
+               (*NEG_AS_ON_COCO, "loss.neg_reference_power=1.0"), False),
     ),
     # the paper's tables 1 and 6: hard (FCOS, ATSS) and soft (GFL, VFL, TOOD) assignment beside DW
     "assigners": (
@@ -186,6 +191,7 @@ STUDIES = {
         Method("p80_dw", "DW (released)", PATTERNS80_DW),
         Method("p80_dw_neg10", "DW, negative x10", PATTERNS80_DW, ("loss.neg_scale=10.0",)),
         Method("p80_dw_neg100", "DW, negative x100", PATTERNS80_DW, ("loss.neg_scale=100.0",)),
+        Method("p80_dw_negref", "DW, negative as on COCO (square root)", PATTERNS80_DW, NEG_AS_ON_COCO),
     ),
 }
 

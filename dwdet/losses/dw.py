@@ -55,6 +55,14 @@ class DWLoss(nn.Module):
         focal_alpha: the paper variant's focal loss outside the bag is ``(1 - alpha) s^gamma2 BCE``.
         neg_scale: factor of the negative term (1: the released loss; larger values test how much
             background pressure the detector needs, see docs/benchmarks.md).
+        neg_reference_scores: None (default) keeps the released normaliser. A number S_ref makes
+            the negative term's strength follow the (point, class) scores per object of the batch,
+            S = N * P * C / (number of GTs): it is multiplied by ``(S_ref / S) ** neg_reference_power``,
+            so that it keeps the released strength at S = S_ref (COCO: about 2.4e5) and grows on
+            data with fewer scores per object (smaller images, fewer classes, more objects).
+        neg_reference_power: the exponent of that factor (0.5: the square root, which fits the
+            measured optimum of ``neg_scale`` at 530 and 1.4e5 scores per object; 1: a strength
+            per object independent of S).
 
     Normalisers (both variants): the positive terms by the number of GTs in the batch, the
     negative term by sum(1 - P_neg), each averaged over DDP ranks and clamped to >= 1.
@@ -64,7 +72,8 @@ class DWLoss(nn.Module):
                  variant: str = "released", beta: float = 5.0, mu: float = 5.0, mu_den: float | None = None,
                  gamma1: float = 2.0, gamma2: float = 2.0, center_prior: str = "soft", sigma: float = 1.11,
                  prior_threshold: float = 1.7, prior_topk: int = 9, neg_weighting: str = "pneg_ineg",
-                 pos_reweight: float | None = None, focal_alpha: float = 0.25, neg_scale: float = 1.0):
+                 pos_reweight: float | None = None, focal_alpha: float = 0.25, neg_scale: float = 1.0,
+                 neg_reference_scores: float | None = None, neg_reference_power: float = 0.5):
         super().__init__()
         _check_choice("variant", variant, VARIANTS)
         _check_choice("center_prior", center_prior, CENTER_PRIORS)
@@ -73,8 +82,14 @@ class DWLoss(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if not neg_scale > 0:
             raise ValueError(f"neg_scale must be > 0, got {neg_scale}")
+        if neg_reference_scores is not None and not neg_reference_scores > 0:
+            raise ValueError(f"neg_reference_scores must be > 0 or None, got {neg_reference_scores}")
+        if not neg_reference_power >= 0:
+            raise ValueError(f"neg_reference_power must be >= 0, got {neg_reference_power}")
         self.num_classes = num_classes
         self.neg_scale = float(neg_scale)
+        self.neg_reference_scores = None if neg_reference_scores is None else float(neg_reference_scores)
+        self.neg_reference_power = float(neg_reference_power)
         self.strides = tuple(int(s) for s in strides)
         self.variant = variant
         self.beta, self.mu, self.gamma1, self.gamma2 = beta, mu, gamma1, gamma2
@@ -101,9 +116,17 @@ class DWLoss(nn.Module):
 
         num_gts = reduce_mean(labels.new_tensor(float(labels.numel()), dtype=cls.dtype)).clamp(min=1.0)
         neg_norm = reduce_mean(weights.neg_normalizer.to(cls.dtype)).clamp(min=1.0)
+        loss_neg = self.neg_scale * neg / neg_norm
+        if self.neg_reference_scores is not None:
+            loss_neg = loss_neg * self._pressure_factor(cls, num_gts)
         return {"loss_cls_pos": self.pos_reweight * pos_cls / num_gts,
                 "loss_loc": self.pos_reweight * pos_loc / num_gts,
-                "loss_cls_neg": self.neg_scale * neg / neg_norm}
+                "loss_cls_neg": loss_neg}
+
+    def _pressure_factor(self, cls: Tensor, num_gts: Tensor) -> Tensor:
+        """(S_ref / S) ** power, S the batch's (point, class) scores per GT (both averaged over ranks)."""
+        scores = reduce_mean(cls.new_tensor(float(cls.numel())))
+        return (self.neg_reference_scores * num_gts / scores) ** self.neg_reference_power
 
     def assign(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], centerness: List[Tensor],
                targets: List[Dict[str, Tensor]]) -> Assignment:
