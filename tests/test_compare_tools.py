@@ -53,6 +53,11 @@ def test_every_method_config_loads_and_builds():
         if method.axis == "scores":  # the class count varies, nothing else
             assert cfg.model.num_classes == round(method.x / compare.PATTERNS80_SCORES_PER_OBJECT * 80)
             assert cfg.data.root.startswith("data/patterns80") and cfg.train.epochs == compare.SHAPES80_EPOCHS
+        if method.axis == "objects":  # the objects per image vary, nothing else
+            more = method.x == compare.PATTERNS80_MORE_OBJECTS_SCORES
+            assert (cfg.data.params.min_objects, cfg.data.params.max_objects) == ((4, 6) if more else (1, 2))
+            assert cfg.model.num_classes == 80 and cfg.train.epochs == compare.SHAPES80_EPOCHS
+            assert cfg.data.root == ("data/patterns80-o4to6" if more else "data/patterns80")
 
 
 def test_methods_are_shared_between_studies_and_single_seed_ones_run_once():

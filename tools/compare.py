@@ -55,6 +55,8 @@ PATTERNS80_DW = "configs/dw_r10_patterns80.py"  # the same statistics, classes r
 PATTERNS80_FCOS = "configs/fcos_r10_patterns80.py"
 COCO_SCORES_PER_OBJECT = 2.4e5  # docs/benchmarks.md, the shapes80 statistics
 PATTERNS80_SCORES_PER_OBJECT = 1.41e5  # tools/dataset_stats.py configs/dw_r10_patterns80.py
+PATTERNS80_MORE_OBJECTS = ("data.params.min_objects=4", "data.params.max_objects=6", "data.root=data/patterns80-o4to6")
+PATTERNS80_MORE_OBJECTS_SCORES = 4.38e4  # the same, with --opts PATTERNS80_MORE_OBJECTS (4.70 objects per image)
 # the "assigners" study's configs: point them at another benchmark by changing these
 ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/compare_atss_r18_synthetic.py",
                     "gfl": "configs/compare_gfl_r18_synthetic.py", "vfl": "configs/compare_vfl_r18_synthetic.py",
@@ -64,7 +66,9 @@ NEG_AS_ON_COCO = (f"loss.neg_reference_scores={COCO_SCORES_PER_OBJECT:g}",)
 # a curve's axis: label, plot file, log scale, a reference (x, label) or None
 AXES = {"length": ("training length (epochs; lr step at 5/6 of each)", "ap_vs_length.png", False, None),
         "scores": ("(point, class) scores per object (the class count varied)", "ap_vs_scores_per_object.png", True,
-                   (COCO_SCORES_PER_OBJECT, "COCO train2017"))}
+                   (COCO_SCORES_PER_OBJECT, "COCO train2017")),
+        "objects": ("(point, class) scores per object (objects per image varied)", "ap_vs_objects_per_image.png",
+                    True, (COCO_SCORES_PER_OBJECT, "COCO train2017"))}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 WARM_START = ("train.epochs=3", "train.lr=0.01", "train.warmup_iters=50", "train.lr_steps=(2,)", "eval.interval=3",
               "train.checkpoint_interval=3")
@@ -98,6 +102,15 @@ def length_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
                         all_seeds=epochs == SHAPES80_EPOCHS, curve=label, x=epochs)
                  for name, label, config in (("s80_fcos", "FCOS", SHAPES80_FCOS), ("s80_dw", "DW (released)", SHAPES80_DW))
                  for epochs in lengths)
+
+
+def objects_study() -> tuple[Method, ...]:
+    """FCOS and DW on patterns80 with 1-2 objects per image (the 3-seed runs of the patterns80
+    study) and 4-6 (one seed), nothing else changed; the x is the (point, class) scores per object."""
+    return tuple(Method(name + suffix, label, config, overrides, all_seeds=not overrides, curve=label, x=x, axis="objects")
+                 for name, label, config in (("p80_fcos", "FCOS", PATTERNS80_FCOS), ("p80_dw", "DW (released)", PATTERNS80_DW))
+                 for suffix, overrides, x in (("", (), PATTERNS80_SCORES_PER_OBJECT),
+                                              ("_o4to6", PATTERNS80_MORE_OBJECTS, PATTERNS80_MORE_OBJECTS_SCORES)))
 
 
 def class_count_study() -> tuple[Method, ...]:
@@ -181,6 +194,8 @@ STUDIES = {
     # AP against (point, class) scores per object: the same images and backbone, the annotations
     # naming 80 classes (pattern x hue), 8 (the pattern) or 1 ("object")
     "patterns80_classes": class_count_study(),
+    # the same with 4-6 objects per image instead of 1-2 (the images' sizes and classes as they were)
+    "patterns80_objects": objects_study(),
     # background pressure: DW's negative term scaled up
     "shapes80_neg": (
         Method("s80_dw", "DW (released)", SHAPES80_DW),
