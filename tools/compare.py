@@ -56,7 +56,7 @@ PATTERNS80_FCOS = "configs/fcos_r10_patterns80.py"
 COCO_SCORES_PER_OBJECT = 2.4e5  # docs/benchmarks.md, the shapes80 statistics
 PATTERNS80_SCORES_PER_OBJECT = 1.41e5  # tools/dataset_stats.py configs/dw_r10_patterns80.py
 PATTERNS80_MORE_OBJECTS = ("data.params.min_objects=4", "data.params.max_objects=6", "data.root=data/patterns80-o4to6")
-PATTERNS80_MORE_OBJECTS_SCORES = 4.38e4  # the same, with --opts PATTERNS80_MORE_OBJECTS (4.70 objects per image)
+PATTERNS80_MORE_OBJECTS_SCORES = 4.38e4  # the same, with the overrides above (4.70 objects per image)
 # the "assigners" study's configs: point them at another benchmark by changing these
 ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/compare_atss_r18_synthetic.py",
                     "gfl": "configs/compare_gfl_r18_synthetic.py", "vfl": "configs/compare_vfl_r18_synthetic.py",
