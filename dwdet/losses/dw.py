@@ -60,9 +60,9 @@ class DWLoss(nn.Module):
             S = N * P * C / (number of GTs): it is multiplied by ``(S_ref / S) ** neg_reference_power``,
             so that it keeps the released strength at S = S_ref (COCO: about 2.4e5) and grows on
             data with fewer scores per object (smaller images, fewer classes, more objects).
-        neg_reference_power: the exponent of that factor (0.5: the square root, which fits the
-            measured optimum of ``neg_scale`` at 530 and 1.4e5 scores per object; 1: a strength
-            per object independent of S).
+        neg_reference_power: the exponent of that factor (0.5: the square root, chosen from the
+            ``neg_scale`` runs at 530 and 1.4e5 scores per object; 1: a strength per object
+            independent of S, which the same runs rule out). See docs/benchmarks.md.
 
     Normalisers (both variants): the positive terms by the number of GTs in the batch, the
     negative term by sum(1 - P_neg), each averaged over DDP ranks and clamped to >= 1.
