@@ -184,6 +184,10 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path):
     for name in summary:
         result = json.loads((out / name / "seed0" / "result.json").read_text())
         assert result["opts"] == opts and 0 <= result["AP"] <= 1
+        # where the run came from, and its first logged loss to tell same-seed runs apart
+        assert result["environment"]["threads"] == max(1, (os.cpu_count() or 1) // 2)
+        first = json.loads((out / name / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
+        assert result["first_loss"] == {"iter": first["iter"], "loss": first["loss"]}
     log = out / "dw" / "seed0" / "train.log"
     size = log.stat().st_size
     assert compare.main(["--out", str(out), "--seeds", "0", "--opts", *opts]) == 0  # nothing left to train

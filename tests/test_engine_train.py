@@ -1,6 +1,8 @@
 """Single-process training: exact resume, SIGTERM, non-finite losses, AMP, logs and saved config."""
 import json
 import math
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,7 +119,11 @@ def test_metrics_log_and_saved_config(tmp_path):
     assert 0.0 <= val[0]["AP"] <= 1.0
     saved = load_config(tmp_path / "logged" / "config.json")
     assert saved.to_dict() == json.loads(json.dumps(trainer.cfg.to_dict()))
-    assert json.loads((tmp_path / "logged" / "environment.json").read_text())["world_size"] == 1
+    environment = json.loads((tmp_path / "logged" / "environment.json").read_text())
+    assert environment["world_size"] == 1 and environment["threads"] == torch.get_num_threads()
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert environment["git_revision"] == (revision.stdout.strip() or None)
+    assert environment["git_dirty"] in ((True, False) if revision.stdout else (None,))
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

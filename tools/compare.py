@@ -300,10 +300,26 @@ def train(method: Method, seed: int, out: str, opts: list[str], threads: int) ->
                            f"see {work_dir}/train.log, and rerun to resume it")
     minutes = training_minutes(work_dir)
     result = {"method": method.name, "seed": seed, "opts": opts, "command": command[1:], "minutes": round(minutes, 2),
-              **{k: evaluation[k] for k in METRICS}}
+              **{k: evaluation[k] for k in METRICS}, **provenance(work_dir)}
     result_path.write_text(json.dumps(result, indent=1) + "\n")
     say(f"{method.name} seed {seed}: AP {100 * result['AP']:.1f} in {minutes:.1f} min")
     return result
+
+
+def provenance(work_dir: Path) -> dict:
+    """Where a run came from: the checkout, torch and thread count it ran with, and its first logged
+    loss, which tells two runs of one seed that differ from the start (data, weights, code) from two
+    that part later (float rounding grown by training)."""
+    found = {}
+    environment = work_dir / "environment.json"
+    if environment.is_file():
+        saved = json.loads(environment.read_text())
+        found["environment"] = {k: saved.get(k) for k in ("git_revision", "git_dirty", "torch", "threads")}
+    logged = read_metrics(str(work_dir))["train"]
+    if logged:
+        first = min(logged)
+        found["first_loss"] = {"iter": first, "loss": logged[first]["loss"]}
+    return found
 
 
 def say(line: str, stream=sys.stdout) -> None:

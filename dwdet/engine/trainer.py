@@ -468,11 +468,21 @@ def _warn_config_changes(saved: dict[str, Any], current: dict[str, Any]) -> None
 
 def _save_environment(path: str, total_batch: int) -> None:
     """Git revision, versions and the launch command, beside the checkpoints for reproducibility."""
-    try:
-        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        revision = None
+    revision = _git("rev-parse", "HEAD")
+    changes = _git("status", "--porcelain", "--untracked-files=no")
     with open(path, "w") as f:
-        json.dump({"git_revision": revision, "torch": torch.__version__, "python": sys.version.split()[0],
-                   "world_size": get_world_size(), "total_batch": total_batch, "argv": sys.argv}, f, indent=2)
+        # threads too: a run's float rounding, and so its trajectory, depends on them
+        json.dump({"git_revision": revision or None, "git_dirty": None if changes is None else bool(changes),
+                   "torch": torch.__version__, "python": sys.version.split()[0],
+                   "threads": torch.get_num_threads(), "world_size": get_world_size(), "total_batch": total_batch,
+                   "argv": sys.argv}, f, indent=2)
+
+
+def _git(*args: str) -> str | None:
+    """The output of a git command in this package's checkout; None outside one or without git."""
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                              cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
