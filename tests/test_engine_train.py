@@ -121,6 +121,7 @@ def test_metrics_log_and_saved_config(tmp_path):
     assert saved.to_dict() == json.loads(json.dumps(trainer.cfg.to_dict()))
     environment = json.loads((tmp_path / "logged" / "environment.json").read_text())
     assert environment["world_size"] == 1 and environment["threads"] == torch.get_num_threads()
+    assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
     assert environment["git_revision"] == (revision.stdout.strip() or None)
     assert environment["git_dirty"] in ((True, False) if revision.stdout else (None,))

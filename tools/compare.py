@@ -70,6 +70,8 @@ AXES = {"length": ("training length (epochs; lr step at 5/6 of each)", "ap_vs_le
         "objects": ("(point, class) scores per object (objects per image varied)", "ap_vs_objects_per_image.png",
                     True, (COCO_SCORES_PER_OBJECT, "COCO train2017"))}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# what of a run's environment.json its record keeps: what decides its arithmetic
+RUN_ENVIRONMENT = ("git_revision", "git_dirty", "torch", "threads", "cpu", "cpu_capability", "onednn_max_cpu_isa")
 WARM_START = ("train.epochs=3", "train.lr=0.01", "train.warmup_iters=50", "train.lr_steps=(2,)", "eval.interval=3",
               "train.checkpoint_interval=3")
 
@@ -307,14 +309,14 @@ def train(method: Method, seed: int, out: str, opts: list[str], threads: int) ->
 
 
 def provenance(work_dir: Path) -> dict:
-    """Where a run came from: the checkout, torch and thread count it ran with, and its first logged
-    loss, which tells two runs of one seed that differ from the start (data, weights, code) from two
-    that part later (float rounding grown by training)."""
+    """Where a run came from: the checkout, torch, threads and CPU kernels it ran with, and its first
+    logged loss, which tells two runs of one seed that differ from the start (data, weights, code)
+    from two that part later (float rounding grown by training)."""
     found = {}
     environment = work_dir / "environment.json"
     if environment.is_file():
         saved = json.loads(environment.read_text())
-        found["environment"] = {k: saved.get(k) for k in ("git_revision", "git_dirty", "torch", "threads")}
+        found["environment"] = {k: saved.get(k) for k in RUN_ENVIRONMENT}
     logged = read_metrics(str(work_dir))["train"]
     if logged:
         first = min(logged)

@@ -471,11 +471,21 @@ def _save_environment(path: str, total_batch: int) -> None:
     revision = _git("rev-parse", "HEAD")
     changes = _git("status", "--porcelain", "--untracked-files=no")
     with open(path, "w") as f:
-        # threads too: a run's float rounding, and so its trajectory, depends on them
+        # the threads and the CPU too: a run's float rounding, and so its trajectory, depends on them
         json.dump({"git_revision": revision or None, "git_dirty": None if changes is None else bool(changes),
-                   "torch": torch.__version__, "python": sys.version.split()[0],
-                   "threads": torch.get_num_threads(), "world_size": get_world_size(), "total_batch": total_batch,
-                   "argv": sys.argv}, f, indent=2)
+                   "torch": torch.__version__, "python": sys.version.split()[0], "threads": torch.get_num_threads(),
+                   "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                   "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+                   "world_size": get_world_size(), "total_batch": total_batch, "argv": sys.argv}, f, indent=2)
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux); oneDNN and ATen pick their kernels, and so their rounding, by it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
 
 
 def _git(*args: str) -> str | None:
