@@ -29,6 +29,20 @@ def test_norms_and_scales_get_no_weight_decay():
     assert optimizer.defaults["momentum"] == 0.9
 
 
+def test_adamw_keeps_the_groups_and_takes_momentum_as_beta1():
+    head = Head()
+    optimizer = build_optimizer(head, lr=1e-3, momentum=0.8, weight_decay=0.05, kind="adamw")
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.8, 0.999)
+    decayed, not_decayed = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.05 and not_decayed["weight_decay"] == 0.0
+    assert {id(p) for p in not_decayed["params"]} == {id(p) for p in decay_free_parameters(head)}
+
+
+def test_unknown_optimizer_is_an_error_naming_the_key():
+    with pytest.raises(ValueError, match="train.optimizer.*'adam'"):
+        build_optimizer(Head(), lr=0.01, momentum=0.9, weight_decay=1e-4, kind="adam")
+
+
 def test_lr_scales_linearly_with_total_batch():
     assert scaled_lr(0.01, 16) == 0.01 and scaled_lr(0.01, 8) == 0.005 and scaled_lr(0.01, 32) == 0.02
 

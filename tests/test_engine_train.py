@@ -85,6 +85,22 @@ def test_resume_refuses_another_batch_size(tmp_path, uninterrupted):
                 **BUILDERS)
 
 
+def test_resume_refuses_another_optimizer(tmp_path, uninterrupted):
+    _, _, work_dir = uninterrupted
+    with pytest.raises(RuntimeError, match=r"last.pth was trained with train.optimizer='sgd'; this run has 'adamw'"):
+        with pytest.warns(UserWarning, match="train.optimizer"):
+            Trainer(tiny_config(tmp_path, ["train.optimizer=adamw"]), tmp_path / "x", resume=work_dir / "last.pth",
+                    **BUILDERS)
+
+
+def test_an_adamw_run_resumes_bitwise(tmp_path):
+    overrides = ["eval.interval=0", "train.optimizer=adamw", "train.lr=1e-3", "train.weight_decay=0.05"]
+    full, _ = run(tmp_path, "full", overrides)
+    assert isinstance(full.optimizer, torch.optim.AdamW)
+    resumed, result = run(tmp_path, "resumed", overrides, resume=tmp_path / "full" / "epoch_1.pth")
+    assert result["iteration"] == 8 and same_weights(resumed.model.state_dict(), full.model.state_dict())
+
+
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # the reference schedule
 def test_resume_on_another_total_batch_continues_at_the_same_point_with_a_warning(tmp_path):
     """Stopped after 2 batches of 2 images (mid-epoch 1): with batches of 1 the run continues

@@ -3,6 +3,7 @@ train = dict(
     epochs=12,
     batch_size=2,  # per process
     lr=0.01,
+    optimizer="sgd",  # or "adamw" (momentum is then its beta1)
     momentum=0.9,
     weight_decay=1e-4,
     warmup_iters=1000,

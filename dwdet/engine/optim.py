@@ -1,4 +1,5 @@
-"""SGD with decay-free norms and scales, and the warmup + step learning-rate schedule."""
+"""The optimiser (SGD, as the paper trains, or AdamW) with decay-free norms and scales, and the warmup +
+step learning-rate schedule."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["REFERENCE_BATCH", "WarmupStepSchedule", "build_lr_scheduler", "build_optimizer", "decay_free_parameters",
-           "scaled_lr"]
+__all__ = ["OPTIMIZERS", "REFERENCE_BATCH", "WarmupStepSchedule", "build_lr_scheduler", "build_optimizer",
+           "decay_free_parameters", "scaled_lr"]
 
 # Learning rates in configs are for this total batch size and scale linearly with it.
 REFERENCE_BATCH = 16
@@ -29,13 +30,22 @@ def decay_free_parameters(model: nn.Module) -> set[nn.Parameter]:
     return free
 
 
-def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
-    """SGD with two parameter groups: decayed, and :func:`decay_free_parameters` (no decay)."""
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float,
+                    kind: str = "sgd") -> torch.optim.Optimizer:
+    """``kind`` "sgd" (with ``momentum``) or "adamw" (``momentum`` is its beta1; beta2 0.999), with two
+    parameter groups: decayed, and :func:`decay_free_parameters` (no decay)."""
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {kind!r}")
     free = decay_free_parameters(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if p not in free], "weight_decay": weight_decay},
-              {"params": [p for p in trainable if p in free], "weight_decay": 0.0}]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=momentum)
+    groups = [g for g in ({"params": [p for p in trainable if p not in free], "weight_decay": weight_decay},
+                          {"params": [p for p in trainable if p in free], "weight_decay": 0.0}) if g["params"]]
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
 
 
 class WarmupStepSchedule:

@@ -4,10 +4,11 @@ checkpointing and evaluating around it), for one process or torchrun DDP.
 The config keys read here (``train`` and ``eval`` sections):
 
     train.epochs, train.batch_size (per process), train.lr (for a total batch of 16; scaled
-    linearly), train.momentum, train.weight_decay, train.warmup_iters, train.warmup_ratio,
-    train.lr_steps (epochs after which the lr drops), train.lr_gamma, train.clip_grad_norm
-    (0 = off), train.amp ("none" | "bf16" | "fp16"), train.nonfinite ("stop" | "skip"),
-    train.seed, train.deterministic, train.num_workers, train.log_interval (iterations),
+    linearly), train.optimizer ("sgd" | "adamw"), train.momentum (AdamW's beta1),
+    train.weight_decay, train.warmup_iters, train.warmup_ratio, train.lr_steps (epochs after which
+    the lr drops), train.lr_gamma, train.clip_grad_norm (0 = off), train.amp ("none" | "bf16" |
+    "fp16"), train.nonfinite ("stop" | "skip"), train.seed, train.deterministic, train.num_workers,
+    train.log_interval (iterations),
     train.checkpoint_interval (epochs between kept ``epoch_N.pth``; 0 = only the last),
     train.checkpoint_iters (also save ``last.pth`` every N iterations; 0 = off), train.tensorboard,
     eval.interval (epochs; 0 = never during training), eval.batch_size, eval.num_workers.
@@ -280,7 +281,7 @@ class Trainer:
             raise ValueError(f"the training batch sampler yields no batches on rank {rank}")
         self.total_batch = train.batch_size * world_size
         self.optimizer = build_optimizer(self.model, scaled_lr(train.lr, self.total_batch), train.momentum,
-                                         train.weight_decay)
+                                         train.weight_decay, train.get("optimizer", "sgd"))
         self.lr_scheduler = build_lr_scheduler(self.optimizer, len(self.loader), train.warmup_iters,
                                                train.warmup_ratio, train.lr_steps, train.lr_gamma)
         self.scaler = grad_scaler(self.device, train.amp)
@@ -343,6 +344,11 @@ class Trainer:
                 f"{current[1]}. An exact resume needs the same data sharding: relaunch with the same number of "
                 f"processes and train.batch_size, or pass --allow-world-size-change to continue inexactly.")
         _warn_config_changes(ckpt["config"], self.cfg.to_dict())
+        optimizers = (ckpt["config"].get("train", {}).get("optimizer", "sgd"), self.cfg.train.get("optimizer", "sgd"))
+        if optimizers[0] != optimizers[1]:  # their states hold different buffers
+            raise CheckpointError(f"{path} was trained with train.optimizer={optimizers[0]!r}; this run has "
+                                  f"{optimizers[1]!r}. Resume with the checkpoint's optimizer, or start a new run "
+                                  f"from its weights with train.init_from.")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
