@@ -37,7 +37,8 @@ def test_every_method_config_loads_and_builds():
             continue
         assert isinstance(model, FCOSDetector) and model.head.refine == (method.name == "dw_refine")
         loss = build_loss(cfg)
-        if method.config not in (compare.DW_CONFIG, compare.SHAPES80_DW, compare.PATTERNS80_DW):
+        if method.config not in (compare.DW_CONFIG, compare.SHAPES80_DW, compare.PATTERNS80_DW,
+                                 compare.PATTERNS80_ADAMW_DW):
             assert not isinstance(loss, DWLoss) and type(loss).__name__.lower().startswith(cfg.loss.type)
         else:
             assert loss.variant == ("paper" if method.name == "dw_paper" else "released")
@@ -79,6 +80,24 @@ def test_length_study_keeps_the_lr_step_at_the_same_fraction():
     assert sorted(steps) == [2, 4, 6, 12] and all(abs(f - 5 / 6) <= 1 / 6 for f in steps.values())
     names = {m.name for m in compare.selected_methods("shapes80_length")}
     assert {"s80_fcos", "s80_dw", "s80_fcos_e2", "s80_dw_e12"} <= names  # the full length is the main study's run
+
+
+def test_adamw_study_changes_only_the_optimizer_and_its_schedule():
+    plain = load_config(os.path.join(ROOT, compare.PATTERNS80_FCOS))
+    steps, lrs = {}, set()
+    for method in compare.selected_methods("patterns80_adamw"):
+        cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
+        assert (cfg.train.optimizer, cfg.train.weight_decay) == ("adamw", 0.05)
+        assert cfg.model == plain.model and cfg.data == plain.data  # same backbone weights, same images
+        if method.curve is None:  # the lr sweep on the SGD recipe's 6 epochs, in fp32
+            assert (cfg.train.epochs, cfg.train.lr_steps, cfg.train.amp) == (6, (5,), "none")
+            lrs.add(cfg.train.lr)
+        else:
+            assert cfg.train.amp == "bf16" and cfg.train.lr == 4e-4 and cfg.train.epochs == method.x
+            steps[method.x] = cfg.train.lr_steps[0] / cfg.train.epochs
+            assert method.all_seeds == (method.x == compare.PATTERNS80_ADAMW_EPOCHS)
+    assert lrs == {1e-3, 4e-4, 2e-4}
+    assert sorted(steps) == [4, 7, 14] and all(abs(f - 5 / 6) < 0.1 for f in steps.values())
 
 
 def test_length_report_draws_ap_against_length(tmp_path):
