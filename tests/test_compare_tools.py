@@ -100,6 +100,16 @@ def test_adamw_study_changes_only_the_optimizer_and_its_schedule():
     assert sorted(steps) == [4, 7, 14] and all(abs(f - 5 / 6) < 0.1 for f in steps.values())
 
 
+def test_shapes80_adamw_study_is_the_patterns80_recipe_on_shapes80():
+    recipe = load_config(os.path.join(ROOT, compare.PATTERNS80_ADAMW_FCOS))
+    for method in compare.selected_methods("shapes80_adamw"):
+        plain = load_config(os.path.join(ROOT, method.config))
+        cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
+        assert method.config in (compare.SHAPES80_FCOS, compare.SHAPES80_DW)
+        assert cfg.train == recipe.train and cfg.eval == recipe.eval  # the recipe, all of it
+        assert cfg.model == plain.model and cfg.data == plain.data  # shapes80's backbone and images
+
+
 def test_length_report_draws_ap_against_length(tmp_path):
     for name, ap in (("s80_fcos_e2", 0.1), ("s80_fcos", 0.3), ("s80_dw_e2", 0.05), ("s80_dw", 0.35)):
         _fake_run(tmp_path, name, 0, ap, [2.0, 1.0])

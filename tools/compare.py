@@ -11,6 +11,7 @@ draw a bar chart and the loss curves.
                                                      # shapes80_neg, shapes80_assigners)
     python tools/compare.py --jobs 2 --opts train.epochs=24 model.min_size='(256,)' model.max_size=256
     python tools/compare.py --study patterns80_adamw --methods p80a_fcos p80a_dw --jobs 2  # the 20-minute recipe
+    python tools/compare.py --study shapes80_adamw --seeds 0 --jobs 2  # that recipe on shapes80
     python tools/compare.py --study shapes80_length --methods s80_fcos_e12 s80_dw_e12 --seeds 0 --jobs 2
     python tools/compare.py --report-only            # rebuild the report from finished runs
     python tools/compare.py --study patterns80_assigners --report-only --records docs/results/patterns80_runs.jsonl
@@ -99,6 +100,10 @@ def schedule(epochs: int, step_fraction: float = 5 / 6) -> tuple[str, ...]:
     step = max(1, round(step_fraction * epochs))
     return (f"train.epochs={epochs}", f"train.lr_steps=({step},)", f"eval.interval={epochs}",
             f"train.checkpoint_interval={epochs}")
+
+
+# the patterns80 AdamW configs' recipe as overrides, for the other benchmarks
+ADAMW_RECIPE = (*ADAMW, "train.lr=4e-4", "train.amp=bf16", *schedule(PATTERNS80_ADAMW_EPOCHS))
 
 
 def length_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
@@ -210,6 +215,11 @@ STUDIES = {
     ),
     # the same with AdamW, bf16 and 14 epochs: the recipe that fits 20 minutes on two cores
     "patterns80_adamw": adamw_study((4, 7, PATTERNS80_ADAMW_EPOCHS)),
+    # the same recipe on shapes80, where DW trailed FCOS with SGD at every length
+    "shapes80_adamw": (
+        Method("s80a_fcos", "FCOS", SHAPES80_FCOS, ADAMW_RECIPE, all_seeds=False),
+        Method("s80a_dw", "DW (released)", SHAPES80_DW, ADAMW_RECIPE, all_seeds=False),
+    ),
     "patterns80_assigners": (
         Method("p80_fcos", "FCOS", PATTERNS80_FCOS),
         *(Method(f"p80_{kind}", kind.upper(), f"configs/{kind}_r10_patterns80.py") for kind in ("atss", "gfl", "vfl", "tood")),
