@@ -113,8 +113,10 @@ def test_shapes80_adamw_study_is_the_patterns80_recipe_on_shapes80():
 def test_length_report_draws_ap_against_length(tmp_path):
     for name, ap in (("s80_fcos_e2", 0.1), ("s80_fcos", 0.3), ("s80_dw_e2", 0.05), ("s80_dw", 0.35)):
         _fake_run(tmp_path, name, 0, ap, [2.0, 1.0])
-    compare.report(compare.selected_methods("shapes80_length"), str(tmp_path))
+    summary = compare.report(compare.selected_methods("shapes80_length"), str(tmp_path))
     assert (tmp_path / "ap_vs_length.png").stat().st_size > 1000
+    # a curve's points share its label; tables and bar charts name each point's length
+    assert summary["s80_fcos_e2"]["label"] == "FCOS, 2 epochs" and summary["s80_dw"]["label"] == "DW (released), 6 epochs"
 
 
 def _fake_run(out, method, seed, ap, losses):

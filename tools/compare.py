@@ -70,11 +70,12 @@ ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/compare_atss_r18_synth
 # DW's negative term at the strength it has on COCO, whatever the scores per object (loss.neg_reference_scores)
 NEG_AS_ON_COCO = (f"loss.neg_reference_scores={COCO_SCORES_PER_OBJECT:g}",)
 # a curve's axis: label, plot file, log scale, a reference (x, label) or None
-AXES = {"length": ("training length (epochs; lr step at 5/6 of each)", "ap_vs_length.png", False, None),
+# per axis: its label, its figure, log scale, a reference line, and how a point on it names itself in tables
+AXES = {"length": ("training length (epochs; lr step at 5/6 of each)", "ap_vs_length.png", False, None, "{:g} epochs"),
         "scores": ("(point, class) scores per object (the class count varied)", "ap_vs_scores_per_object.png", True,
-                   (COCO_SCORES_PER_OBJECT, "COCO train2017")),
+                   (COCO_SCORES_PER_OBJECT, "COCO train2017"), "{:.2g} scores per object"),
         "objects": ("(point, class) scores per object (objects per image varied)", "ap_vs_objects_per_image.png",
-                    True, (COCO_SCORES_PER_OBJECT, "COCO train2017"))}
+                    True, (COCO_SCORES_PER_OBJECT, "COCO train2017"), "{:.2g} scores per object")}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # what of a run's environment.json its record keeps: what decides its arithmetic
 RUN_ENVIRONMENT = ("git_revision", "git_dirty", "torch", "threads", "cpu", "cpu_capability", "onednn_max_cpu_isa")
@@ -410,12 +411,20 @@ def summarize(methods: list[Method], out: str, records: dict | None = None) -> d
         if not runs:
             continue
         stats = {k: mean_std([100 * r.get(k, math.nan) for r in runs]) for k in METRICS}
-        summary[method.name] = {"label": method.label, "overrides": list(method.overrides), "config": method.config,
+        summary[method.name] = {"label": point_label(method), "overrides": list(method.overrides), "config": method.config,
                                 "seeds": [r["seed"] for r in runs], "minutes": [r.get("minutes") for r in runs],
                                 "ap_per_seed": [100 * r["AP"] for r in runs],
                                 "mean": {k: v[0] for k, v in stats.items()}, "std": {k: v[1] for k, v in stats.items()},
                                 "runs": runs}
     return summary
+
+
+def point_label(method: Method) -> str:
+    """The method's label, with its place on the curve where it is one point of one (the points of
+    a curve share the curve's label)."""
+    if method.curve is None:
+        return method.label
+    return f"{method.label}, {AXES[method.axis][4].format(method.x)}"
 
 
 def markdown_table(summary: dict) -> str:
@@ -487,7 +496,7 @@ def plot_losses(summary: dict, out: str, path: Path) -> None:
 
 def plot_curves(methods: list[Method], summary: dict, axis: str, path: Path) -> None:
     """AP along ``axis``, one line per curve, seed std as error bars where there are seeds."""
-    xlabel, _, log, reference = AXES[axis]
+    xlabel, _, log, reference, _ = AXES[axis]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     curves: dict[str, list[tuple[float, dict]]] = {}
     for method in methods:
