@@ -69,8 +69,8 @@ ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/compare_atss_r18_synth
                     "tood": "configs/compare_tood_r18_synthetic.py", "dw": DW_CONFIG}
 # DW's negative term at the strength it has on COCO, whatever the scores per object (loss.neg_reference_scores)
 NEG_AS_ON_COCO = (f"loss.neg_reference_scores={COCO_SCORES_PER_OBJECT:g}",)
-# a curve's axis: label, plot file, log scale, a reference (x, label) or None
-# per axis: its label, its figure, log scale, a reference line, and how a point on it names itself in tables
+# a curve's axis: label, plot file, log scale, a reference (x, label) or None, and how a point on
+# it names itself in tables
 AXES = {"length": ("training length (epochs; lr step at 5/6 of each)", "ap_vs_length.png", False, None, "{:g} epochs"),
         "scores": ("(point, class) scores per object (the class count varied)", "ap_vs_scores_per_object.png", True,
                    (COCO_SCORES_PER_OBJECT, "COCO train2017"), "{:.2g} scores per object"),
