@@ -6,7 +6,8 @@ The config keys read here (``train`` and ``eval`` sections):
     train.epochs, train.batch_size (per process), train.lr (for a total batch of 16; scaled
     linearly), train.optimizer ("sgd" | "adamw"), train.momentum (AdamW's beta1),
     train.weight_decay, train.warmup_iters, train.warmup_ratio, train.lr_steps (epochs after which
-    the lr drops), train.lr_gamma, train.clip_grad_norm (0 = off), train.amp ("none" | "bf16" |
+    the lr drops), train.lr_gamma, train.clip_grad_norm (0 = off), train.ema, train.ema_decay,
+    train.ema_tau (:mod:`dwdet.engine.ema`), train.amp ("none" | "bf16" |
     "fp16"), train.nonfinite ("stop" | "skip"), train.seed, train.deterministic, train.num_workers,
     train.log_interval (iterations),
     train.checkpoint_interval (epochs between kept ``epoch_N.pth``; 0 = only the last),
@@ -45,6 +46,7 @@ from dwdet.config import Config, save_config
 from dwdet.engine import builders
 from dwdet.engine.checkpoint import CheckpointError, link_or_copy, load_checkpoint, rng_state, save_checkpoint, \
     set_rng_state
+from dwdet.engine.ema import ModelEMA
 from dwdet.engine.evaluation import CocoEvaluator, evaluate, metrics_table
 from dwdet.engine.loaders import EpochLoader, eval_loader, to_device
 from dwdet.engine.metrics import MetricsLog
@@ -155,11 +157,11 @@ def train_one_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optim
                     lr_scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
                     progress: Progress, options: StepOptions, device: torch.device, log: MetricsLog,
                     stop: StopRequest, save_checkpoint_fn: Callable[[], None] | None = None,
-                    total_iters: int | None = None) -> bool:
+                    total_iters: int | None = None, ema: ModelEMA | None = None) -> bool:
     """Train on ``batches`` (the rest of epoch ``progress.epoch``), advancing ``progress``.
 
     Each iteration: forward under autocast, one all-reduce of the loss terms (for logging, the
-    finiteness check and the stop request), backward, optional clipping, step, schedule. A
+    finiteness check and the stop request), backward, optional clipping, step, ``ema`` update, schedule. A
     non-finite loss or gradient makes the fp16 scaler skip the step; without a scaler it stops
     training (:class:`NonFiniteLossError`) or skips the step, per ``options.nonfinite``.
 
@@ -207,6 +209,8 @@ def train_one_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optim
                 f"non-finite loss or gradient at epoch {progress.epoch + 1}, iteration {progress.iteration + 1} "
                 f"(loss={loss_value:.4g}: {terms}; grad_norm={grad_norm:.4g}). Training stopped; the last good "
                 f"checkpoint is untouched. Lower train.lr, set train.clip_grad_norm, or set train.nonfinite=skip.")
+        if ema is not None and not skipped:
+            ema.update()
         lr = optimizer.param_groups[0]["lr"]
         lr_scheduler.step()
         progress.epoch_iter += 1
@@ -287,6 +291,7 @@ class Trainer:
         self.scaler = grad_scaler(self.device, train.amp)
         self.options = StepOptions.from_config(train)
         self.progress = Progress()
+        self.ema = ModelEMA(self.model, train.ema_decay, train.ema_tau) if train.get("ema") else None
 
         self.val_loader = self.evaluator = None
         if cfg.eval.interval > 0:
@@ -311,8 +316,12 @@ class Trainer:
         return os.path.join(self.work_dir, "last.pth")
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resume needs, except the RNG states (see :meth:`save`)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        """Everything a resume needs, except the RNG states (see :meth:`save`). With EMA, ``model``
+        holds the averaged weights (what inference loads) and ``train_model`` the trained ones."""
+        weights = {"model": self.model.state_dict()}
+        if self.ema is not None:
+            weights = {"model": self.ema.state_dict(), "train_model": weights["model"], "ema_updates": self.ema.updates}
+        return {**weights, "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.lr_scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "progress": dataclasses.asdict(self.progress), "world_size": get_world_size(),
                 "batch_size": self.cfg.train.batch_size, "config": self.cfg.to_dict(),
@@ -349,7 +358,13 @@ class Trainer:
             raise CheckpointError(f"{path} was trained with train.optimizer={optimizers[0]!r}; this run has "
                                   f"{optimizers[1]!r}. Resume with the checkpoint's optimizer, or start a new run "
                                   f"from its weights with train.init_from.")
-        self.model.load_state_dict(ckpt["model"])
+        self.model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+        if self.ema is not None and "ema_updates" in ckpt:
+            self.ema.load_state_dict(ckpt["model"], ckpt["ema_updates"])
+        elif self.ema is not None:
+            self.ema = ModelEMA(self.model, self.ema.decay, self.ema.tau)
+            logger.info("%s has no weight average (trained without train.ema): the average starts from its "
+                        "weights", path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         if saved == current:
@@ -377,10 +392,12 @@ class Trainer:
         scheduler._last_lr = lrs  # what get_last_lr() reports
 
     def evaluate(self) -> dict[str, float] | None:
-        """COCO metrics of the current weights (rank 0; ``None`` elsewhere or without a val set)."""
+        """COCO metrics of the current weights, or their average with EMA (rank 0; ``None``
+        elsewhere or without a val set)."""
         if self.evaluator is None:
             return None
-        metrics = evaluate(self.model, self.val_loader, self.evaluator, self.device, self.options.amp, verbose=False)
+        model = self.model if self.ema is None else self.ema.module
+        metrics = evaluate(model, self.val_loader, self.evaluator, self.device, self.options.amp, verbose=False)
         if metrics is not None:
             logger.info("COCO bbox metrics after epoch %d:\n%s", self.progress.epoch, metrics_table(metrics))
         return metrics
@@ -425,7 +442,7 @@ class Trainer:
         stopped = train_one_epoch(self.ddp_model, batches, self.optimizer, self.lr_scheduler, self.scaler,
                                   self.progress, self.options, self.device, self.log, stop,
                                   save_checkpoint_fn=self.save,
-                                  total_iters=self.cfg.train.epochs * len(self.loader))
+                                  total_iters=self.cfg.train.epochs * len(self.loader), ema=self.ema)
         if not stopped:
             self.progress = Progress(epoch=self.progress.epoch + 1, iteration=self.progress.iteration)
         return stopped
