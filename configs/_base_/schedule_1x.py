@@ -24,6 +24,7 @@ train = dict(
     num_workers=4,
     log_interval=50,
     checkpoint_interval=1,
+    keep_checkpoints=0,  # how many epoch_N.pth to keep, the newest (0 = all)
     checkpoint_iters=0,
     tensorboard=True,  # events in <work-dir>/tensorboard: tensorboard --logdir work_dirs
 )
