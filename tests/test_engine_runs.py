@@ -166,3 +166,12 @@ def test_overrides_after_a_bare_resume_are_overrides():
     assert args.resume == "auto" and sorted(args.overrides) == ["train.epochs=3", "train.lr=0.1"]
     args = train_cli.parse_args(["configs/x.py", "--resume", "work_dirs/a/epoch_3.pth", "train.lr=0.1"])
     assert args.resume == "work_dirs/a/epoch_3.pth" and args.overrides == ["train.lr=0.1"]
+
+
+def test_print_config_shows_the_number_of_classes_training_will_take(tmp_path, capsys):
+    (tmp_path / "annotations").mkdir()
+    categories = [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}, {"id": 12, "name": "c"}]
+    (tmp_path / "annotations" / "train.json").write_text(json.dumps(
+        {"images": [], "annotations": [], "categories": categories}))
+    assert train_cli.main([str(CONFIGS / "own_data_cpu.py"), f"data.root={tmp_path}", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["num_classes"] == 3
