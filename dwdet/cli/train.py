@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 def _with_known_num_classes(cfg: Config) -> Config:
     """``cfg`` with ``model.num_classes`` read from a COCO training annotation file, as training
     will take it (left as it is for other data, or when the file cannot be read)."""
-    if cfg.model.num_classes is not None or cfg.data.type != "coco":
+    if cfg.model.get("num_classes") is not None or cfg.get("data", {}).get("type") != "coco":
         return cfg
     ann_file = builders.annotation_file(cfg, "train")
     try:
