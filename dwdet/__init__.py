@@ -1,2 +1,2 @@
 """dwdet: Dual Weighting label assignment on an FCOS detector, trained with plain PyTorch."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the same as pyproject.toml (tests/test_version.py)

@@ -11,7 +11,10 @@ Values from a child file or the command line are checked against the value they 
 ``int`` key takes ints, a ``float`` key ints or floats, a ``bool`` key only ``True``/``False``,
 lists and tuples are interchangeable and checked element by element (a single value for a
 sequence key is a sequence of one: ``model.min_size=300`` means ``(300,)``), and a key whose value
-is ``None`` takes anything. Command-line overrides may not add keys. Every error names the key.
+is ``None`` takes anything. Neither a file with ``_base_`` nor a command-line override may add keys
+(except inside a section that replaces its inherited one, or one that a file without bases
+leaves empty, such as ``data.params``); an unknown key is an error that suggests the closest known
+one. Every error names the key.
 
     cfg = load_config("configs/dw_r50_fpn_1x_coco.py", ["train.lr=0.02", "model.backbone=resnet18"])
     cfg.train.lr            # 0.02
@@ -84,7 +87,7 @@ class Config(Mapping):
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
     """Load a ``.py`` config (following ``_base_``) or a saved ``.json`` one, then apply
     ``key.sub=value`` overrides (values parsed as Python literals, bare words as strings)."""
-    return apply_overrides(_load_file(os.fspath(path), chain=()), overrides)
+    return apply_overrides(_load_file(os.fspath(path), chain=())[0], overrides)
 
 
 def apply_overrides(cfg: Config | Mapping[str, Any], overrides: Sequence[str]) -> Config:
@@ -112,7 +115,9 @@ def format_config(cfg: Config | Mapping[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=False)
 
 
-def _load_file(path: str, chain: tuple[str, ...]) -> dict[str, Any]:
+def _load_file(path: str, chain: tuple[str, ...]) -> tuple[dict[str, Any], set[str]]:
+    """(the merged config of ``path`` and its bases, the dotted names of its open sections: those
+    that a file without bases left empty, such as ``data.params``, where children may add keys)."""
     path = os.path.abspath(path)
     if path in chain:
         raise ConfigError(f"config inheritance loops: {' -> '.join(chain + (path,))}")
@@ -120,19 +125,32 @@ def _load_file(path: str, chain: tuple[str, ...]) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     if path.endswith(".json"):
         with open(path) as f:
-            return json.load(f)
+            return json.load(f), set()
     if not path.endswith(".py"):
         raise ConfigError(f"config file must be .py or .json: {path}")
     namespace = runpy.run_path(path)
     own = {k: v for k, v in namespace.items() if not k.startswith("_") and not _is_code(v)}
     bases = namespace.get("_base_", [])
     bases = [bases] if isinstance(bases, str) else list(bases)
+    if not bases:
+        return _strip_replace(own), _empty_sections(own, "")
     merged: dict[str, Any] = {}
+    open_sections: set[str] = set()
     for base in bases:
-        _merge(merged, _load_file(os.path.join(os.path.dirname(path), base), chain + (path,)), "",
-               allow_new=True)
-    _merge(merged, own, "", allow_new=True, source=path)
-    return merged
+        data, base_open = _load_file(os.path.join(os.path.dirname(path), base), chain + (path,))
+        _merge(merged, data, "", allow_new=True)
+        open_sections |= base_open
+    # a file that inherits may only set keys its bases define: a typo is an error, as on the command line
+    _merge(merged, own, "", allow_new=False, source=path, open_sections=open_sections)
+    return merged, open_sections
+
+
+def _empty_sections(tree: Mapping[str, Any], prefix: str) -> set[str]:
+    found = set()
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            found |= _empty_sections(value, f"{prefix}{key}.") if value else {prefix + key}
+    return found
 
 
 def _is_code(value: Any) -> bool:
@@ -140,18 +158,20 @@ def _is_code(value: Any) -> bool:
 
 
 def _merge(dst: dict[str, Any], src: Mapping[str, Any], prefix: str, allow_new: bool,
-           source: str = "") -> None:
-    """Merge ``src`` into ``dst`` in place, type-checking every replaced value."""
+           source: str = "", open_sections: set[str] = frozenset()) -> None:
+    """Merge ``src`` into ``dst`` in place, type-checking every replaced value; new keys only with
+    ``allow_new`` or inside ``open_sections``."""
     for key, value in src.items():
         if key in _REPLACE_KEYS:
             continue
         name = prefix + key
         if key not in dst:
             if not allow_new:
-                raise ConfigError(_unknown_key_message(name, dst))
+                where = f" (in {source})" if source else ""
+                raise ConfigError(_unknown_key_message(name, dst) + where)
             dst[key] = _strip_replace(value)
         elif isinstance(dst[key], dict) and isinstance(value, Mapping) and not _replaces(value):
-            _merge(dst[key], value, name + ".", allow_new, source)
+            _merge(dst[key], value, name + ".", allow_new or name in open_sections, source, open_sections)
         else:
             dst[key] = _coerce(name, value, dst[key], source)
 

@@ -2,7 +2,6 @@
 receives SIGTERM during iteration 3, so both ranks must stop after the same iteration; then the
 run resumes from last.pth and finishes. Writes each rank's final weights, fit() results and a
 reduce_mean of (rank + 1, 10 * rank) to the output folder."""
-import gc
 import json
 import os
 import sys
@@ -10,7 +9,7 @@ import sys
 import torch
 
 from dwdet.engine import Trainer
-from dwdet.utils.dist import get_rank, reduce_mean
+from dwdet.utils.dist import get_rank, process_group, reduce_mean
 from tests.engine_helpers import BUILDERS, tiny_config
 
 OVERRIDES = ["train.batch_size=1", "eval.interval=2", "eval.batch_size=1", "data.flip=False", "model.dropout=0.0"]
@@ -32,6 +31,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()  # releases the trainers and their DDP models before the process group, as tools/train.py does
-    gc.collect()
-    torch.distributed.destroy_process_group()
+    with process_group():  # opened and closed as dwdet-train does
+        main()

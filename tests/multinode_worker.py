@@ -2,7 +2,6 @@
 each). Resumes a checkpoint written by a single process (another world size, hence
 ``allow_world_size_change``) in the run folder both nodes share, finishes the run, and writes this
 rank's weights and result; each rank logs one warning, which train.log must keep."""
-import gc
 import json
 import logging
 import os
@@ -11,7 +10,7 @@ import sys
 import torch
 
 from dwdet.engine import Trainer
-from dwdet.utils.dist import get_rank, get_world_size
+from dwdet.utils.dist import get_rank, get_world_size, process_group
 from tests.engine_helpers import BUILDERS, tiny_config
 
 OVERRIDES = ["eval.interval=0", "data.flip=False", "model.dropout=0.0"]
@@ -32,6 +31,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()  # releases the trainer and its DDP model before the process group
-    gc.collect()
-    torch.distributed.destroy_process_group()
+    with process_group():  # opened and closed as dwdet-train does
+        main()

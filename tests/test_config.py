@@ -85,7 +85,7 @@ def test_inheritance_merges_sections_and_checks_types(tmp_path, base):
     write(tmp_path, "mid.py", """
         _base_ = "base.py"
         model = dict(refine=True, norm=dict(groups=16))
-        eval = dict(interval=1)
+        train = dict(amp="bf16")
     """)
     sub = tmp_path / "sub"
     sub.mkdir()
@@ -97,10 +97,35 @@ def test_inheritance_merges_sections_and_checks_types(tmp_path, base):
     assert cfg.model.to_dict() == {"backbone": "resnet50", "depth": 50, "frozen_stages": 1, "refine": True,
                                    "norm": {"type": "GN", "groups": 16}}
     assert cfg.train.lr == 0.02 and cfg.train.epochs == 24 and cfg.train.lr_steps == (16, 22)
-    assert cfg.train.mean == [0.485, 0.456, 0.406] and cfg.eval.interval == 1
+    assert cfg.train.mean == [0.485, 0.456, 0.406] and cfg.train.amp == "bf16"
 
     bad = write(tmp_path, "bad.py", '_base_ = "base.py"\ntrain = dict(epochs="twelve")\n')
     with pytest.raises(ConfigError, match=r"'train.epochs' expects int.*bad.py"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("text,message", [
+    ('train = dict(lrr=0.05, epochs=1)', r"unknown config key 'train.lrr'; did you mean 'lr'\?.*\(in .*child.py\)"),
+    ('train = dict(epoch=1)', r"unknown config key 'train.epoch'; did you mean 'epochs'\?"),
+    ('modle = dict(refine=True)', r"unknown config key 'modle'; did you mean 'model'\?"),
+    ('model = dict(norm=dict(gruops=8))', r"unknown config key 'model.norm.gruops'; did you mean 'groups'\?"),
+])
+def test_a_file_that_inherits_cannot_add_keys_as_on_the_command_line(tmp_path, base, text, message):
+    child = write(tmp_path, "child.py", f'_base_ = "base.py"\n{text}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(child)
+
+
+def test_sections_that_a_base_leaves_empty_or_that_a_child_replaces_take_new_keys(tmp_path, base):
+    write(tmp_path, "root.py", 'data = dict(type="synthetic", params=dict())\n')
+    mid = write(tmp_path, "mid.py", '_base_ = "root.py"\ndata = dict(params=dict(colours=10))\n')
+    child = write(tmp_path, "child.py", '_base_ = "mid.py"\ndata = dict(params=dict(patterns=True))\n')
+    assert load_config(child).data.params.to_dict() == {"colours": 10, "patterns": True}
+    assert load_config(mid).data.params.to_dict() == {"colours": 10}
+    replaced = write(tmp_path, "replaced.py", '_base_ = "base.py"\nmodel = dict(_delete_=True, kind="other")\n')
+    assert load_config(replaced).model.to_dict() == {"kind": "other"}
+    bad = write(tmp_path, "bad.py", '_base_ = "mid.py"\ndata = dict(typ="coco")\n')
+    with pytest.raises(ConfigError, match=r"'data.typ'; did you mean 'type'"):
         load_config(bad)
 
 

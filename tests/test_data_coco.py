@@ -62,6 +62,10 @@ def test_item_follows_the_contract_with_clipping_and_counts(messy):
     stats = dataset.stats
     assert (stats.images_in_file, stats.images_kept, stats.empty_images) == (3, 1, 2)
     assert (stats.crowd_boxes, stats.degenerate_boxes, stats.unknown_category_boxes, stats.bad_images) == (2, 2, 0, 0)
+    assert stats.clipped_boxes == 1
+    # the line the trainer logs for the training and validation sets
+    assert stats.describe() == ("1 of 3 images; 2 images without a usable box; 2 boxes of zero or negative size "
+                                "(after clipping to the image); 2 crowd boxes; 1 boxes clipped to the image")
 
 
 def test_evaluation_keeps_images_without_boxes(messy):

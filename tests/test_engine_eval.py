@@ -79,6 +79,11 @@ def test_ground_truth_as_detections_scores_ap_one(coco_gt, capsys):
     printed = capsys.readouterr().out
     assert "Average Precision" in printed and "AP50" in printed and "100.0" in printed
     assert "| cat5  | 100.0 |" in printed and "| cat9  | 100.0 |" in printed
+    assert "Loading and preparing results" not in printed and "index created" not in printed  # pycocotools'
+    # and quietly, as during training: nothing at all
+    evaluate(EchoGroundTruth(), eval_loader(GroundTruthDataset(), batch_size=2, num_workers=0),
+             CocoEvaluator(coco_gt, CATEGORY_IDS), torch.device("cpu"), verbose=False)
+    assert capsys.readouterr().out == ""
 
 
 def test_per_class_ap_scores_each_category_alone(coco_gt):

@@ -143,6 +143,20 @@ def test_metrics_log_and_saved_config(tmp_path):
     assert environment["git_dirty"] in ((True, False) if revision.stdout else (None,))
 
 
+@pytest.mark.parametrize("interval,epochs,logged", [
+    (50, 3, [4, 8, 12]),  # epochs of 4 iterations, shorter than the interval: a record at each epoch's end
+    (3, 2, [3, 4, 6, 8]),  # every 3 iterations of the run, and the rest of each epoch
+])
+def test_every_iteration_is_logged_whatever_the_epoch_length(tmp_path, interval, epochs, logged):
+    run(tmp_path, "run", ["eval.interval=0", f"train.log_interval={interval}", f"train.epochs={epochs}"])
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if r["type"] == "train"] == logged
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert f"type=train epoch={epochs} iter={logged[-1]} " in log
+    # and the effective lr, once, at the start
+    assert "lr 0.02: train.lr=0.16 is for a total batch of 16; this run's is 2" in log
+
+
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     # Image call 7 is the first of iteration 4; checkpoints are written after every iteration.
     with pytest.raises(NonFiniteLossError, match=r"iteration 4 .*loss=nan.*train.nonfinite=skip"):
@@ -188,28 +202,26 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
     assert distance(free) > 10 * distance(clipped)
 
 
-class EpochRecorder(torch.nn.Module):
-    """A loss-like module with an epoch schedule: remembers what it was told."""
-
-    def __init__(self):
-        super().__init__()
-        self.epochs = []
-
-    def set_epoch(self, epoch):
-        self.epochs.append(epoch)
-
-
-def test_the_trainer_tells_a_loss_with_set_epoch_each_epoch(tmp_path):
-    recorder = EpochRecorder()
+def test_the_trainer_tells_a_model_with_set_epoch_each_epoch(tmp_path):
+    epochs = []
 
     def build_model(cfg):
         model = BUILDERS["build_model"](cfg)
-        model.loss = recorder
+        model.set_epoch = epochs.append
         return model
 
     trainer = Trainer(tiny_config(tmp_path, ["eval.interval=0"]), tmp_path / "run", **{**BUILDERS, "build_model": build_model})
     assert trainer.fit()["status"] == "finished"
-    assert recorder.epochs == [0, 1]
+    assert epochs == [0, 1]
+
+
+def test_the_detector_passes_the_epoch_to_a_loss_with_an_epoch_schedule():
+    from dwdet.models import build_fcos
+    from dwdet.losses import TOODLoss
+    loss = TOODLoss(2)
+    detector = build_fcos(2, loss, backbone="resnet10", backbone_weights=None, channels=32)
+    detector.set_epoch(3)
+    assert loss.epoch == 3
 
 
 def test_train_log_and_tensorboard_events_in_the_run_folder(tmp_path):

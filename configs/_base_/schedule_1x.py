@@ -11,6 +11,11 @@ train = dict(
     lr_steps=(8, 11),
     lr_gamma=0.1,
     clip_grad_norm=0.0,  # 0 = off
+    # evaluate and save for inference an average of the weights over about 1/(1 - ema_decay) iterations,
+    # reached after a warm-up of a few ema_tau iterations (README, "Training and evaluation")
+    ema=False,
+    ema_decay=0.9998,
+    ema_tau=2000.0,
     amp="none",  # none | bf16 | fp16
     nonfinite="stop",  # stop | skip
     seed=0,
@@ -19,6 +24,7 @@ train = dict(
     num_workers=4,
     log_interval=50,
     checkpoint_interval=1,
+    keep_checkpoints=0,  # how many epoch_N.pth to keep, the newest (0 = all)
     checkpoint_iters=0,
     tensorboard=True,  # events in <work-dir>/tensorboard: tensorboard --logdir work_dirs
 )

@@ -18,13 +18,11 @@ import os
 import sys
 from pathlib import Path
 
-import torch.distributed as dist
-
 from dwdet.cli.common import add_print_config, print_config
 from dwdet.config import load_config
 from dwdet.engine import builders, evaluate
 from dwdet.engine.loaders import eval_loader
-from dwdet.utils.dist import init_distributed, is_main_process
+from dwdet.utils.dist import is_main_process, process_group
 from dwdet.utils.io import write_json
 from dwdet.utils.logger import setup_logging
 
@@ -53,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         return print_config(cfg)
     work_dir = args.work_dir or os.path.dirname(os.path.abspath(args.checkpoint))
-    try:
-        device = init_distributed()
+    with process_group() as device:
         setup_logging()
         dataset, evaluator = builders.build_val_data(cfg)
         # a checkpoint older than version 2 names no classes: the validation set's are assumed
@@ -66,14 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         loader = eval_loader(dataset, cfg.eval.batch_size, cfg.eval.num_workers)
         metrics = evaluate(model.to(device), loader, evaluator, device, cfg.train.amp, results_path=args.out,
                            class_agnostic=args.class_agnostic)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if is_main_process():
-        suffix = "_class_agnostic" if args.class_agnostic else ""
-        path = os.path.join(work_dir, f"metrics_{Path(args.checkpoint).stem}{suffix}.json")
-        written = write_json({"checkpoint": os.path.abspath(args.checkpoint), **metrics}, path, indent=2)
-        logger.info("metrics written to %s", written)
+        if is_main_process():  # (while the process group tells the ranks apart)
+            suffix = "_class_agnostic" if args.class_agnostic else ""
+            path = os.path.join(work_dir, f"metrics_{Path(args.checkpoint).stem}{suffix}.json")
+            written = write_json({"checkpoint": os.path.abspath(args.checkpoint), **metrics}, path, indent=2)
+            logger.info("metrics written to %s", written)
     return 0
 
 

@@ -4,28 +4,31 @@
     torchrun --nproc_per_node=8 tools/train.py configs/dw_r50_fpn_1x_coco.py --work-dir work_dirs/dw
     torchrun --nproc_per_node=8 tools/train.py configs/dw_r50_fpn_1x_coco.py --resume   # from work-dir/last.pth
 
-SIGTERM saves ``last.pth`` and exits with status 0; ``--resume`` then continues exactly (with the
-same number of processes; ``--allow-world-size-change`` continues on another, inexactly). The run
-folder gets the resolved config, ``train.log``, ``metrics.jsonl``, TensorBoard events and the
-checkpoints.
+SIGTERM or Ctrl-C (SIGINT) saves ``last.pth`` after the iteration in progress and exits with status
+0; ``--resume`` then continues exactly (with the same number of processes;
+``--allow-world-size-change`` continues on another, inexactly). A new run (without ``--resume``) in a
+folder that holds one is refused. The run folder gets the resolved config, ``train.log`` (errors
+included), ``metrics.jsonl``, TensorBoard events and the checkpoints.
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import sys
 from pathlib import Path
 
-import torch.distributed as dist
-
 from dwdet.cli.common import add_config_arguments, print_config
-from dwdet.config import load_config
-from dwdet.engine import NonFiniteLossError, Trainer
-from dwdet.utils.dist import is_main_process
+from dwdet.config import Config, ConfigError, load_config
+from dwdet.engine import CheckpointError, NonFiniteLossError, RunFolderInUseError, Trainer, builders, \
+    check_new_run_folder
+from dwdet.utils.dist import is_main_process, process_group
+from dwdet.utils.logger import setup_logging
 
 logger = logging.getLogger("dwdet.train")
+
+# errors that describe what to change (a path, a key, a value): their message says it all
+USER_ERRORS = (ConfigError, CheckpointError, NonFiniteLossError, RunFolderInUseError, FileNotFoundError, ValueError)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,7 +41,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-world-size-change", action="store_true",
                         help="resume a checkpoint written by another number of processes (or per-process "
                              "batch): continues at the same point of the schedule, but not bitwise exactly")
-    return parser.parse_intermixed_args(argv)  # overrides may come before or after the options
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
+    if args.resume not in (None, "auto") and "=" in args.resume and not os.path.exists(args.resume):
+        args.overrides.append(args.resume)  # `--resume key=value`: an override after a bare --resume
+        args.resume = "auto"
+    return args
 
 
 def resolve_resume(resume: str | None, work_dir: str) -> str | None:
@@ -48,32 +55,47 @@ def resolve_resume(resume: str | None, work_dir: str) -> str | None:
     if os.path.exists(last):
         return last
     if is_main_process():
-        print(f"--resume: no {last} yet, starting from scratch", flush=True)
+        logger.info("--resume: no %s yet, starting from scratch", last)
     return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.overrides + args.opts)
     if args.print_config:
-        return print_config(cfg)
+        return print_config(_with_known_num_classes(load_config(args.config, args.overrides + args.opts)))
     work_dir = args.work_dir or os.path.join("work_dirs", Path(args.config).stem)
+    setup_logging(work_dir)  # so that train.log also has the errors of a run that cannot start
     try:
-        # No name keeps the trainer: it and its DDP model are freed before the process group they
-        # use is destroyed (a test worker that kept them until the interpreter's exit had gloo abort
-        # a rank about one run in twelve).
-        result = Trainer(cfg, work_dir, resume=resolve_resume(args.resume, work_dir),
-                         allow_world_size_change=args.allow_world_size_change).fit()
-    except NonFiniteLossError as err:
+        with process_group():
+            cfg = load_config(args.config, args.overrides + args.opts)
+            resume = resolve_resume(args.resume, work_dir)
+            if args.resume is None:
+                check_new_run_folder(work_dir)
+            # The trainer stays unnamed: it and its DDP model are freed before the process group closes.
+            result = Trainer(cfg, work_dir, resume=resume, allow_world_size_change=args.allow_world_size_change).fit()
+    except USER_ERRORS as err:
         logger.error("%s", err)
         return 1
-    finally:
-        if dist.is_initialized():
-            gc.collect()
-            dist.destroy_process_group()
+    except Exception:
+        logger.exception("training failed")
+        return 1
     logger.info("%s at epoch %d, iteration %d; checkpoints in %s", result["status"], result["epoch"],
                 result["iteration"], work_dir)
     return 0
+
+
+def _with_known_num_classes(cfg: Config) -> Config:
+    """``cfg`` with ``model.num_classes`` read from a COCO training annotation file, as training
+    will take it (left as it is for other data, or when the file cannot be read)."""
+    if cfg.model.num_classes is not None or cfg.data.type != "coco":
+        return cfg
+    ann_file = builders.annotation_file(cfg, "train")
+    try:
+        return builders.with_num_classes(cfg, builders.read_categories(ann_file), ann_file)
+    except (OSError, ValueError) as err:
+        print(f"model.num_classes is taken from {ann_file} when training, which cannot be read now: {err}",
+              file=sys.stderr)
+        return cfg
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ the annotation says (found when loaded)        with ``on_bad_image="skip"`` a wa
                                                image of the dataset is returned in its place
 =============================================  ==============================================
 
-The counts are in :attr:`CocoDetection.stats` for the trainer to log. Substituting the next image is
+The counts are in :attr:`CocoDetection.stats`; the trainer logs them (``DatasetStats.describe``). Substituting the next image is
 meant for training; evaluation datasets should keep the default ``on_bad_image="error"``.
 """
 from __future__ import annotations
@@ -74,8 +74,18 @@ class DatasetStats:
     empty_images: int = 0  # images without a valid box (left out when filter_empty)
     bad_images: int = 0  # image files found missing at construction (skip policy)
     crowd_boxes: int = 0
+    clipped_boxes: int = 0  # partly outside the image, clipped to it
     degenerate_boxes: int = 0  # non-positive width or height after clipping
     unknown_category_boxes: int = 0  # skip policy
+
+    def describe(self) -> str:
+        """One line for the log: what was kept, and what was left out or changed and why."""
+        counts = [(self.bad_images, "image files missing"), (self.empty_images, "images without a usable box"),
+                  (self.degenerate_boxes, "boxes of zero or negative size (after clipping to the image)"),
+                  (self.crowd_boxes, "crowd boxes"), (self.unknown_category_boxes, "boxes of unknown categories"),
+                  (self.clipped_boxes, "boxes clipped to the image")]
+        notes = "; ".join(f"{n} {what}" for n, what in counts if n)
+        return f"{self.images_kept} of {self.images_in_file} images" + (f"; {notes}" if notes else "")
 
 
 def load_coco(ann_file: str) -> COCO:
@@ -253,10 +263,12 @@ class CocoDetection(Dataset):
             boxes.append([x, y, x + w, y + h])
             labels.append(self.cat_id_to_label[ann["category_id"]])
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        unclipped = boxes.copy()
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, info["width"])
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, info["height"])
         valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         self.stats.degenerate_boxes += int((~valid).sum())
+        self.stats.clipped_boxes += int(((boxes != unclipped).any(axis=1) & valid).sum())
         return {"boxes": torch.from_numpy(boxes[valid]),
                 "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1)[torch.from_numpy(valid)]}
 

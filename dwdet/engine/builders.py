@@ -2,20 +2,26 @@
 takes the whole resolved config (see configs/_base_/*.py for the keys)."""
 from __future__ import annotations
 
+import logging
 import os
+import urllib.error
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
 from dwdet.config import Config, apply_overrides
 from dwdet.engine.checkpoint import CheckpointError, load_checkpoint
+from dwdet.engine.compat import migrate_config
 from dwdet.engine.evaluation import CocoEvaluator
 from dwdet.utils.dist import get_rank, get_world_size
 
 __all__ = ["apply_input_spec", "annotation_file", "build_dataset", "build_loss", "build_model", "build_train_data",
-           "build_val_data", "input_spec", "load_detector", "read_categories", "with_num_classes"]
+           "build_val_data", "init_weights", "input_spec", "load_detector", "read_categories", "with_num_classes"]
+
+logger = logging.getLogger(__name__)
 
 
 def build_loss(cfg: Config) -> nn.Module:
@@ -39,15 +45,56 @@ def build_model(cfg: Config) -> nn.Module:
     from dwdet.models import build_fcos, build_torchvision_fcos
     if cfg.model.num_classes is None:  # taken from the training annotation file
         cfg = with_num_classes(cfg, read_categories(annotation_file(cfg, "train")), annotation_file(cfg, "train"))
-    kwargs = cfg.model.to_dict()
-    kind, num_classes = kwargs.pop("type", "fcos"), kwargs.pop("num_classes")  # runs saved before model.type were ours
-    if kind == "fcos":
-        return build_fcos(num_classes, build_loss(cfg), **kwargs)
-    if kind == "torchvision_fcos":
-        if kwargs.pop("refine"):
-            raise ValueError("config key model.refine=True: torchvision's FCOS has no box refinement")
+    kwargs = migrate_config(cfg.to_dict())["model"]
+    kind, num_classes = kwargs.pop("type"), kwargs.pop("num_classes")
+    if kind not in ("fcos", "torchvision_fcos"):
+        raise ValueError(f"config key model.type must be 'fcos' or 'torchvision_fcos', got {kind!r}")
+    if kind == "torchvision_fcos" and kwargs.pop("refine"):
+        raise ValueError("config key model.refine=True: torchvision's FCOS has no box refinement")
+    try:
+        if kind == "fcos":
+            return build_fcos(num_classes, build_loss(cfg), **kwargs)
         return build_torchvision_fcos(num_classes, **kwargs)
-    raise ValueError(f"config key model.type must be 'fcos' or 'torchvision_fcos', got {kind!r}")
+    except urllib.error.URLError as err:  # torchvision's weights download, e.g. offline
+        raise RuntimeError(
+            f"config key model.backbone_weights={kwargs.get('backbone_weights')!r}: downloading these torchvision "
+            f"weights failed ({err.reason}). Offline, put the file into {torch.hub.get_dir()}/checkpoints, or set "
+            f"model.backbone_weights to a local .pth (a backbone file or a dwdet checkpoint) or to None") from None
+
+
+def init_weights(model: nn.Module, path: str, num_classes: int) -> None:
+    """Load the model weights of checkpoint ``path`` (``train.init_from``) into ``model``.
+
+    Everything must fit except the classification layer, whose first dimension is the number of
+    classes: when that number differs from the checkpoint's, the layer keeps its fresh
+    initialisation (and the log says so), so that a detector fine-tunes to another set of classes."""
+    ckpt = load_checkpoint(path)
+    source = ckpt["model"]
+    source_classes = len(ckpt["categories"]) if ckpt.get("categories") else \
+        (ckpt.get("config") or {}).get("model", {}).get("num_classes")
+    target = model.state_dict()
+    missing = sorted(target.keys() - source.keys())
+    unexpected = sorted(source.keys() - target.keys())
+    fresh, wrong = [], []
+    for name in sorted(target.keys() & source.keys()):
+        have, get = target[name].shape, source[name].shape
+        if have == get:
+            continue
+        if source_classes != num_classes and have[:1] == (num_classes,) and get[:1] == (source_classes,) \
+                and have[1:] == get[1:]:
+            fresh.append(name)
+        else:
+            wrong.append(f"{name}: {tuple(get)} in the checkpoint, {tuple(have)} here")
+    if missing or unexpected or wrong:
+        problems = ([f"missing {', '.join(missing[:5])}"] if missing else []) + \
+            ([f"unexpected {', '.join(unexpected[:5])}"] if unexpected else []) + wrong[:5]
+        raise ValueError(f"config key train.init_from: {path} does not fit this model: {'; '.join(problems)}")
+    model.load_state_dict({name: value for name, value in source.items() if name not in fresh}, strict=False)
+    if fresh:
+        logger.info("train.init_from: the classification layer (%s) starts afresh: %s has %s classes, this "
+                    "run %d; every other weight is loaded", ", ".join(fresh), path, source_classes, num_classes)
+    else:
+        logger.info("train.init_from: all weights loaded from %s", path)
 
 
 def split_files(cfg: Config, split: str) -> tuple[str, str]:
@@ -162,7 +209,7 @@ def load_detector(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
             f"{source} does not carry its class names (checkpoint version {ckpt['version']}, written by a dwdet "
             f"before 0.2); name them with the annotation file it was trained on (tools/infer.py --categories "
             f"ANNOTATIONS.json)")
-    cfg = apply_overrides(ckpt["config"] if cfg is None else cfg, overrides)
+    cfg = apply_overrides(ckpt["config"] if cfg is None else migrate_config(cfg.to_dict()), overrides)
     if "backbone_weights" in cfg.model:
         cfg = apply_overrides(cfg, ["model.backbone_weights=None"])
     cfg = with_num_classes(cfg, categories, source)

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dwdet.engine.compat import migrate_checkpoint
+
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "atomic_save", "link_or_copy",
            "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
 
@@ -79,7 +81,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a checkpoint written by :func:`save_checkpoint`, refusing anything else with a clear error.
 
     Every archive member's CRC is checked, so a truncated or corrupted file is caught here rather
-    than half-loaded; the payload is unpickled with ``weights_only=True`` (no arbitrary code).
+    than half-loaded; the payload is unpickled with ``weights_only=True`` (no arbitrary code). The
+    config of an older run gets the keys added since (:func:`dwdet.engine.compat.migrate_checkpoint`).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -105,7 +108,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if state.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')}, this dwdet reads "
                               f"versions {', '.join(map(str, READABLE_VERSIONS))}")
-    return state
+    return migrate_checkpoint(state)
 
 
 def rng_state() -> dict[str, Any]:

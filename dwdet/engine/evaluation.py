@@ -55,13 +55,14 @@ def coco_bbox_eval(coco_gt: COCO, results: list[dict], image_ids: Iterable[int] 
     image_ids = sorted(coco_gt.getImgIds() if image_ids is None else set(image_ids))
     names = _class_names(coco_gt)
     if results:
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
-        evaluator.params.imgIds = image_ids
-        evaluator.params.useCats = int(not class_agnostic)
-        summary = io.StringIO()
-        with contextlib.redirect_stdout(summary):
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
+            evaluator.params.imgIds = image_ids
+            evaluator.params.useCats = int(not class_agnostic)
             evaluator.evaluate()
             evaluator.accumulate()
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
             evaluator.summarize()
         stats: dict[str, Any] = dict(zip(METRIC_NAMES, (float(x) for x in evaluator.stats[:6])))
         if not class_agnostic:

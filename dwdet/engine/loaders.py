@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dwdet.data.sampler import collate
+from dwdet.engine.runtime import ignore_stop_signals, stop_signals_blocked
 from dwdet.utils.dist import get_rank, get_world_size
 
 __all__ = ["EpochLoader", "eval_loader", "to_device"]
@@ -26,6 +27,18 @@ def to_device(images: list[torch.Tensor], targets: list[dict], device: torch.dev
     targets = [{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
                for t in targets]
     return images, targets
+
+
+class _Loader(DataLoader):
+    """A DataLoader whose workers leave SIGTERM and SIGINT to the main process, which saves a
+    checkpoint (:mod:`dwdet.engine.runtime`): they are forked with the signals blocked and ignore them."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, worker_init_fn=ignore_stop_signals, **kwargs)
+
+    def __iter__(self):
+        with stop_signals_blocked():
+            return super().__iter__()
 
 
 class _SkippingBatchSampler(Sampler[list[int]]):
@@ -59,8 +72,8 @@ class EpochLoader:
         self.seed = seed
         self._sampler = _SkippingBatchSampler(batch_sampler)
         self._generator = torch.Generator()
-        self._loader = DataLoader(dataset, batch_sampler=self._sampler, num_workers=num_workers,
-                                  collate_fn=collate, pin_memory=pin_memory, generator=self._generator)
+        self._loader = _Loader(dataset, batch_sampler=self._sampler, num_workers=num_workers,
+                               collate_fn=collate, pin_memory=pin_memory, generator=self._generator)
 
     def __len__(self) -> int:
         """Batches in a full epoch on this rank."""
@@ -84,4 +97,4 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, rank: int |
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
     shard = range(rank, len(dataset), world_size)
-    return DataLoader(dataset, batch_size=batch_size, sampler=shard, num_workers=num_workers, collate_fn=collate)
+    return _Loader(dataset, batch_size=batch_size, sampler=shard, num_workers=num_workers, collate_fn=collate)

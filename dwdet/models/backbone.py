@@ -21,6 +21,8 @@ BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resne
 # ResNet-18's depth and twice its speed, for CPU-sized benchmarks.
 CUSTOM_RESNETS = {"resnet10": (BasicBlock, [1, 1, 1, 1])}
 BACKBONE_FORMAT = "dwdet-backbone"  # the "format" entry of a file written by tools/pretrain_backbone.py
+DETECTOR_FORMAT = "dwdet-checkpoint"  # that of a detector checkpoint (dwdet.engine.checkpoint)
+DETECTOR_BACKBONE = "backbone.body."  # the prefix of the ResNet's weights in a detector's state dict
 STAGE_MODULES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))  # stem, stages 1-4
 Weights = Union[None, str, os.PathLike, WeightsEnum]
 
@@ -37,8 +39,9 @@ def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn", fr
         weights: None for random init; a torchvision weights name or enum of that model (e.g.
             ``"IMAGENET1K_V1"``, ``"DEFAULT"``; downloaded to torchvision's cache on first use); or
             the path of a local checkpoint: a backbone file of ``tools/pretrain_backbone.py``
-            (which names its architecture, checked against ``name``) or a file holding the
-            ResNet's state dict (the classifier ``fc.*`` may be absent).
+            (which names its architecture, checked against ``name``), a detector checkpoint of
+            dwdet (its backbone's weights), or a file holding the ResNet's state dict (the
+            classifier ``fc.*`` may be absent).
         norm: ``"frozen_bn"`` (the paper's, for pretrained weights) or ``"gn"``: trainable
             GroupNorm(32) everywhere and nothing frozen, for training from scratch; or ``"bn"``:
             trainable BatchNorm, nothing frozen, for pretraining a backbone
@@ -122,6 +125,12 @@ def _load_checkpoint(model: ResNet, path: str, name: str) -> None:
         if state["arch"] != name:
             raise ValueError(f"backbone checkpoint {path!r} is a {state['arch']}, but the config asks for {name} "
                              f"(model.backbone)")
+    if state.get("format") == DETECTOR_FORMAT:  # a detector trained by dwdet: its ResNet
+        arch = (state.get("config") or {}).get("model", {}).get("backbone")
+        if arch != name:
+            raise ValueError(f"checkpoint {path!r} is a detector on a {arch}, but the config asks for {name} "
+                             f"(model.backbone)")
+        state = {k[len(DETECTOR_BACKBONE):]: v for k, v in state["model"].items() if k.startswith(DETECTOR_BACKBONE)}
     state = state.get("state_dict", state.get("model", state))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # stored half precision
     try:

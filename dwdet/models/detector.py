@@ -44,6 +44,11 @@ class FCOSDetector(nn.Module):
     def num_classes(self) -> int:
         return self.head.num_classes
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the loss the epoch about to start, if it has an epoch schedule (TOOD's warm-up)."""
+        if hasattr(self.loss, "set_epoch"):
+            self.loss.set_epoch(epoch)
+
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
                 ) -> Union[Dict[str, Tensor], Detections]:
         _check_images(images)

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from dwdet.utils.dist import get_rank
+from dwdet.utils.dist import get_rank, is_distributed
 
 __all__ = ["setup_logging"]
 
@@ -35,7 +35,8 @@ def setup_logging(work_dir: str | os.PathLike | None = None, filename: str = "tr
     Rank 0 logs INFO and above, the other ranks WARNING and above. With ``work_dir``, the lines also
     go to ``work_dir/filename`` (appended, so a resumed run continues the same file). Calling it
     again replaces the handlers of the previous call."""
-    rank = get_rank()
+    # before the process group is open, torchrun's RANK says which process this is
+    rank = get_rank() if is_distributed() else int(os.environ.get("RANK", 0))
     level = logging.INFO if rank == 0 else logging.WARNING
     formatter = logging.Formatter(_FORMAT.format(rank=rank), datefmt="%Y-%m-%d %H:%M:%S")
     handlers: list[logging.Handler] = [_Stdout()]

@@ -1,0 +1,124 @@
+"""What a run needs of its process: seeding, the stop signals, and the record of where it ran."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from dwdet.utils.dist import get_world_size
+
+__all__ = ["STOP_SIGNALS", "StopRequest", "ignore_stop_signals", "save_environment", "seed_everything",
+           "stop_signals_blocked"]
+
+logger = logging.getLogger(__name__)
+
+# SIGTERM: what `timeout`, `kill`, scancel and container stops send; SIGINT: Ctrl-C. Both reach the
+# whole process group, DataLoader workers included.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed torch (all devices), numpy and Python; with ``deterministic``, also make cuDNN/cuBLAS
+    and every torch op deterministic (ops without a deterministic kernel then raise)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+
+
+class StopRequest:
+    """Set by SIGTERM or SIGINT; ranks agree on it inside the per-iteration loss all-reduce, so that
+    every rank stops after the same iteration. A second SIGINT while stopping interrupts at once
+    (``KeyboardInterrupt``), for a run that cannot reach the end of its iteration."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        logger.warning("received %s: saving a checkpoint after this iteration", self.signal_name)
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # only it may install handlers
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+def ignore_stop_signals(worker_id: int | None = None) -> None:
+    """``worker_init_fn`` of the DataLoaders: a worker leaves the stop signals to the main process,
+    which finishes its iteration, saves and then shuts the workers down (a worker that died of the
+    group's SIGTERM would make the DataLoader raise instead). The workers are started with the
+    signals blocked (:func:`stop_signals_blocked`): one sent before this ran is discarded here."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """Hold the stop signals back while DataLoader workers are forked (they inherit the blocked
+    mask until :func:`ignore_stop_signals`); a signal that arrived meanwhile is delivered at the end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def save_environment(path: str, total_batch: int) -> None:
+    """Git revision, versions and the launch command, beside the checkpoints for reproducibility."""
+    revision = _git("rev-parse", "HEAD")
+    changes = _git("status", "--porcelain", "--untracked-files=no")
+    with open(path, "w") as f:
+        # the threads and the CPU too: a run's float rounding, and so its trajectory, depends on them
+        json.dump({"git_revision": revision or None, "git_dirty": None if changes is None else bool(changes),
+                   "torch": torch.__version__, "python": sys.version.split()[0], "threads": torch.get_num_threads(),
+                   "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                   "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+                   "world_size": get_world_size(), "total_batch": total_batch, "argv": sys.argv}, f, indent=2)
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux); oneDNN and ATen pick their kernels, and so their rounding, by it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    """The output of a git command in this package's checkout; None outside one or without git."""
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                              cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
