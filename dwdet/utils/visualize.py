@@ -52,12 +52,12 @@ def draw_detections(image_uint8: torch.Tensor, detections: dict[str, torch.Tenso
 
 def _caption(draw: ImageDraw.ImageDraw, text: str, box: list[float], colour: str, font: ImageFont.FreeTypeFont,
              image_width: int) -> None:
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    pad = max(1, (bottom - top) // 6)
-    width, height = right - left + 2 * pad, bottom - top + 2 * pad
+    ascent, descent = font.getmetrics()  # the font's line, the same for every caption
+    pad = max(1, (ascent + descent) // 8)
+    width, height = round(draw.textlength(text, font=font)) + 2 * pad, ascent + descent + 2 * pad
     x = min(max(box[0], 0), max(image_width - width, 0))
     y = box[1] - height if box[1] >= height else max(box[1], 0)
     draw.rectangle((x, y, x + width, y + height), fill=colour)
     red, green, blue = ImageColor.getrgb(colour)[:3]
     ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 150 else "white"
-    draw.text((x + pad - left, y + pad - top), text, fill=ink, font=font)
+    draw.text((x + pad, y + pad), text, fill=ink, font=font)
