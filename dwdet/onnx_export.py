@@ -18,6 +18,7 @@ fixed (a runtime refuses an image of another size).
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import warnings
@@ -29,9 +30,18 @@ from torch import Tensor, nn
 
 from dwdet.models.detector import FCOSDetector
 
-__all__ = ["OUTPUT_NAMES", "export_onnx", "run_onnx"]
+__all__ = ["OUTPUT_NAMES", "export_onnx", "require_onnx_packages", "run_onnx"]
 
 OUTPUT_NAMES = ("boxes", "scores", "labels")
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # the exporter, torch's translator to ONNX, the runtime
+
+
+def require_onnx_packages() -> None:
+    """An ImportError that names what to install, before minutes of export fail at their end."""
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"ONNX export needs {', '.join(missing)}: pip install 'dwdet[onnx]' (or the versions "
+                          f"pinned in requirements.txt)")
 
 
 class SingleImageDetector(nn.Module):
@@ -55,6 +65,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: Sequence[
     height, width = (int(s) for s in image_size)
     if height < 1 or width < 1:
         raise ValueError(f"image_size must be two positive (H, W), got {tuple(image_size)}")
+    require_onnx_packages()
     model = copy.deepcopy(model).cpu().eval()
     model.head.portable = True
     example = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0))

@@ -88,3 +88,11 @@ def test_export_options_are_checked(tmp_path):
         load_tool("export_checkpoint").main([DEMO_MODEL, str(tmp_path / "m.pth"), "--image-size", "64", "64"])
     with pytest.raises(ValueError, match=r"image_size must be two positive \(H, W\), got \(0, 64\)"):
         export_onnx(builders.load_detector(DEMO_MODEL)[0], tmp_path / "m.onnx", (0, 64))
+
+
+def test_missing_onnx_packages_are_named(monkeypatch, tmp_path):
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else find_spec(name, *a))
+    with pytest.raises(ImportError, match=r"ONNX export needs onnxscript: pip install 'dwdet\[onnx\]'"):
+        export_onnx(builders.load_detector(DEMO_MODEL)[0], tmp_path / "m.onnx", (64, 64))
