@@ -6,15 +6,17 @@ and AMP need. It must run after the extension is loaded (the ops must exist).
 import torch
 
 from dw_ops import _ext  # noqa: F401  (registers the operators)
+from dw_ops import _shape_checks as checks
 
 ops = torch.ops.dw_ops
 _LOSS_OPS = ("dw_ops::bag_iou", "dw_ops::dual_weights", "dw_ops::neg_loss")
 
 
-# ---- fake kernels: output shapes and dtypes only -------------------------------------------------
+# ---- fake kernels: the C++ argument checks, then output shapes and dtypes ------------------------
 
 @torch.library.register_fake("dw_ops::bag_pairs")
 def _(points, gt_boxes):
+    checks.check_bag_pairs(points, gt_boxes)
     num_pairs = torch.library.get_ctx().new_dynamic_size()
     pair = points.new_empty((num_pairs,), dtype=torch.int64)
     return pair, pair.clone(), points.new_empty((gt_boxes.shape[0] + 1,), dtype=torch.int64)
@@ -22,17 +24,21 @@ def _(points, gt_boxes):
 
 @torch.library.register_fake("dw_ops::bag_iou")
 def _(points, strides, distances, gt_boxes, gt_image, pair_gt, pair_point, sigma, hard_prior):
+    checks.check_bag_iou(points, strides, distances, gt_boxes, gt_image, pair_gt, pair_point)
     out = distances.new_empty(pair_gt.shape)
     return out, out.clone(), out.clone()
 
 
 @torch.library.register_fake("dw_ops::_bag_iou_backward")
 def _(grad, points, distances, gt_boxes, gt_image, pair_gt, pair_point):
+    checks.check_bag_iou_pairs(points, distances, gt_boxes, gt_image, pair_gt, pair_point)
+    checks.check_bag_iou_grad(grad, pair_gt)
     return torch.empty_like(distances, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("dw_ops::dual_weights")
 def _(score, iou, giou_loss, prior, gt_pair_offsets, pos_mode, beta, mu_num, mu_den, neg_mode, gamma1):
+    checks.check_dual_weights(score, iou, giou_loss, prior, gt_pair_offsets)
     return torch.empty_like(score), torch.empty_like(score)
 
 
@@ -42,6 +48,7 @@ def _neg_loss_dtype(cls_logits: torch.Tensor) -> torch.dtype:
 
 @torch.library.register_fake("dw_ops::neg_loss")
 def _(cls_logits, ctr_logits, entry_index, entry_weight, gamma_out, gamma_in, base_weight, compute_grad):
+    checks.check_neg_loss(cls_logits, ctr_logits, entry_index, entry_weight)
     n, p, c = cls_logits.shape
     rows = n if compute_grad else 0
     grad_cls = cls_logits.new_empty((rows, c, p)).transpose(1, 2)  # class-major, like the kernels
@@ -50,11 +57,14 @@ def _(cls_logits, ctr_logits, entry_index, entry_weight, gamma_out, gamma_in, ba
 
 @torch.library.register_fake("dw_ops::boundary_sample")
 def _(boxes, offsets):
+    checks.check_boundary_sample(boxes, offsets)
     return torch.empty_like(boxes, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("dw_ops::_boundary_sample_backward")
 def _(grad, boxes, offsets):
+    checks.check_boundary_sample(boxes, offsets)
+    checks.check_boundary_sample_grad(grad, boxes)
     return (torch.empty_like(boxes, memory_format=torch.contiguous_format),
             torch.empty_like(offsets, memory_format=torch.contiguous_format))
 

@@ -231,3 +231,19 @@ def test_neg_reference_options_reject_bad_values():
         DWLoss(num_classes=4, neg_reference_scores=0)
     with pytest.raises(ValueError, match="neg_reference_power must be >= 0, got -1"):
         DWLoss(num_classes=4, neg_reference_scores=2.4e5, neg_reference_power=-1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bench_baseline_matches_dense_oracle(seed):
+    """dw_ops.reference.dw_loss_dense is the speed and memory baseline of tools/bench_ops.py: it must
+    compute the released loss too, or the benchmark would time something else."""
+    from dw_ops.reference import dw_loss_dense
+    cls, reg, ctr, targets = random_batch(seed)
+    got, got_grads = _loss_and_grads(lambda c, r, t, tg: dw_loss_dense(c, r, t, tg, STRIDES), cls, reg, ctr, targets)
+    oracle = lambda c, r, t, tg: dense_dw_loss(c, r, t, tg, STRIDES)  # noqa: E731
+    want, want_grads = _loss_and_grads(oracle, cls, reg, ctr, targets)
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=0, msg=key)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-12)

@@ -1,19 +1,24 @@
 """tools/train.py, tools/test.py and tools/infer.py end to end, with the stand-in detector and data
 plugged into dwdet.engine.builders: checkpoints that describe themselves, outputs that are not
 lost, --print-config."""
+import io
 import json
 import logging
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
+from dwdet import Detector
 from dwdet.config import load_config
 from dwdet.engine import CheckpointError, builders, load_checkpoint
-from dwdet.utils.visualize import PALETTE
+from dwdet.utils.visualize import PALETTE, caption_size, draw_detections
 from tests import engine_helpers
+from tests.demo_images import DEMO_MODEL, demo_images
 from tests.engine_helpers import CATEGORY_IDS, tiny_config
 from tests.tool_loader import load_tool
 
@@ -176,3 +181,117 @@ def test_export_refuses_an_old_checkpoint_naming_what_it_lacks(stand_ins, tmp_pa
     with pytest.raises(CheckpointError, match=r"old\.pth lacks categories, input"):
         load_tool("export_checkpoint").main([str(old), str(tmp_path / "out.pth")])
     assert not (tmp_path / "out.pth").exists()
+
+
+# dwdet-infer on the shipped demo model (no training needed): one inference path with dwdet.Detector,
+# unreadable images skipped and named, outputs that are not lost, captions that can be read.
+
+@pytest.fixture
+def demo_folder(tmp_path):
+    images, _ = demo_images(2, seed=3)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, pixels in enumerate(images):
+        Image.fromarray(pixels).save(folder / f"good{i}.png")
+    return folder
+
+
+@pytest.fixture
+def dwdet_log(caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("dwdet"), "handlers", [caplog.handler])  # it does not propagate
+    return caplog
+
+
+def test_infer_writes_what_the_api_predicts_and_says_how_many_are_drawn(demo_folder, tmp_path, dwdet_log):
+    out = tmp_path / "out"
+    assert load_tool("infer").main([DEMO_MODEL, str(demo_folder), "--out-dir", str(out), "--score-thr", "0.5",
+                                    "--device", "cpu"]) == 0
+    paths = sorted(demo_folder.iterdir())
+    predicted = Detector.from_checkpoint(DEMO_MODEL, device="cpu").predict(paths)
+    expected = [{"image_id": i, "file_name": str(path), "category_name": name, "score": score,
+                 "bbox": [x1, y1, x2 - x1, y2 - y1]}
+                for i, (path, found) in enumerate(zip(paths, predicted))
+                for (x1, y1, x2, y2), score, name in zip(found.boxes.tolist(), found.scores.tolist(), found.class_names)]
+    written = json.loads((out / "results.json").read_text())
+    assert len(written) == len(expected) > 0
+    for entry, want in zip(written, expected):
+        assert {k: entry[k] for k in ("image_id", "file_name", "category_name")} == {
+            k: want[k] for k in ("image_id", "file_name", "category_name")}
+        assert entry["score"] == pytest.approx(want["score"], abs=1e-6)
+        assert entry["bbox"] == pytest.approx(want["bbox"], abs=1e-3)
+    drawn = sum(int((found.scores >= 0.5).sum()) for found in predicted)
+    assert 0 < drawn < len(expected)
+    assert (f"{len(expected)} detections on 2 images written to {out / 'results.json'}; {drawn} of them score at "
+            f"least --score-thr 0.5") in dwdet_log.text
+    assert sorted(p.name for p in out.glob("*.png")) == ["00000_good0.png", "00001_good1.png"]
+    # a threshold above every score draws nothing, and the log says so instead of only "written"
+    assert load_tool("infer").main([DEMO_MODEL, str(demo_folder), "--out-dir", str(out), "--score-thr", "0.999",
+                                    "--device", "cpu"]) == 0
+    best = max(e["score"] for e in written)
+    assert f"no detection scores 0.999 or more (the best scores {best:.3f}): lower --score-thr" in dwdet_log.text
+
+
+def test_infer_skips_unreadable_images_and_names_them(demo_folder, tmp_path, dwdet_log):
+    (demo_folder / "garbage.jpg").write_bytes(b"this is not an image")
+    jpeg = io.BytesIO()
+    Image.fromarray(demo_images(1, seed=4)[0][0]).save(jpeg, format="JPEG")
+    (demo_folder / "truncated.jpg").write_bytes(jpeg.getvalue()[:len(jpeg.getvalue()) // 2])
+    out = tmp_path / "out"
+    assert load_tool("infer").main([DEMO_MODEL, str(demo_folder), "--out-dir", str(out), "--device", "cpu"]) == 0
+    warnings = [r.getMessage() for r in dwdet_log.records if r.levelname == "WARNING"]
+    for name in ("garbage.jpg", "truncated.jpg"):
+        assert any(f"cannot read the image {demo_folder / name}" in m for m in warnings)
+    assert "2 of 4 images could not be read and were skipped" in dwdet_log.text
+    results = json.loads((out / "results.json").read_text())  # the readable images' detections are kept
+    assert {r["file_name"] for r in results} == {str(demo_folder / "good0.png"), str(demo_folder / "good1.png")}
+    # ids are places in the sorted input list: garbage.jpg, good0.png, good1.png, truncated.jpg
+    assert {r["image_id"] for r in results} == {1, 2}
+    assert sorted(p.name for p in out.glob("*.png")) == ["00001_good0.png", "00002_good1.png"]
+    # nothing readable: a failure, and no results file
+    assert load_tool("infer").main([DEMO_MODEL, str(demo_folder / "garbage.jpg"), "--out-dir", str(tmp_path / "none"),
+                                    "--device", "cpu"]) == 1
+    assert "no image could be read" in dwdet_log.text and not (tmp_path / "none" / "results.json").exists()
+
+
+def test_infer_writes_to_the_temporary_folder_when_the_output_path_is_blocked(demo_folder, tmp_path, dwdet_log):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert load_tool("infer").main([DEMO_MODEL, str(demo_folder), "--out-dir", str(blocker / "out"), "--device", "cpu",
+                                    "--grid", str(blocker / "grid.png")]) == 0
+    errors = [r.getMessage() for r in dwdet_log.records if r.levelname == "ERROR"]
+    assert len(errors) == 2
+    assert errors[0].startswith(f"could not create the folder {blocker / 'out'}") and "instead" in errors[0]
+    folder = errors[0].rsplit(" ", 2)[-2]
+    assert errors[1].startswith(f"could not write {blocker / 'grid.png'}") and "instead" in errors[1]
+    grid = errors[1].rsplit(" ", 2)[-2]
+    try:
+        assert os.path.dirname(folder) == tempfile.gettempdir()
+        assert json.loads(open(os.path.join(folder, "results.json")).read())  # nothing is lost
+        assert sorted(os.listdir(folder)) == ["00000_good0.png", "00001_good1.png", "results.json"]
+        assert Image.open(grid).size[0] > 2 * 144
+    finally:
+        shutil.rmtree(folder)
+        os.remove(grid)
+
+
+def test_infer_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        load_tool("infer").main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "lowest score drawn (results.json keeps all) (default: 0.3)" in text
+    assert "(default: infer_out)" in text and "dwdet-infer work_dirs/dw/epoch_12.pth" in text
+
+
+@pytest.mark.parametrize("size", [192, 800])
+def test_captions_are_sized_to_the_image_and_sit_on_a_filled_box(size):
+    image = torch.full((3, size, size), 128, dtype=torch.uint8)
+    top = size // 2
+    detections = {"boxes": torch.tensor([[size / 4, top, size * 3 / 4, size - 10]]), "scores": torch.tensor([0.9]),
+                  "labels": torch.tensor([0])}
+    drawn = draw_detections(image, detections, ["circle"], score_thr=0.5)
+    colour = torch.tensor([int(PALETTE[0][i:i + 2], 16) for i in (1, 3, 5)], dtype=torch.uint8)
+    filled = (drawn[:, :top] == colour[:, None, None]).all(0)  # above the box: the caption's background
+    rows = filled.sum(1) >= 10
+    assert rows.sum() >= caption_size(size, size) >= max(12, size // 40)
+    caption = drawn[:, :top][:, rows]
+    assert ((caption == 255).all(0) | (caption == 0).all(0)).any()  # white or black text on it

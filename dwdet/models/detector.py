@@ -3,7 +3,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import clip_boxes_to_image, nms
 
 from dwdet.models.backbone import Weights, build_backbone
 from dwdet.models.head import DEFAULT_STRIDES, FCOSHead
@@ -82,7 +82,11 @@ class FCOSDetector(nn.Module):
                 labels.append(level_labels)
             boxes = clip_boxes_to_image(torch.cat(boxes), image_size)
             scores, labels = torch.cat(scores), torch.cat(labels)
-            keep = batched_nms(boxes, scores, labels, self.nms_thresh)[:self.detections_per_img]
+            # class-aware NMS the way torchvision's batched_nms does it on GPUs, each class moved to its
+            # own region (clipped boxes lie within the image's size), without its branch on the number
+            # of boxes, which would not export
+            shift = (labels * (max(image_size) + 1)).to(boxes.dtype)[:, None]
+            keep = nms(boxes + shift, scores, self.nms_thresh)[:self.detections_per_img]
             detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
         return detections
 
@@ -91,11 +95,11 @@ class FCOSDetector(nn.Module):
         """The top (point, class) pairs of one level of one image: boxes, scores, labels."""
         num_classes, height, width = cls.shape
         scores = (cls.sigmoid() * ctr.sigmoid()).permute(1, 2, 0).reshape(-1)  # (H * W * C,) point-major
-        candidates = torch.nonzero(scores > self.score_thresh).squeeze(1)
-        scores = scores[candidates]
-        if len(scores) > self.pre_nms_top_n:
-            scores, order = scores.topk(self.pre_nms_top_n)
-            candidates = candidates[order]
+        # the best pre_nms_top_n, then those above the threshold: the same pairs as the other way
+        # round, with a size known before the data, so that the graph exports (ONNX)
+        scores, candidates = scores.topk(min(self.pre_nms_top_n, len(scores)))
+        above = scores > self.score_thresh
+        scores, candidates = scores[above], candidates[above]
         point_index, labels = candidates // num_classes, candidates % num_classes
         points = level_points(height, width, stride, dist.device, dist.dtype)[point_index]
         dist = dist.flatten(1)[:, point_index].t()

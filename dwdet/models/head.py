@@ -19,7 +19,24 @@ def _tower(channels: int, num_convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def refine_distances(distances: Tensor, offsets: Tensor, stride: int) -> Tensor:
+def boundary_sample_grid(boxes: Tensor, offsets: Tensor) -> Tensor:
+    """``dw_ops.boundary_sample`` (forward only) in standard PyTorch ops, for ONNX export: runtimes
+    have no kernel for our custom op, but all have ``GridSample``.
+
+    Each of the four channels is its own image sampled at its own points; with
+    ``align_corners=False`` cell ``x`` sits at ``(2x + 1) / W - 1``, and zero padding makes the
+    corners off the map contribute 0, as in the deformable-convolution semantics of
+    ``boundary_sample``."""
+    n, c, height, width = boxes.shape
+    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype).view(height, 1) + offsets[:, 0::2]
+    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype).view(1, width) + offsets[:, 1::2]
+    grid = torch.stack(((2 * xs + 1) / width - 1, (2 * ys + 1) / height - 1), dim=-1)  # (N, C, H, W, 2)
+    sampled = F.grid_sample(boxes.reshape(n * c, 1, height, width), grid.reshape(n * c, height, width, 2),
+                            mode="bilinear", padding_mode="zeros", align_corners=False)
+    return sampled.view(n, c, height, width)
+
+
+def refine_distances(distances: Tensor, offsets: Tensor, stride: int, sample=dw_ops.boundary_sample) -> Tensor:
     """DW's box refinement of one level.
 
     The predicted box ``(x - l, y - t, x + r, y + b)`` is decoded as a 4-channel map; each side is
@@ -31,6 +48,7 @@ def refine_distances(distances: Tensor, offsets: Tensor, stride: int) -> Tensor:
         distances: (N, 4, H, W) (l, t, r, b) in pixels.
         offsets: (N, 8, H, W) the (dy, dx) offset pairs o0..o7 of x1, y1, x2, y2, in cells.
         stride: the level's stride in pixels.
+        sample: ``dw_ops.boundary_sample``, or :func:`boundary_sample_grid` for ONNX export.
 
     Returns:
         (N, 4, H, W) refined, non-negative (l, t, r, b) in pixels.
@@ -43,7 +61,7 @@ def refine_distances(distances: Tensor, offsets: Tensor, stride: int) -> Tensor:
     # each side is sampled from its own edge: x1 moves left by l/s cells, y1 up by t/s, ...
     sample_offsets = torch.stack((o[0], o[1] - left / stride, o[2] - top / stride, o[3],
                                   o[4], o[5] + right / stride, o[6] + bottom / stride, o[7]), dim=1)
-    x1, y1, x2, y2 = dw_ops.boundary_sample(boxes, sample_offsets).unbind(1)
+    x1, y1, x2, y2 = sample(boxes, sample_offsets).unbind(1)
     return F.relu(torch.stack((x - x1, y - y1, x2 - x, y2 - y), dim=1))
 
 
@@ -53,6 +71,8 @@ class FCOSHead(nn.Module):
     Two towers of ``num_convs`` x (3x3 conv, GroupNorm 32, ReLU); classification logits from the
     cls tower; (l, t, r, b) distances and the centerness logit from the reg tower. Distances are
     ``relu(scale_level * x) * stride`` in pixels (float32), refined when ``refine`` is set.
+    ``portable = True`` refines with :func:`boundary_sample_grid` instead of the custom op, so that
+    the head exports to ONNX (inference only: it has no fused backward).
     """
 
     def __init__(self, num_classes: int, in_channels: int = 256, num_convs: int = 4,
@@ -69,6 +89,7 @@ class FCOSHead(nn.Module):
         self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
         self.reg_offsets = nn.Conv2d(in_channels, 8, 3, padding=1) if refine else None
         self.scales = nn.Parameter(torch.ones(len(self.strides)))  # one learnable Scale per level
+        self.portable = False
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, std=0.01)
@@ -92,7 +113,8 @@ class FCOSHead(nn.Module):
             # out of place: the released in-place ReLU fails autograd in recent PyTorch
             distances = F.relu(self.scales[level] * self.bbox_pred(reg_feature).float()) * stride
             if self.refine:
-                distances = refine_distances(distances, self.reg_offsets(reg_feature), stride)
+                sample = boundary_sample_grid if self.portable else dw_ops.boundary_sample
+                distances = refine_distances(distances, self.reg_offsets(reg_feature), stride, sample)
             cls_logits.append(self.cls_logits(cls_feature))
             bbox_preds.append(distances)
             centerness.append(self.centerness(reg_feature))
