@@ -175,3 +175,19 @@ def test_print_config_shows_the_number_of_classes_training_will_take(tmp_path, c
         {"images": [], "annotations": [], "categories": categories}))
     assert train_cli.main([str(CONFIGS / "own_data_cpu.py"), f"data.root={tmp_path}", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["model"]["num_classes"] == 3
+
+
+def test_an_unreadable_image_ends_the_run_with_its_name_in_train_log(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "0001.png").write_bytes(b"not a png")
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "train.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "0001.png", "width": 64, "height": 64}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [8, 8, 20, 20], "iscrowd": 0}],
+        "categories": [{"id": 3, "name": "a"}]}))
+    work_dir = tmp_path / "run"
+    assert train_cli.main([str(CONFIGS / "own_data_cpu.py"), "--work-dir", str(work_dir), f"data.root={tmp_path}",
+                           "model.backbone_weights=None", "model.min_size=64", "model.max_size=64",
+                           "train.batch_size=1", "train.num_workers=0", "eval.interval=0"]) == 1
+    log = (work_dir / "train.log").read_text()
+    assert "ERROR dwdet.train: training failed" in log and f"cannot read image {tmp_path}/train/0001.png" in log
