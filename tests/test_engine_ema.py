@@ -123,3 +123,22 @@ def test_init_from_a_run_with_ema_starts_from_its_average(tmp_path, ema_run):
     started = Trainer(tiny_config(tmp_path, ["eval.interval=0", f"train.init_from={work_dir / 'last.pth'}"]),
                       tmp_path / "init", **BUILDERS)
     assert same_weights(started.model.state_dict(), trainer.ema.state_dict())
+
+
+def test_the_average_of_the_real_detector_covers_every_weight_and_buffer():
+    from dwdet.models import build_fcos
+    torch.manual_seed(0)
+    model = build_fcos(3, backbone="resnet10", backbone_weights=None, channels=32)
+    ema = ModelEMA(model, decay=0.5, tau=1e-9)  # d = 0.5 from the first update
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(1.0)
+        model.backbone.body.bn1.running_mean.add_(2.0)  # a frozen BatchNorm statistic: a buffer
+    ema.update()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert trainable and frozen and ema.state_dict().keys() == before.keys()
+    for name, value in ema.state_dict().items():
+        expected = before[name] + 0.5 if name in trainable else model.state_dict()[name]
+        torch.testing.assert_close(value, expected, msg=name)
