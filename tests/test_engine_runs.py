@@ -191,3 +191,21 @@ def test_an_unreadable_image_ends_the_run_with_its_name_in_train_log(tmp_path):
                            "train.batch_size=1", "train.num_workers=0", "eval.interval=0"]) == 1
     log = (work_dir / "train.log").read_text()
     assert "ERROR dwdet.train: training failed" in log and f"cannot read image {tmp_path}/train/0001.png" in log
+
+
+def test_init_from_an_80_class_detector_onto_3_classes_keeps_all_but_its_class_logits(tmp_path, caplog):
+    from dwdet.engine.builders import init_weights
+    from dwdet.models import build_fcos
+    torch.manual_seed(0)
+    coco = build_fcos(80, backbone="resnet10", backbone_weights=None, channels=32)
+    path = tmp_path / "coco.pth"
+    save_checkpoint({"model": coco.state_dict(), "categories": [{"id": i, "name": str(i)} for i in range(80)],
+                     "config": {"model": {"num_classes": 80}}}, path)
+    mine = build_fcos(3, backbone="resnet10", backbone_weights=None, channels=32)
+    fresh = {k: v.clone() for k, v in mine.state_dict().items()}
+    with caplog.at_level("INFO", logger="dwdet"):
+        init_weights(mine, str(path), 3)
+    kept_fresh = sorted(k for k, v in mine.state_dict().items() if not torch.equal(v, coco.state_dict()[k]))
+    assert kept_fresh == ["head.cls_logits.bias", "head.cls_logits.weight"]
+    assert all(torch.equal(mine.state_dict()[k], fresh[k]) for k in kept_fresh)
+    assert "(head.cls_logits.bias, head.cls_logits.weight) starts afresh" in caplog.text
