@@ -69,4 +69,4 @@ def test_a_signal_to_the_process_group_saves_and_the_run_resumes(tmp_path, signu
     cfg = tiny_config(tmp_path, [*OVERRIDES, "train.num_workers=0", f"train.epochs={epochs}"])
     resumed = Trainer(cfg, run_dir, resume=run_dir / "last.pth", **BUILDERS)
     assert resumed.progress.iteration == result["iteration"]
-    assert resumed.fit() == {"status": "finished", "epoch": epochs, "iteration": epochs * 4, "metrics": None}
+    assert resumed.fit() == {"status": "finished", "epoch": epochs, "iteration": epochs * 32, "metrics": None}
