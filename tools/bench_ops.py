@@ -427,6 +427,15 @@ def steady_state_allocator() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for the record of a CPU timing."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+    except OSError:
+        return "unknown"
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -448,7 +457,9 @@ def main(argv=None) -> None:
     steady = args.device == "cpu" and steady_state_allocator()
     device = describe_device(args.device)
     print(f"device: {device}; dw_ops build: {dw_ops.build_info()}; steady-state allocator: {steady}")
-    results = {"device": device, "threads": torch.get_num_threads(), "rows": []}
+    results = {"device": device, "cpu": cpu_model(), "threads": torch.get_num_threads(),
+               "command": " ".join(["python", "tools/bench_ops.py"] + (sys.argv[1:] if argv is None else argv)),
+               "rows": []}
 
     def record(key: str, value) -> None:
         results[key] = value

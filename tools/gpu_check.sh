@@ -124,7 +124,7 @@ build() {  # for the visible GPU's arch only, on every core; then build_info() m
     "$PY" setup.py --name >/dev/null || return 1  # setup.py runs in this interpreter; the .so was carried
   else
     local arch
-    arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' ')
+    arch=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())") || return 1
     FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$arch MAX_JOBS=$CORES "$PY" setup.py build_ext --inplace || return 1
   fi
   "$PY" -c "import sys, dw_ops; info = dw_ops.build_info(); print('build_info:', info)
@@ -231,13 +231,20 @@ print(f'patterns80 generated in {time.time() - start:.0f} s')" "configs/dw_r10_p
     local pid_var="pid_$run" code=0
     wait "${!pid_var}" || code=$?
     echo "----- training $run: exit $code"
-    tail -n 15 "$WORK/train_$run.log"
+    tail -n 5 "$WORK/train_$run.log"
     if ! grep -q '"type": "val"' "$WORK/train_$run/metrics.jsonl" 2>/dev/null; then
-      # stopped by the deadline (SIGTERM saves last.pth): the AP of the last checkpoint
+      # stopped by the deadline (SIGTERM saves last.pth): the AP of the last checkpoint, side by side
       "$PY" tools/test.py "configs/${run}_r10_patterns80_adamw.py" "$WORK/train_$run/last.pth" "${opts[@]}" \
-        >>"$WORK/train_$run.log" 2>&1 || rc=1
-      tail -n 5 "$WORK/train_$run.log"
+        >"$WORK/test_$run.log" 2>&1 &
+      eval "pid_test_$run=$!"
     fi
+  done
+  for run in "${TRAIN_RUNS[@]}"; do
+    local pid_var="pid_test_$run"
+    [[ -n ${!pid_var:-} ]] || continue
+    wait "${!pid_var}" || rc=1
+    echo "----- evaluation of $run's last checkpoint"
+    tail -n 3 "$WORK/test_$run.log"
   done
   "$PY" tools/gpu_check_summary.py --merge-train "$OUT_DIR/train_metrics.jsonl" \
     $(for run in "${TRAIN_RUNS[@]}"; do echo "$run=$WORK/train_$run"; done) || rc=1
