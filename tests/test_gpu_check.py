@@ -155,8 +155,8 @@ def test_sanitizers_see_every_kernel_of_the_project():
 # ---- the summary ---------------------------------------------------------------------------------------
 
 def _bench_ops(assign_ratio, crowded_ms):
-    rows = [{"case": "assign", "gts": 100, "mode": "fwd+bwd", "ms": {"fused": 2.0, "dense reference": 2.0 * assign_ratio},
-             "syncs": 3, "launches": 140},
+    rows = [{"case": "assign", "gts": 100, "mode": "fwd+bwd",
+             "ms": {"fused": 2.0, "dense reference": 2.0 * assign_ratio}, "syncs": 3, "launches": 140},
             {"case": "crowded", "gts": 1000, "mode": "fwd+bwd", "ms": {"fused": crowded_ms},
              "peak_extra_mib": {"fused": 321.0}}]
     return {"device": "NVIDIA H200 (torch 2.11.0)", "rows": rows}
@@ -189,6 +189,15 @@ def test_summary_judges_the_gpu_targets():
                        "no verdict from 5 steps (< 20)"]
 
 
+def test_summary_judges_ours_against_the_peer_assigner():
+    rows = [{"gts": g, "impl": impl, "ms": ms, "positives": 1} for g, impl, ms in
+            [(10, "ours (tood)", 2.0), (10, "ultralytics TaskAlignedAssigner", 5.0),
+             (1000, "ours (tood)", 9.0), (1000, "ultralytics TaskAlignedAssigner", 6.0)]]
+    line = summary.targets_section({"device": "d", "rows": [], "peer": {"rows": rows}}, None)[0]
+    assert line == ("- task-aligned assignment, ours against Ultralytics' (goal: faster at every G): 2.5x at G = 10, "
+                    "0.7x at G = 1000: not met")
+
+
 def test_ratio_spread_is_the_quartiles_of_the_rounds():
     spread = _bench_train([1.0, 1.1, 1.2, 1.3, 1.4])["ratio_spread"]["dw / fcos"]
     assert spread["rounds"] == 5 and spread["median"] == pytest.approx(1.2)
@@ -201,9 +210,9 @@ def test_summary_reads_sanitizer_verdicts_from_the_log():
            "----- sanitizer racecheck: exit 1\n========= ERROR SUMMARY: 2 errors\n"
            "----- sanitizer synccheck: exit 1\n========= Error: Device not supported\n"
            "\n===== bench_ops (limit 50s): bench_ops\n")
-    assert summary.sanitizer_section(log) == ["- memcheck: ERROR SUMMARY: 0 errors",
-                                              "- racecheck: ERROR SUMMARY: 2 errors (exit 1)",
-                                              "- synccheck: compute-sanitizer does not support this device (no verdict)"]
+    assert summary.sanitizer_section(log) == [
+        "- memcheck: ERROR SUMMARY: 0 errors", "- racecheck: ERROR SUMMARY: 2 errors (exit 1)",
+        "- synccheck: compute-sanitizer does not support this device (no verdict)"]
     assert summary.sanitizer_section("") == [f"- {tool}: did not run" for tool in summary.SANITIZERS]
 
 

@@ -38,6 +38,8 @@ WORK=$(mktemp -d)
 CORES=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 PY=${PY:-python3}
 SANITIZER=${SANITIZER:-$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)}
+# The interpreter's own commands (ninja, for a parallel build) may live beside it, off the PATH.
+PATH=$PATH:$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))')
 # The tools import dwdet and dw_ops from this checkout, and the carried wheels from $WORK/site.
 export PYTHONPATH=$ROOT:$WORK/site${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
@@ -97,7 +99,8 @@ env_info() {  # env.txt: the machine, the toolchain, the Python packages (build_
     [[ -f .whl/revision.txt ]] && echo "revision: $(cat .whl/revision.txt)"
     nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 \
       || echo "nvidia-smi: not available"
-    echo "nvcc: $(nvcc --version 2>&1 | grep -i release || echo 'not available')"
+    echo "nvcc: $(nvcc --version 2>&1 | grep -i release || echo 'not available'); ninja: $(ninja --version 2>&1 \
+      || echo 'not on the PATH: the build compiles one file at a time')"
     echo "compute-sanitizer: $("$SANITIZER" --version 2>&1 | grep -i version || echo 'not available')"
     "$PY" -c "import sys, platform, torch, torchvision
 print(f'python {platform.python_version()} ({sys.executable}); torch {torch.__version__} (CUDA {torch.version.cuda}); '
@@ -115,7 +118,7 @@ install_wheels() {  # the carried wheels into $WORK/site (on PYTHONPATH); pycoco
   fi
   "$PY" -c "import pycocotools; print('pycocotools', pycocotools.__file__)" || {
     echo "pycocotools is missing: run 'make gpu-wheels' here and carry .whl"; return 1; }
-  "$PY" -c "import ultralytics; print('ultralytics', ultralytics.__version__, '(the assigner peer)')" 2>/dev/null \
+  YOLO_OFFLINE=1 YOLO_CONFIG_DIR=$WORK "$PY" -c "import ultralytics; print('ultralytics', ultralytics.__version__, '(the assigner peer)')" 2>/dev/null \
     || echo "ultralytics: not installed (bench_ops --peer skips it)"
 }
 
