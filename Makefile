@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv build build-cuda emu test demo demo-train bench clean
+.PHONY: venv build build-cuda emu test demo demo-train bench gpu-wheels clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -54,6 +54,19 @@ demo-train: build
 
 bench: build
 	$(PY) tools/bench_ops.py --json docs/bench_ops_cpu.json
+
+# What the GPU machine of tools/gpu_check.sh lacks (it has Python 3.12 and no network, git or
+# pycocotools), into the git-ignored .whl/ that the device call carries: pycocotools (the training's
+# COCO evaluation), ultralytics (the assigner peer of `bench_ops.py --peer`; AGPL-3.0, an optional
+# import of that benchmark only, never a dependency of the package) and the revision checked.
+GPU_PYTHON ?= 3.12
+GPU_WHEELS := pycocotools==$(shell sed -n 's/^pycocotools==//p' requirements.txt) ultralytics==8.4.190
+gpu-wheels:
+	rm -rf .whl && mkdir .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $(GPU_WHEELS)
+	git describe --always --dirty > .whl/revision.txt
 
 clean:
 	rm -rf build dw_ops/*.so tests/cuda_emu/build tests/cuda_emu/*.so

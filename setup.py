@@ -56,6 +56,14 @@ def _wheel_cuda_include_dirs() -> list:
     return sorted({d for d in dirs if os.path.isdir(d)})
 
 
+def _visible_archs() -> str:
+    """The compute capabilities of the visible GPUs, as TORCH_CUDA_ARCH_LIST spells them ("9.0")."""
+    if not torch.cuda.is_available():
+        return ""
+    caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+    return ";".join(f"{major}.{minor}" for major, minor in caps)
+
+
 def _simd_flags() -> list:
     # The CPU kernels use ATen's Vectorized types; compile them for AVX2 when this CPU has it
     # (DW_CPU_ARCH=generic builds a portable extension instead, e.g. for a wheel).
@@ -77,13 +85,17 @@ def _extension():
     if not _want_cuda():
         return CppExtension("dw_ops._C", sources, include_dirs=include_dirs, extra_link_args=link_flags,
                             extra_compile_args={"cxx": cxx_flags}, define_macros=define_macros)
-    if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
-    archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "visible GPU")
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        # Name the archs built, so that build_info() reports them: the visible GPUs', else the default list.
+        os.environ["TORCH_CUDA_ARCH_LIST"] = _visible_archs() or DEFAULT_CUDA_ARCHS
+    archs = os.environ["TORCH_CUDA_ARCH_LIST"]
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
     define_macros += [("WITH_CUDA", None), ("DW_CUDA_ARCHS", f'"{archs}"')]
     nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
-    return CUDAExtension("dw_ops._C", sources, include_dirs=include_dirs + _wheel_cuda_include_dirs(),
+    # The toolkit's headers first: the wheels' may be of another CUDA minor version, and fill in only
+    # the headers the toolkit lacks.
+    include_dirs += [os.path.join(CUDA_HOME, "include")] + _wheel_cuda_include_dirs()
+    return CUDAExtension("dw_ops._C", sources, include_dirs=include_dirs,
                          extra_link_args=link_flags,
                          extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
                          define_macros=define_macros)

@@ -1,13 +1,22 @@
 """Speed and peak memory of the fused dw_ops operators against their dense references.
 
     python tools/bench_ops.py [--device cpu|cuda] [--gts 10 50 100] [--cases ...] [--json docs/bench_ops_cpu.json]
+    python tools/bench_ops.py --cases --peer [--peer-gts 10 100 1000] --json docs/bench_peer_cpu.json
 
 COCO-like sizes: an 800 x 1333 input padded to 800 x 1344 (P = 22,400 points over P3-P7),
 batch 2, 80 classes. The ``crowded`` case is the assignment (bag IoU, weights and negative term) of
 a crowded scene, G = 1000 boxes per image, whatever --gts says (fused only: its dense reference
 would need several GB). Times are medians of torch.utils.benchmark measurements; each comparison is
-measured side by side in one run. Peak extra memory is measured per case in a fresh subprocess:
-the RSS high-water mark above the inputs on CPU (Linux), torch.cuda.max_memory_allocated on CUDA.
+measured side by side in one run. Peak extra memory: on CPU the RSS high-water mark above the
+inputs, per case in a fresh subprocess (Linux); on CUDA torch.cuda.max_memory_allocated above the
+inputs, in this process. On CUDA each fused row also counts the host synchronisations and the GPU
+activities (kernels, copies, memsets) of one call. The JSON is rewritten after every row, so that
+a run stopped early keeps what it measured.
+
+--peer times the task-aligned assignment of Ultralytics' ``TaskAlignedAssigner`` (topk 13, alpha 1,
+beta 6, its published defaults; an optional import, skipped with a message when ultralytics is not
+installed) against ours (``loss.type=tood``, candidate-bag IoU included) and DW's assignment, on the
+same problem at --peer-gts, with the number of positives each finds.
 """
 from __future__ import annotations
 
@@ -16,14 +25,18 @@ import ctypes
 import multiprocessing as mp
 import os
 import sys
-from typing import Callable, Dict, List
+import tempfile
+import warnings
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.utils.benchmark as tbench
 
 import dw_ops
 from dw_ops import reference
+from dwdet.losses.common import prepare_batch
 from dwdet.losses.dw import DWLoss
+from dwdet.losses.tood import TOODLoss
 from dwdet.models.points import anchor_points
 from dwdet.utils.env import describe_device
 from dwdet.utils.io import write_json
@@ -207,6 +220,85 @@ CASES: Dict[str, Dict[str, Callable]] = {
 FORWARD_ONLY = {"dual_weights"}  # detached weights: no backward
 
 
+# ---- the assigner peer ------------------------------------------------------------------------------
+
+PEER_GTS = [10, 100, 1000]
+PEER_TOPK, PEER_ALPHA, PEER_BETA = 13, 1.0, 6.0  # Ultralytics' published TaskAlignedAssigner defaults
+
+
+def load_peer():
+    """Ultralytics' TaskAlignedAssigner class, or the reason it is not available (AGPL-3.0: an
+    optional import of this benchmark only, never a dependency of the package)."""
+    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.gettempdir())  # it writes a settings file at import
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # and probes the network (DNS) unless told it is offline
+    try:
+        from ultralytics.utils.tal import TaskAlignedAssigner
+    except ImportError as err:
+        return None, f"ultralytics is not installed ({err})"
+    return TaskAlignedAssigner, None
+
+
+def ours_task_aligned(prob: dict) -> int:
+    """loss.type=tood's assignment from the head outputs: candidate bags with their IoU, joint
+    scores, the task-aligned positives. Returns the number of positives."""
+    with torch.no_grad():
+        loss = TOODLoss(CLASSES, STRIDES, topk=PEER_TOPK, alpha=PEER_ALPHA, beta=PEER_BETA)
+        batch = prepare_batch("TOODLoss", CLASSES, STRIDES, *_loss_inputs(prob, False))
+        return loss.assign(batch).pair.numel()
+
+
+def ours_dw(prob: dict) -> int:
+    """DW's assignment (bags, joint scores, dual weights). Returns the number of weighted pairs."""
+    with torch.no_grad():
+        return int((DWLoss(CLASSES).assign(*_loss_inputs(prob, False)).weights.pos_weight > 0).sum())
+
+
+def ultralytics_task_aligned(prob: dict) -> int:
+    """TaskAlignedAssigner on the same head outputs: the dense (N, P, C) joint scores and the
+    decoded boxes it takes, and the GTs padded to (N, G, .) with their mask. Returns the number of
+    positives."""
+    assigner_class, reason = load_peer()
+    if assigner_class is None:
+        raise RuntimeError(reason)
+    with torch.no_grad():
+        cls, ctr, reg = flat(prob, False)
+        scores = cls.transpose(1, 2).sigmoid() * ctr.sigmoid()[..., None]
+        points = prob["points"]
+        boxes = torch.cat([points - reg[..., :2], points + reg[..., 2:]], -1)
+        gt_boxes = torch.nn.utils.rnn.pad_sequence(prob["boxes"], batch_first=True)
+        gt_labels = torch.nn.utils.rnn.pad_sequence(prob["labels"], batch_first=True)[..., None]
+        mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(b), 1, device=b.device) for b in prob["boxes"]],
+                                               batch_first=True)
+        assigner = assigner_class(topk=PEER_TOPK, num_classes=CLASSES, alpha=PEER_ALPHA, beta=PEER_BETA,
+                                  stride=list(STRIDES))
+        fg_mask = assigner(scores, boxes, points, gt_labels, gt_boxes, mask)[3]
+        return int(fg_mask.sum())
+
+
+PEERS: Dict[str, Callable[[dict], int]] = {"ours (tood)": ours_task_aligned, "ours (dw)": ours_dw,
+                                           "ultralytics TaskAlignedAssigner": ultralytics_task_aligned}
+
+
+def run_peer(device: str, gts: List[int], min_time: float, memory: bool, record: Callable[[dict], None]) -> dict:
+    assigner_class, reason = load_peer()
+    if assigner_class is None:
+        print(f"--peer: skipped, {reason}", flush=True)
+        return {"skipped": reason}
+    peer = {"topk": PEER_TOPK, "alpha": PEER_ALPHA, "beta": PEER_BETA, "rows": []}
+    for num_gts in gts:
+        prob = make_problem(num_gts, device)
+        for impl, fn in PEERS.items():
+            positives = fn(prob)
+            row = dict(gts=num_gts, impl=impl, positives=positives,
+                       ms=median_ms(lambda p, _: fn(p), prob, False, min_time),
+                       peak_mib=peak_extra_mib(("peer", impl), num_gts, device, prob) if memory else None)
+            peer["rows"].append(row)
+            record(peer)
+            peak = f", peak {row['peak_mib']:.0f} MiB" if row["peak_mib"] is not None else ""
+            print(f"peer G={num_gts:<5} {impl:<32} {row['ms']:9.2f} ms{peak}, {positives} positives", flush=True)
+    return peer
+
+
 # ---- measurement -----------------------------------------------------------------------------------
 
 def median_ms(fn: Callable, prob: dict, backward: bool, min_time: float) -> float:
@@ -215,18 +307,17 @@ def median_ms(fn: Callable, prob: dict, backward: bool, min_time: float) -> floa
     return timer.blocked_autorange(min_run_time=min_time).median * 1e3
 
 
-def _peak_worker(case: str, impl: str, num_gts: int, device: str, queue) -> None:
-    prob = make_problem(num_gts, device)
-    fn = CASES[case][impl]
+def _lookup(what: tuple) -> Callable:
+    """("peer", impl) or (case, impl) -> a function of (prob, backward)."""
+    if what[0] == "peer":
+        return lambda prob, backward: PEERS[what[1]](prob)
+    return CASES[what[0]][what[1]]
+
+
+def _peak_worker(what: tuple, num_gts: int, queue) -> None:
+    prob = make_problem(num_gts, "cpu")
+    fn = _lookup(what)
     fn(prob, True)  # warm up (thread pools, lazy init) before the baseline is read
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn(prob, True)
-        torch.cuda.synchronize()
-        queue.put((torch.cuda.max_memory_allocated() - base) / 2 ** 20)
-        return
     with open("/proc/self/clear_refs", "w") as f:  # resets the RSS high-water mark (VmHWM)
         f.write("5")
     base = _status_kib("VmRSS")
@@ -239,18 +330,51 @@ def _status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def peak_extra_mib(case: str, impl: str, num_gts: int, device: str) -> float:
-    """Peak memory of one forward+backward above what the inputs take, in a fresh process. On CPU
-    the process maps every large allocation (MALLOC_MMAP_THRESHOLD_) so that freed memory leaves
-    the RSS and the high-water mark counts what the case itself needs."""
+def peak_extra_mib(what: tuple, num_gts: int, device: str, prob: Optional[dict] = None) -> float:
+    """Peak memory of one forward+backward of ``what`` ((case, impl) or ("peer", impl)) above what
+    its inputs take. On CUDA in this process, on ``prob``. On CPU in a fresh process, which maps
+    every large allocation (MALLOC_MMAP_THRESHOLD_) so that freed memory leaves the RSS and the
+    high-water mark counts what the call itself needs."""
+    if device == "cuda":
+        fn = _lookup(what)
+        fn(prob, True)  # warm up
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn(prob, True)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 16)  # inherited by the spawned interpreter
-    proc = ctx.Process(target=_peak_worker, args=(case, impl, num_gts, device, queue))
+    proc = ctx.Process(target=_peak_worker, args=(what, num_gts, queue))
     proc.start()
     value = queue.get(timeout=600)
     proc.join()
     return value
+
+
+def syncs_and_launches(fn: Callable, prob: dict, backward: bool) -> tuple:
+    """(host synchronisations, GPU activities) of one call on CUDA: what limits a small op there."""
+    fn(prob, backward)  # warm up: lazy initialisations may synchronise once
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn(prob, backward)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    syncs = sum("synchroniz" in str(w.message) for w in caught)
+    try:  # the profiler needs CUPTI: a machine without it still gets the other figures
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            fn(prob, backward)
+            torch.cuda.synchronize()
+        launches = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    except RuntimeError as err:
+        print(f"no launch count ({err})", flush=True)
+        launches = None
+    return syncs, launches
 
 
 def case_gts(case: str, gts: List[int]) -> List[int]:
@@ -261,7 +385,8 @@ def case_gts(case: str, gts: List[int]) -> List[int]:
     return gts[:1] if case == "boundary_sample" else gts
 
 
-def run(device: str, gts: List[int], min_time: float, memory: bool, cases: List[str] = list(CASES)) -> List[dict]:
+def run(device: str, gts: List[int], min_time: float, memory: bool, cases: List[str] = list(CASES),
+        record: Callable[[list], None] = lambda rows: None) -> List[dict]:
     rows = []
     for case in cases:
         impls = CASES[case]
@@ -272,8 +397,12 @@ def run(device: str, gts: List[int], min_time: float, memory: bool, cases: List[
                 row = dict(case=case, gts=num_gts if case != "boundary_sample" else None,
                            mode="fwd+bwd" if backward else "fwd", ms=times)
                 if (backward or case in FORWARD_ONLY) and memory:
-                    row["peak_extra_mib"] = {impl: peak_extra_mib(case, impl, num_gts, device) for impl in impls}
+                    row["peak_extra_mib"] = {impl: peak_extra_mib((case, impl), num_gts, device, prob)
+                                             for impl in impls}
+                if device == "cuda":
+                    row["syncs"], row["launches"] = syncs_and_launches(impls["fused"], prob, backward)
                 rows.append(row)
+                record(rows)
                 print(_format_row(row), flush=True)
     return rows
 
@@ -286,6 +415,8 @@ def _format_row(row: dict) -> str:
         parts.append(f"{impl} {ms:9.2f} ms{ratio}")
     for impl, mib in row.get("peak_extra_mib", {}).items():
         parts.append(f"peak {impl} {mib:.0f} MiB")
+    if "syncs" in row:
+        parts.append(f"{row['syncs']} syncs, {row['launches']} GPU activities")
     return " | ".join(parts)
 
 
@@ -302,14 +433,26 @@ def steady_state_allocator() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for the record of a CPU timing."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+    except OSError:
+        return "unknown"
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--gts", type=int, nargs="+", default=[10, 50, 100], help="GTs per image")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds of measurement per timing")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="what to measure")
-    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    parser.add_argument("--cases", nargs="*", choices=list(CASES), default=list(CASES),
+                        help="what to measure (none: only the --peer comparison)")
+    parser.add_argument("--peer", action="store_true", help="also compare with Ultralytics' TaskAlignedAssigner")
+    parser.add_argument("--peer-gts", type=int, nargs="+", default=PEER_GTS, help="GTs per image of --peer")
+    parser.add_argument("--json", help="write the results here (after every row)")
     return parser.parse_args(argv)
 
 
@@ -318,10 +461,21 @@ def main(argv=None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no GPU is visible")
     steady = args.device == "cpu" and steady_state_allocator()
-    print(f"device: {describe_device(args.device)}; dw_ops build: {dw_ops.build_info()}; steady-state allocator: {steady}")
-    rows = run(args.device, args.gts, args.min_time, not args.no_memory, args.cases)
-    if args.json:
-        write_json({"device": describe_device(args.device), "rows": rows}, args.json, indent=1)
+    device = describe_device(args.device)
+    print(f"device: {device}; dw_ops build: {dw_ops.build_info()}; steady-state allocator: {steady}")
+    results = {"device": device, "cpu": cpu_model(), "threads": torch.get_num_threads(),
+               "command": " ".join(["python", "tools/bench_ops.py"] + (sys.argv[1:] if argv is None else argv)),
+               "rows": []}
+
+    def record(key: str, value) -> None:
+        results[key] = value
+        if args.json:
+            write_json(results, args.json, indent=1)
+
+    run(args.device, args.gts, args.min_time, not args.no_memory, args.cases, lambda rows: record("rows", rows))
+    if args.peer:
+        record("peer", run_peer(args.device, args.peer_gts, args.min_time, not args.no_memory,
+                                lambda peer: record("peer", peer)))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ Input: ``--batch`` images of ``--height`` x ``--width`` (default 2 x 800 x 1333)
 model keeps at that size (padded to 800 x 1344), 80 classes, ``--gts`` random COCO-like boxes per image.
 Backbones are randomly initialised (timing does not depend on the weights; nothing is downloaded).
 After ``--warmup`` steps per model, the models take turns step by step, so that drifts of a shared
-machine hit them alike; reported are the median step times and their ratios, and on CUDA the peak
-allocated memory of a step.
+machine hit them alike; reported are the median step times and their ratios, with the spread of
+the ratio over the rounds (each round's step of one model over the other's: quartiles), and on CUDA
+the peak allocated memory of a step. A ratio's target of a few per cent needs about 20 steps or more.
 """
 from __future__ import annotations
 
@@ -113,6 +114,18 @@ def ratios(results: Dict[str, dict]) -> Dict[str, float]:
     return {label: median[a] / median[b] for label, (a, b) in pairs.items() if a in median and b in median}
 
 
+def ratio_spread(results: Dict[str, dict]) -> Dict[str, dict]:
+    """Quartiles of the round-by-round ratios behind :func:`ratios` (the models take turns, so the
+    steps of one round saw the same state of the machine)."""
+    spread = {}
+    for label in ratios(results):
+        a, b = label.split(" / ")
+        per_round = [x / y for x, y in zip(results[a]["times_s"], results[b]["times_s"])]
+        q1, median, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
+        spread[label] = {"rounds": len(per_round), "q1": q1, "median": median, "q3": q3}
+    return spread
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -141,11 +154,13 @@ def main(argv: list[str] | None = None) -> None:
     for name, r in results.items():
         memory = f", peak {r['peak_mib']:.0f} MiB" if "peak_mib" in r else ""
         print(f"{name:>18}: {1000 * r['median_s']:.0f} ms per step (median of {len(r['times_s'])}){memory}")
+    spread = ratio_spread(results)
     for label, value in ratios(results).items():
-        print(f"{label:>24}: {value:.3f}")
+        s = spread[label]
+        print(f"{label:>24}: {value:.3f} (per-round quartiles {s['q1']:.3f} .. {s['q3']:.3f} over {s['rounds']})")
     if args.json:
         write_json({"device": device, "input": vars(args) | {"json": None}, "results": results,
-                    "ratios": ratios(results)}, args.json, indent=1)
+                    "ratios": ratios(results), "ratio_spread": spread}, args.json, indent=1)
 
 
 if __name__ == "__main__":
