@@ -23,7 +23,7 @@ import torch.utils.benchmark as tbench
 
 import dw_ops
 from dw_ops import reference
-from dwdet.losses.dw import DWLoss
+from dwdet.losses import DWLoss, prepare_batch
 from dwdet.models.points import anchor_points
 from dwdet.utils.env import describe_device
 from dwdet.utils.io import write_json
@@ -158,7 +158,7 @@ def _loss_inputs(prob: dict, backward: bool):
 
 
 def fused_loss(prob: dict, backward: bool) -> None:
-    out = DWLoss(CLASSES)(*_loss_inputs(prob, backward))
+    out = DWLoss(CLASSES)(prepare_batch(*_loss_inputs(prob, backward), STRIDES))
     if backward:
         sum(out.values()).backward()
 
