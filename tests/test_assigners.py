@@ -7,11 +7,11 @@ import statistics
 import pytest
 import torch
 
-import dw_ops
 from dense_assigners import dense_loss
 from dwdet.config import load_config
 from dwdet.engine.builders import build_loss
-from dwdet.losses import LOSSES, ATSSLoss, GFLLoss, TOODLoss, VFLLoss, assign_atss, assign_task_aligned
+from dwdet.losses import (LOSSES, ATSSLoss, GFLLoss, PointLoss, TOODLoss, VFLLoss, assign_atss, assign_task_aligned,
+                          prepare_batch)
 from dwdet.losses.atss import _level_candidates
 from dwdet.models.points import anchor_points
 
@@ -40,7 +40,13 @@ def random_batch(seed, gts_per_image=(25, 0, 10), num_classes=4, dtype=torch.flo
     return cls, reg, ctr, targets
 
 
+def on_levels(loss, strides=STRIDES):
+    """``loss`` on the prepared batch of per-level inputs, as the detector calls it."""
+    return lambda cls, reg, obj, targets: loss(prepare_batch(cls, reg, obj, targets, strides))
+
+
 def loss_and_grads(fn, cls, reg, ctr, targets):
+    fn = on_levels(fn) if isinstance(fn, PointLoss) else fn
     leaves = [x.clone().requires_grad_() for x in cls + reg + ctr]
     k = len(cls)
     out = fn(leaves[:k], leaves[k:2 * k], leaves[2 * k:], targets)
@@ -118,8 +124,8 @@ def test_float32_close_to_float64(method):
     batch64 = random_batch(7)
     batch32 = ([x.float() for x in batch64[0]], [x.float() for x in batch64[1]], [x.float() for x in batch64[2]],
                [{"boxes": t["boxes"].float(), "labels": t["labels"]} for t in batch64[3]])
-    want = build(method)(*batch64)
-    got = build(method)(*batch32)
+    want = on_levels(build(method))(*batch64)
+    got = on_levels(build(method))(*batch32)
     for key in want:
         assert got[key].dtype == torch.float32
         torch.testing.assert_close(got[key].double(), want[key], rtol=1e-4, atol=1e-6, msg=key)
@@ -127,20 +133,23 @@ def test_float32_close_to_float64(method):
 
 # ---- hand-computed assignments ------------------------------------------------------------------
 
-def one_level(boxes, height=4, width=4, stride=8, distances=None):
-    """The bag of one level (points at (j + 0.5) * stride) for one image's boxes."""
-    points, strides = anchor_points([(height, width)], [stride], dtype=torch.float64)
+def one_level(boxes, height=4, width=4, stride=8, distances=None, cls_prob=None, objectness=0.0, labels=None):
+    """The prepared batch of one image on one level (points at (j + 0.5) * stride), one class."""
     if distances is None:
-        distances = torch.full((1, len(points), 4), 3.0, dtype=torch.float64)
+        distances = torch.full((1, height * width, 4), 3.0, dtype=torch.float64)
+    if cls_prob is None:
+        cls_prob = torch.full((height * width,), 0.5, dtype=torch.float64)
     boxes = torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4)
-    bag = dw_ops.candidate_bag_iou(points, strides, distances, [boxes])
-    return bag, points, strides, boxes
+    labels = torch.zeros(len(boxes), dtype=torch.int64) if labels is None else labels
+    cls = torch.logit(cls_prob).reshape(1, 1, height, width)
+    reg = distances[0].T.reshape(1, 4, height, width)
+    obj = torch.full((1, 1, height, width), objectness, dtype=torch.float64)
+    return prepare_batch([cls], [reg], [obj], [{"boxes": boxes, "labels": labels}], [stride])
 
 
 def atss_pairs(boxes, **kwargs):
-    bag, points, strides, boxes = one_level(boxes)
-    pos = assign_atss(bag, points, strides, [(4, 4)], [8], boxes, **kwargs)
-    return sorted(zip(bag.gt_index[pos].tolist(), bag.point_index[pos].tolist()))
+    a = assign_atss(one_level(boxes), **kwargs)
+    return sorted(zip(a.bag.gt_index[a.pairs].tolist(), a.bag.point_index[a.pairs].tolist()))
 
 
 @pytest.mark.parametrize("shape", [(1, 40), (2, 60), (3, 50), (9, 9), (10, 11), (25, 42), (60, 4)])
@@ -191,35 +200,36 @@ def test_atss_point_claimed_by_two_gts_goes_to_the_higher_prior_iou():
 
 def test_task_aligned_topk_by_hand():
     # GT [0, 0, 16, 16] over a 2 x 2 grid of stride 8; the predicted boxes give IoUs 1, 0.75, 0.5, 1
-    # and the joint scores are 0.1, 0.45, 0.4, 0.3 (centerness logit 0: sigmoid 0.5).
+    # and the joint scores are 0.1, 0.45, 0.4, 0.3 (objectness logit 0: sigmoid 0.5).
     distances = torch.tensor([[[4.0, 4, 12, 12], [8, 4, 4, 12], [4, 4, 12, 4], [12, 12, 4, 4]]], dtype=torch.float64)
-    bag, points, strides, boxes = one_level([0.0, 0.0, 16.0, 16.0], 2, 2, 8, distances)
-    torch.testing.assert_close(bag.iou, torch.tensor([1.0, 0.75, 0.5, 1.0], dtype=torch.float64))
     cls_prob = torch.tensor([0.2, 0.9, 0.8, 0.6], dtype=torch.float64)
-    cls = torch.logit(cls_prob)[None, :, None]
-    score = dw_ops.pair_scores(bag, cls, torch.zeros(1, 4, dtype=torch.float64), torch.tensor([0]))
+
+    def assign(**options):
+        a = assign_task_aligned(one_level([0.0, 0.0, 16.0, 16.0], 2, 2, 8, distances, cls_prob), **options)
+        return a, a.bag.point_index[a.pairs].tolist()
+
+    top2, points = assign(topk=2)
+    torch.testing.assert_close(top2.bag.iou, torch.tensor([1.0, 0.75, 0.5, 1.0], dtype=torch.float64))
     # t = s * IoU^6 = 0.1, 0.45 * 0.75^6 = 0.080090, 0.4 / 64 = 0.00625, 0.3
-    t = [0.1, 0.45 * 0.75 ** 6, 0.4 * 0.5 ** 6, 0.3]
-    top2 = assign_task_aligned(bag, score, 4, topk=2)
-    assert bag.point_index[top2.pair].tolist() == [0, 3]
-    torch.testing.assert_close(top2.alignment, torch.tensor([t[0], t[3]], dtype=torch.float64))
+    assert points == [0, 3]
     # normalised: t / (max t + 1e-7) * max IoU, max t = 0.3 and max IoU = 1 over the two positives
     torch.testing.assert_close(top2.target, torch.tensor([0.1, 0.3], dtype=torch.float64) / (0.3 + 1e-7))
-    top3 = assign_task_aligned(bag, score, 4, topk=3)
-    assert bag.point_index[top3.pair].tolist() == [0, 1, 3]
+    assert assign(topk=3)[1] == [0, 1, 3]
     # with beta = 1 the ranking follows s * IoU: 0.1, 0.3375, 0.2, 0.3 -> points 1 and 3
-    top2_b1 = assign_task_aligned(bag, score, 4, topk=2, beta=1.0)
-    assert bag.point_index[top2_b1.pair].tolist() == [1, 3]
+    top2_b1, points = assign(topk=2, beta=1.0)
+    assert points == [1, 3]
     torch.testing.assert_close(top2_b1.target, torch.tensor([0.3375, 0.3], dtype=torch.float64) / (0.3375 + 1e-7))
+    # positives have weight 1 and leave the negative term: their (point, class) entries weigh 0 there
+    assert top2.w_pos.tolist() == [1.0, 1.0] and top2.neg_index.tolist() == [0, 3] and top2.w_neg.tolist() == [0, 0]
 
 
 def test_task_aligned_point_of_two_gts_goes_to_the_higher_iou():
-    # the same four points inside two identical-class GTs; point 3's box is GT 1 exactly
+    # the same four points inside two identical-class GTs, all scoring the same; point 3's box is GT 1 exactly
     distances = torch.tensor([[[4.0, 4, 12, 12], [8, 4, 4, 12], [4, 4, 12, 4], [8, 8, 8, 8]]], dtype=torch.float64)
-    bag, *_ = one_level([[0.0, 0.0, 16.0, 16.0], [4.0, 4.0, 20.0, 20.0]], 2, 2, 8, distances)
-    score = torch.full_like(bag.iou, 0.5)
-    result = assign_task_aligned(bag, score, 4, topk=4)
-    owner = dict(zip(bag.point_index[result.pair].tolist(), bag.gt_index[result.pair].tolist()))
+    batch = one_level([[0.0, 0.0, 16.0, 16.0], [4.0, 4.0, 20.0, 20.0]], 2, 2, 8, distances)
+    result = assign_task_aligned(batch, topk=4)
+    bag = result.bag
+    owner = dict(zip(bag.point_index[result.pairs].tolist(), bag.gt_index[result.pairs].tolist()))
     iou = {(g, p): v for g, p, v in zip(bag.gt_index.tolist(), bag.point_index.tolist(), bag.iou.tolist())}
     for point, gt in owner.items():
         other = 1 - gt
@@ -252,16 +262,20 @@ def test_bad_config_values_name_the_key():
 
 def test_bad_inputs_name_the_problem():
     cls, reg, ctr, targets = random_batch(0)
-    with pytest.raises(ValueError, match="ATSSLoss: expected 5 levels"):
-        ATSSLoss(4)(cls[:4], reg, ctr, targets)
-    with pytest.raises(ValueError, match="GFLLoss: cls_logits have 4 classes, the loss was built for 3"):
-        GFLLoss(3)(cls, reg, ctr, targets)
+    with pytest.raises(ValueError, match=r"expected 5 levels \(strides \(8, 16, 32, 64, 128\)\)"):
+        on_levels(ATSSLoss(4))(cls[:4], reg, ctr, targets)
+    with pytest.raises(ValueError, match="GFLLoss: the batch has 4 classes, the loss was built for 3"):
+        on_levels(GFLLoss(3))(cls, reg, ctr, targets)
     bad = [dict(t) for t in targets]
     bad[0]["labels"] = bad[0]["labels"] + 10
-    with pytest.raises(ValueError, match=r"TOODLoss: target labels must be 0-based class ids in \[0, 4\)"):
-        TOODLoss(4)(cls, reg, ctr, bad)
-    with pytest.raises(ValueError, match="VFLLoss: got 2 targets for a batch of 3 images"):
-        VFLLoss(4)(cls, reg, ctr, targets[:2])
+    with pytest.raises(ValueError, match=r"targets contain labels outside \[0, 4\) \(labels are 0-based class ids\)"):
+        on_levels(TOODLoss(4))(cls, reg, ctr, bad)
+    bad = [dict(t) for t in targets]
+    bad[0]["boxes"] = bad[0]["boxes"][:, [2, 1, 0, 3]]
+    with pytest.raises(ValueError, match="targets contain boxes with x2 < x1 or y2 < y1"):
+        on_levels(TOODLoss(4))(cls, reg, ctr, bad)
+    with pytest.raises(ValueError, match="got 3 images but 2 targets"):
+        on_levels(VFLLoss(4))(cls, reg, ctr, targets[:2])
 
 
 def test_tood_warmup_follows_the_epoch():
@@ -271,4 +285,4 @@ def test_tood_warmup_follows_the_epoch():
     assert loss.warming_up
     loss.set_epoch(2)
     assert not loss.warming_up
-    assert math.isfinite(float(sum(loss(*random_batch(1)).values())))
+    assert math.isfinite(float(sum(on_levels(loss)(*random_batch(1)).values())))

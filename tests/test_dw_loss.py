@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import dw_ops
-from dwdet.losses.dw import DWLoss
+from dwdet.losses import DWLoss, prepare_batch
 from dwdet.models.points import anchor_points
 from dense_dw import dense_dw_loss
 
@@ -31,6 +31,12 @@ def random_batch(seed, num_classes=4, gts_per_image=(30, 0, 12), dtype=torch.flo
     return cls, reg, ctr, targets
 
 
+def dw(strides=STRIDES, **options):
+    """DWLoss(**options) on the prepared batch of per-level inputs, as the detector calls it."""
+    loss = DWLoss(**options)
+    return lambda cls, reg, obj, targets: loss(prepare_batch(cls, reg, obj, targets, strides))
+
+
 def _loss_and_grads(fn, cls, reg, ctr, targets):
     leaves = [x.clone().requires_grad_() for x in cls + reg + ctr]
     k = len(cls)
@@ -44,7 +50,7 @@ def _loss_and_grads(fn, cls, reg, ctr, targets):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_dense_oracle(variant, seed):
     cls, reg, ctr, targets = random_batch(seed)
-    loss = DWLoss(num_classes=4, variant=variant)
+    loss = dw(num_classes=4, variant=variant)
     got, got_grads = _loss_and_grads(loss, cls, reg, ctr, targets)
     oracle = lambda c, r, t, tg: dense_dw_loss(c, r, t, tg, STRIDES, variant=variant)  # noqa: E731
     want, want_grads = _loss_and_grads(oracle, cls, reg, ctr, targets)
@@ -58,7 +64,7 @@ def test_matches_dense_oracle(variant, seed):
 
 def test_float32_close_to_float64():
     cls, reg, ctr, targets = random_batch(3)
-    loss = DWLoss(num_classes=4)
+    loss = dw(num_classes=4)
     want = loss(cls, reg, ctr, targets)
     got = loss([x.float() for x in cls], [x.float() for x in reg], [x.float() for x in ctr], targets)
     for key in want:
@@ -67,7 +73,7 @@ def test_float32_close_to_float64():
 
 def test_no_gt_in_batch_gives_only_negative_term():
     cls, reg, ctr, targets = random_batch(4, gts_per_image=(0, 0))
-    out = DWLoss(num_classes=4)(cls, reg, ctr, targets)
+    out = dw(num_classes=4)(cls, reg, ctr, targets)
     assert out["loss_cls_pos"] == 0 and out["loss_loc"] == 0
     # P_neg is all ones: the negative term is the plain sum of s^2 BCE(s, 0) (normaliser clamped to 1).
     s = torch.cat([c.sigmoid().flatten(2) * t.sigmoid().flatten(2) for c, t in zip(cls, ctr)], 2)
@@ -140,7 +146,7 @@ def _hand_example(variant):
 def test_hand_computed_two_points_one_gt(variant):
     inputs, want, rows = _hand_example(variant)
     assert [round(r["iou"], 2) for r in rows] == [0.95, 0.8, 0.27]
-    got = DWLoss(num_classes=2, strides=(8,), variant=variant)(*inputs)
+    got = dw(strides=(8,), num_classes=2, variant=variant)(*inputs)
     for key, value in want.items():
         assert got[key].item() == pytest.approx(value, rel=1e-9), key
 
@@ -149,8 +155,8 @@ def test_hand_computed_two_points_one_gt(variant):
 def test_neg_weighting_ablations(weighting):
     """Table 5's variants change only the weights of the bag entries (class 1 at every point)."""
     inputs, _, _ = _hand_example("released")
-    full = DWLoss(num_classes=2, strides=(8,))(*inputs)
-    out = DWLoss(num_classes=2, strides=(8,), neg_weighting=weighting)(*inputs)
+    full = dw(strides=(8,), num_classes=2)(*inputs)
+    out = dw(strides=(8,), num_classes=2, neg_weighting=weighting)(*inputs)
     assert out["loss_cls_pos"] == full["loss_cls_pos"] and out["loss_loc"] == full["loss_loc"]
     cls, reg, ctr, targets = inputs
     s = (cls[0].sigmoid() * ctr[0].sigmoid()).reshape(2, 3).T  # (point, class)
@@ -169,11 +175,11 @@ def test_neg_weighting_ablations(weighting):
 def test_center_prior_variants_select_nearest_points():
     cls, reg, ctr, targets = random_batch(5)
     for prior in ("hard", "threshold", "topk"):
-        out = DWLoss(num_classes=4, center_prior=prior)(cls, reg, ctr, targets)
+        out = dw(num_classes=4, center_prior=prior)(cls, reg, ctr, targets)
         assert all(torch.isfinite(v) for v in out.values()), prior
     # top-k with a huge k keeps the whole bag, so it equals the threshold bag with a huge radius.
-    a = DWLoss(num_classes=4, center_prior="topk", prior_topk=10 ** 6)(cls, reg, ctr, targets)
-    b = DWLoss(num_classes=4, center_prior="threshold", prior_threshold=1e9)(cls, reg, ctr, targets)
+    a = dw(num_classes=4, center_prior="topk", prior_topk=10 ** 6)(cls, reg, ctr, targets)
+    b = dw(num_classes=4, center_prior="threshold", prior_threshold=1e9)(cls, reg, ctr, targets)
     for key in a:
         torch.testing.assert_close(a[key], b[key])
 
@@ -182,24 +188,24 @@ def test_bad_inputs_name_the_problem():
     cls, reg, ctr, targets = random_batch(6)
     with pytest.raises(ValueError, match="labels"):
         bad = [dict(t, labels=t["labels"] + 10) for t in targets]
-        DWLoss(num_classes=4)(cls, reg, ctr, bad)
+        dw(num_classes=4)(cls, reg, ctr, bad)
     with pytest.raises(ValueError, match="targets"):
-        DWLoss(num_classes=4)(cls, reg, ctr, targets[:1])
+        dw(num_classes=4)(cls, reg, ctr, targets[:1])
     with pytest.raises(ValueError, match="classes"):
-        DWLoss(num_classes=5)(cls, reg, ctr, targets)
+        dw(num_classes=5)(cls, reg, ctr, targets)
     with pytest.raises(ValueError, match="neg_weighting"):
         DWLoss(num_classes=4, neg_weighting="bogus")
 
 
 def test_neg_scale_multiplies_the_negative_term_only():
     cls, reg, ctr, targets = random_batch(7)
-    base, base_grads = _loss_and_grads(DWLoss(num_classes=4), cls, reg, ctr, targets)
+    base, base_grads = _loss_and_grads(dw(num_classes=4), cls, reg, ctr, targets)
     leaves = [x.clone().requires_grad_() for x in cls + reg + ctr]
     k = len(cls)
-    neg = DWLoss(num_classes=4)(leaves[:k], leaves[k:2 * k], leaves[2 * k:], targets)["loss_cls_neg"]
+    neg = dw(num_classes=4)(leaves[:k], leaves[k:2 * k], leaves[2 * k:], targets)["loss_cls_neg"]
     neg_grads = [torch.zeros_like(x) if g is None else g  # the boxes enter P_neg detached
                  for x, g in zip(leaves, torch.autograd.grad(neg, leaves, allow_unused=True))]
-    scaled, scaled_grads = _loss_and_grads(DWLoss(num_classes=4, neg_scale=10.0), cls, reg, ctr, targets)
+    scaled, scaled_grads = _loss_and_grads(dw(num_classes=4, neg_scale=10.0), cls, reg, ctr, targets)
     assert torch.equal(scaled["loss_cls_pos"], base["loss_cls_pos"]) and torch.equal(scaled["loss_loc"], base["loss_loc"])
     torch.testing.assert_close(scaled["loss_cls_neg"], 10 * base["loss_cls_neg"])
     for s, b, n in zip(scaled_grads, base_grads, neg_grads):  # the total's gradient gains 9x the negative's
@@ -211,18 +217,18 @@ def test_neg_scale_multiplies_the_negative_term_only():
 @pytest.mark.parametrize("power", [0.5, 1.0])
 def test_neg_reference_scores_scale_the_negative_term_by_the_scores_per_object(power):
     cls, reg, ctr, targets = random_batch(8)
-    base = _loss_and_grads(DWLoss(num_classes=4), cls, reg, ctr, targets)[0]
+    base = _loss_and_grads(dw(num_classes=4), cls, reg, ctr, targets)[0]
     scores = sum(x.numel() for x in cls)  # N * P * C
     per_object = scores / sum(len(t["labels"]) for t in targets)
     for reference in (per_object, 4 * per_object):
-        loss = DWLoss(num_classes=4, neg_reference_scores=reference, neg_reference_power=power)
+        loss = dw(num_classes=4, neg_reference_scores=reference, neg_reference_power=power)
         out = _loss_and_grads(loss, cls, reg, ctr, targets)[0]
         assert torch.equal(out["loss_cls_pos"], base["loss_cls_pos"]) and torch.equal(out["loss_loc"], base["loss_loc"])
         torch.testing.assert_close(out["loss_cls_neg"], (reference / per_object) ** power * base["loss_cls_neg"])
     # a batch without GTs counts as one: its factor is (S_ref / (N P C)) ** power
     empty = [dict(boxes=t["boxes"][:0], labels=t["labels"][:0]) for t in targets]
-    released = DWLoss(num_classes=4)(cls, reg, ctr, empty)["loss_cls_neg"]
-    loss = DWLoss(num_classes=4, neg_reference_scores=2.0 * scores, neg_reference_power=power)
+    released = dw(num_classes=4)(cls, reg, ctr, empty)["loss_cls_neg"]
+    loss = dw(num_classes=4, neg_reference_scores=2.0 * scores, neg_reference_power=power)
     torch.testing.assert_close(loss(cls, reg, ctr, empty)["loss_cls_neg"], 2.0 ** power * released)
 
 

@@ -6,36 +6,57 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from dwdet.losses import FCOSLoss, assign_fcos
-from dwdet.losses.fcos import centerness_target
+from dwdet.losses import FCOSLoss, assign_fcos, prepare_batch
+from dwdet.losses.fcos import centerness_target, gt_distances
 from dwdet.utils.dist import reduce_mean
 
 GT_BOXES = torch.tensor([[0.0, 0, 64, 64], [16, 16, 48, 48], [0, 0, 200, 120]])
 GT_LABELS = torch.tensor([0, 1, 2])
-POINTS = torch.tensor([[28.0, 28], [44, 28], [36, 36], [40, 24], [104, 56], [100, 60]])
-STRIDES = torch.tensor([8.0, 8, 8, 16, 16, 8])
-RANGES = torch.tensor([[-1.0, 64], [64, 128]])[(STRIDES == 16).long()]
+HAND_SHAPES, HAND_STRIDES, HAND_RANGES = ((16, 32), (8, 16)), (8, 16), ((-1.0, 64.0), (64.0, 128.0))
+# (x, y, stride) of the points the example looks at, and their index in the layout of HAND_SHAPES
+HAND_POINTS = [(28, 28, 8), (44, 28, 8), (36, 36, 8), (40, 24, 16), (104, 56, 16), (100, 60, 8)]
+
+
+def _point_index(x, y, stride):
+    level = HAND_STRIDES.index(stride)
+    start = sum(h * w for h, w in HAND_SHAPES[:level])
+    return start + int(y // stride) * HAND_SHAPES[level][1] + int(x // stride)
+
+
+def _hand_assignment(boxes, labels, **options):
+    """Label and target distances of each of HAND_POINTS (-1: negative) under assign_fcos."""
+    maps = [(torch.zeros(1, 3, h, w), torch.ones(1, 4, h, w), torch.zeros(1, 1, h, w)) for h, w in HAND_SHAPES]
+    cls, reg, ctr = (list(m) for m in zip(*maps))
+    batch = prepare_batch(cls, reg, ctr, [{"boxes": boxes, "labels": labels}], HAND_STRIDES)
+    a = assign_fcos(batch, **{"regress_ranges": HAND_RANGES, **options})
+    point, gt = a.bag.point_index[a.pairs], a.bag.gt_index[a.pairs]
+    found = dict(zip(point.tolist(), zip(batch.labels[gt].tolist(), gt_distances(batch, point, gt).tolist())))
+    return [found.get(_point_index(*p), (-1, None)) for p in HAND_POINTS]
 
 
 def test_assignment_hand_example_with_center_sampling():
-    labels, distances = assign_fcos(POINTS, STRIDES, RANGES, GT_BOXES, GT_LABELS, center_radius=1.5)
+    got = _hand_assignment(GT_BOXES, GT_LABELS, center_radius=1.5)
     # (28, 28): inside the center regions of boxes 0 and 1 -> the smaller, 1.
     # (44, 28): inside boxes 0 and 1 but on the edge of their center regions -> negative.
     # (40, 24) at stride 16: in box 0's and 1's center regions, but reaches only 40 < 64 -> negative.
     # (104, 56) at stride 16: box 2 reaches 104 in (64, 128]; (100, 60) at stride 8: 100 > 64 -> negative.
-    assert labels.tolist() == [1, -1, 1, -1, 2, -1]
-    assert distances[labels >= 0].tolist() == [[12, 12, 20, 20], [20, 20, 12, 12], [104, 56, 96, 64]]
+    assert [label for label, _ in got] == [1, -1, 1, -1, 2, -1]
+    assert [d for label, d in got if label >= 0] == [[12, 12, 20, 20], [20, 20, 12, 12], [104, 56, 96, 64]]
 
 
 def test_assignment_without_center_sampling_uses_the_whole_box():
-    labels, distances = assign_fcos(POINTS, STRIDES, RANGES, GT_BOXES, GT_LABELS, center_radius=None)
-    assert labels.tolist() == [1, 1, 1, -1, 2, -1]
-    assert distances[1].tolist() == [28, 12, 4, 20]
+    got = _hand_assignment(GT_BOXES, GT_LABELS, center_radius=None)
+    assert [label for label, _ in got] == [1, 1, 1, -1, 2, -1]
+    assert got[1][1] == [28, 12, 4, 20]
 
 
 def test_assignment_without_boxes():
-    labels, distances = assign_fcos(POINTS, STRIDES, RANGES, GT_BOXES[:0], GT_LABELS[:0])
-    assert labels.tolist() == [-1] * 6 and distances.shape == (6, 4)
+    assert _hand_assignment(GT_BOXES[:0], GT_LABELS[:0]) == [(-1, None)] * 6
+
+
+def test_assignment_needs_one_regress_range_per_level():
+    with pytest.raises(ValueError, match=r"got 1 regress_ranges for 2 levels \(strides \(8, 16\)\)"):
+        _hand_assignment(GT_BOXES, GT_LABELS, center_radius=None, regress_ranges=HAND_RANGES[:1])
 
 
 # ---- parity with a naive reference ------------------------------------------------------------
@@ -109,7 +130,9 @@ def _inputs(seed, num_images=2, num_classes=3):
 
 
 def _loss(num_classes=3):
-    return FCOSLoss(num_classes, strides=LEVEL_STRIDES, regress_ranges=LEVEL_RANGES)
+    """FCOSLoss on the prepared batch of per-level inputs, as the detector calls it."""
+    loss = FCOSLoss(num_classes, regress_ranges=LEVEL_RANGES)
+    return lambda cls, reg, obj, targets: loss(prepare_batch(cls, reg, obj, targets, LEVEL_STRIDES))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -140,14 +163,12 @@ def test_loss_without_any_box_is_background_focal_only():
 
 def test_loss_rejects_mismatched_inputs():
     cls_logits, bbox_preds, centerness, targets = _inputs(0)
-    with pytest.raises(ValueError, match="expected 2 levels"):
+    with pytest.raises(ValueError, match=r"expected 2 levels \(strides \(8, 16\)\)"):
         _loss()(cls_logits[:1], bbox_preds[:1], centerness[:1], targets)
-    with pytest.raises(ValueError, match="3 channels but num_classes is 4"):
+    with pytest.raises(ValueError, match="FCOSLoss: the batch has 3 classes, the loss was built for 4"):
         _loss(4)(cls_logits, bbox_preds, centerness, targets)
-    with pytest.raises(ValueError, match="1 targets for a batch of 2"):
+    with pytest.raises(ValueError, match="got 2 images but 1 targets"):
         _loss()(cls_logits, bbox_preds, centerness, targets[:1])
-    with pytest.raises(ValueError, match="1 regress_ranges for 2 strides"):
-        FCOSLoss(3, strides=(8, 16), regress_ranges=((-1, 64),))
 
 
 # ---- normalisers over DDP ranks --------------------------------------------------------------------
@@ -171,14 +192,15 @@ def test_normalisers_are_averaged_over_ranks(tmp_path):
     by_rank = dict((rank, (losses, mean)) for rank, losses, mean in (results.get() for _ in range(2)))
 
     # expected: each rank's sums divided by the normalisers averaged over both ranks
-    loss = _loss()
+    loss = FCOSLoss(3, regress_ranges=LEVEL_RANGES)
     counts, weights, local = [], [], []
     for cls_logits, bbox_preds, centerness, targets in inputs:
-        points, labels, distances = loss.assign([c.shape[-2:] for c in cls_logits], targets, bbox_preds[0])
-        positive = distances[labels >= 0]
+        batch = prepare_batch(cls_logits, bbox_preds, centerness, targets, LEVEL_STRIDES)
+        a = loss.assign(batch)
+        positive = gt_distances(batch, a.bag.point_index[a.pairs], a.bag.gt_index[a.pairs])
         counts.append(len(positive))
         weights.append(centerness_target(positive).sum().item())
-        local.append(loss(cls_logits, bbox_preds, centerness, targets))
+        local.append(loss(batch))
     assert counts[0] != counts[1]
     mean_count, mean_weight = max(sum(counts) / 2, 1), max(sum(weights) / 2, 1e-6)
     for rank in range(2):

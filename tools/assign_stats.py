@@ -10,7 +10,7 @@ differently are measured alike. Per run, over the GTs of the dataset:
     best IoU   mean over GTs of the best IoU of a bag point's predicted box
     IoU>=0.5   fraction of GTs whose best bag IoU reaches 0.5 (below it, P_neg is 1 for every
                pair of the bag: all its points are pushed towards background at full weight)
-    P_neg=1    fraction of all bag pairs with P_neg = 1
+    P_neg=1    fraction of all bag pairs whose score entry has P_neg = 1
     score      mean over GTs of the joint score s of the bag point with the largest w_pos
 
 and of the scores s = sigmoid(cls) sigmoid(ctr) the detector ranks its detections by:
@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 
+import dw_ops
 from dwdet.config import load_config
 from dwdet.utils.io import write_json
 from dwdet.engine import builders
 from dwdet.losses import DWLoss
 from dwdet.models import FCOSDetector
-from dwdet.models.points import anchor_points
 
 COLUMNS = ("gts", "bag", "best IoU", "IoU>=0.5", "P_neg=1", "score", "ctr bg", "ctr in", "s>0.05", "right", "wrong",
            "bg")
@@ -51,29 +51,29 @@ def bag_stats(model: FCOSDetector, dataset, loss: DWLoss, max_images: int | None
         if len(target["boxes"]) == 0:
             continue
         measured += 1
-        batch, targets = model.transform([image], [{"boxes": target["boxes"].float(), "labels": target["labels"]}])
-        outputs = model.head(list(model.backbone(batch.tensors).values()))
-        cls, ctr, labels, bag, score, weights = loss.assign(*outputs, targets)
-        points, _ = anchor_points([tuple(x.shape[-2:]) for x in outputs[0]], loss.strides)
-        boxes = targets[0]["boxes"]
-        inside = ((points[:, None] > boxes[None, :, :2]) & (points[:, None] < boxes[None, :, 2:])).all(2)  # (P, G)
-        in_any = inside.any(1)
-        ctr_prob = ctr[0].sigmoid()
+        batch = model.training_batch([image], [{"boxes": target["boxes"].float(), "labels": target["labels"]}])
+        a = loss.assign(batch)
+        bag, labels, boxes = a.bag, batch.labels, batch.gt_boxes
+        score = dw_ops.pair_scores(bag, batch.cls, batch.objectness, labels)
+        inside = ((batch.points[:, None] > boxes[None, :, :2]) & (batch.points[:, None] < boxes[None, :, 2:])).all(2)
+        in_any = inside.any(1)  # (P,) of (P, G)
+        ctr_prob = batch.objectness[0].sigmoid()
         ctr_bg += ctr_prob[~in_any].tolist()
         ctr_in += ctr_prob[in_any].tolist()
-        point, klass = torch.nonzero(cls[0].sigmoid() * ctr_prob[:, None] > model.score_thresh, as_tuple=True)
+        point, klass = torch.nonzero(batch.cls[0].sigmoid() * ctr_prob[:, None] > model.score_thresh, as_tuple=True)
         right = (inside[point] & (labels[None, :] == klass[:, None])).any(1)
         above["right"] += int(right.sum())
         above["wrong"] += int((in_any[point] & ~right).sum())
         above["bg"] += int((~in_any[point]).sum())
-        pneg_one += int((weights.pair_neg_prob == 1).sum())
+        entries = dw_ops.pair_entry_index(bag, labels, batch.num_points, batch.num_classes)
+        pneg_one += int((a.w_neg[torch.searchsorted(a.neg_index, entries)] == 1).sum())
         pairs += len(score)
         for g in range(len(labels)):
             lo, hi = bag.gt_offsets[g], bag.gt_offsets[g + 1]
             has_bag.append(float(hi > lo))
             best_iou.append(float(bag.iou[lo:hi].max()) if hi > lo else 0.0)
             if hi > lo:
-                best_score.append(float(score[lo:hi][weights.pos_weight[lo:hi].argmax()]))
+                best_score.append(float(score[lo:hi][a.w_pos[lo:hi].argmax()]))
     if not has_bag:
         raise ValueError("the dataset has no boxes")
     return {"gts": len(has_bag), "bag": statistics.fmean(has_bag), "best IoU": statistics.fmean(best_iou),

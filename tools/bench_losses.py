@@ -20,14 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 import torch.utils.benchmark as tbench  # noqa: E402
 
-from dwdet.losses import LOSSES  # noqa: E402
+from dwdet.losses import LOSSES, prepare_batch  # noqa: E402
 from tools.bench_ops import CLASSES, STRIDES, make_problem  # noqa: E402
 
 
 def loss_step(loss: torch.nn.Module, prob: dict) -> None:
+    """The loss of a training step from the head's outputs on: the prepared batch, the loss, backward."""
     leaves = [[x.detach().requires_grad_() for x in prob[key]] for key in ("cls", "reg", "ctr")]
     targets = [{"boxes": b, "labels": l} for b, l in zip(prob["boxes"], prob["labels"])]
-    sum(loss(*leaves, targets).values()).backward()
+    sum(loss(prepare_batch(*leaves, targets, STRIDES)).values()).backward()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     for num_gts in args.gts:
         prob = make_problem(num_gts, args.device)
         for method in args.methods:
-            loss = LOSSES[method](CLASSES, STRIDES)
+            loss = LOSSES[method](CLASSES)
             if hasattr(loss, "set_epoch"):
                 loss.set_epoch(10**6)  # past any warm-up
             loss_step(loss, prob)  # warm-up call (allocator, first-use costs)

@@ -34,9 +34,7 @@ import torch.utils.benchmark as tbench
 
 import dw_ops
 from dw_ops import reference
-from dwdet.losses.common import prepare_batch
-from dwdet.losses.dw import DWLoss
-from dwdet.losses.tood import TOODLoss
+from dwdet.losses import DWLoss, assign_dw, assign_task_aligned, prepare_batch
 from dwdet.models.points import anchor_points
 from dwdet.utils.env import describe_device
 from dwdet.utils.io import write_json
@@ -171,7 +169,7 @@ def _loss_inputs(prob: dict, backward: bool):
 
 
 def fused_loss(prob: dict, backward: bool) -> None:
-    out = DWLoss(CLASSES)(*_loss_inputs(prob, backward))
+    out = DWLoss(CLASSES)(prepare_batch(*_loss_inputs(prob, backward), STRIDES))
     if backward:
         sum(out.values()).backward()
 
@@ -242,15 +240,14 @@ def ours_task_aligned(prob: dict) -> int:
     """loss.type=tood's assignment from the head outputs: candidate bags with their IoU, joint
     scores, the task-aligned positives. Returns the number of positives."""
     with torch.no_grad():
-        loss = TOODLoss(CLASSES, STRIDES, topk=PEER_TOPK, alpha=PEER_ALPHA, beta=PEER_BETA)
-        batch = prepare_batch("TOODLoss", CLASSES, STRIDES, *_loss_inputs(prob, False))
-        return loss.assign(batch).pair.numel()
+        batch = prepare_batch(*_loss_inputs(prob, False), STRIDES)
+        return assign_task_aligned(batch, topk=PEER_TOPK, alpha=PEER_ALPHA, beta=PEER_BETA).pairs.numel()
 
 
 def ours_dw(prob: dict) -> int:
     """DW's assignment (bags, joint scores, dual weights). Returns the number of weighted pairs."""
     with torch.no_grad():
-        return int((DWLoss(CLASSES).assign(*_loss_inputs(prob, False)).weights.pos_weight > 0).sum())
+        return int((assign_dw(prepare_batch(*_loss_inputs(prob, False), STRIDES)).w_pos > 0).sum())
 
 
 def ultralytics_task_aligned(prob: dict) -> int:

@@ -13,7 +13,7 @@ Table 1 of the paper writes every classification loss at a score entry as
 each point of the levels whose points fall inside the box, cropped around it. w_pos is the
 object's own (a point assigned to another object shows 0); w_neg is the entry's, whatever claims
 it. With s the score the loss supervises (sigmoid(cls) for FCOS and ATSS, the joint score
-sigmoid(cls) sigmoid(ctr) for the others), q the IoU of the point's box with the object and
+sigmoid(cls) sigmoid(objectness) for the others), q the IoU of the point's box with the object and
 t^ TOOD's normalised alignment:
 
     FCOS, ATSS  positive: w_pos = alpha (1 - s)^gamma    elsewhere: w_neg = (1 - alpha) s^gamma
@@ -21,8 +21,9 @@ t^ TOOD's normalised alignment:
     VFL         positive: w_pos = q q,  w_neg = q (1 - q)                   elsewhere: w_neg = alpha s^gamma
     TOOD        as GFL with t^ in place of q
     DW          in the bag: w_pos = the pair's positive weight, w_neg = P_neg s^gamma2;  elsewhere s^gamma2
-                (times 1 - alpha with loss.variant=paper); the default negative weighting of table 5
+                (times 1 - alpha with loss.variant=paper); in the bag, the loss's neg_weighting (table 5)
 
+Each loss gives its own weights (its ``classification_weights``, tested against its loss term).
 The losses' normalisers (number of positives, sum of t^, number of objects) are not applied.
 """
 from __future__ import annotations
@@ -41,9 +42,7 @@ from torch import Tensor  # noqa: E402
 from dwdet.config import load_config  # noqa: E402
 from dwdet.cli.common import add_print_config, print_config  # noqa: E402
 from dwdet.engine import builders  # noqa: E402
-from dwdet.losses import ATSSLoss, DWLoss, FCOSLoss, GFLLoss, TOODLoss, VFLLoss  # noqa: E402
-from dwdet.losses.atss import atss_positives  # noqa: E402
-from dwdet.losses.common import prepare_batch  # noqa: E402
+from dwdet.losses import Batch, PointLoss  # noqa: E402
 from dwdet.models import FCOSDetector  # noqa: E402
 
 
@@ -66,76 +65,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _focal(s: Tensor, positive: Tensor, alpha: float, gamma: float) -> tuple[Tensor, Tensor]:
-    return (torch.where(positive, alpha * (1 - s).pow(gamma), 0.0),
-            torch.where(positive, 0.0, (1 - alpha) * s.pow(gamma)))
-
-
-def _soft(s: Tensor, own: Tensor, target: Tensor, pos_scale: Tensor, neg_scale: Tensor, background: Tensor
-          ) -> tuple[Tensor, Tensor]:
-    """w_pos where the point is the object's positive, w_neg: (at any positive entry) or background."""
-    return torch.where(own, pos_scale * target, 0.0), torch.where(target > 0, neg_scale * (1 - target), background)
-
-
 @torch.no_grad()
-def point_weights(loss: torch.nn.Module, head: tuple, targets: List[Dict[str, Tensor]], gt: int) -> Dict[str, Tensor]:
-    """(P,) w_pos and w_neg at object ``gt``'s class for one image, and the score the loss supervises.
-
-    ``head`` is the head's (cls_logits, bbox_preds, centerness) for a batch of one image and
-    ``targets`` its boxes in the head's pixels."""
-    cls_logits, bbox_preds, centerness = head
-    label = int(targets[0]["labels"][gt])
-    if isinstance(loss, FCOSLoss):
-        sizes = [tuple(x.shape[-2:]) for x in cls_logits]
-        points, labels, target_dist = loss.assign(sizes, targets, cls_logits[0])
-        box = targets[0]["boxes"][gt].to(points)
-        own_dist = torch.cat((points - box[:2], box[2:] - points), dim=1)
-        s = torch.cat([x[0, label].flatten() for x in cls_logits]).sigmoid()
-        positive = (labels[0] == label) & torch.isclose(target_dist[0], own_dist).all(dim=1)
-        any_positive = labels[0] == label
-        w_pos, _ = _focal(s, positive, loss.focal_alpha, loss.focal_gamma)
-        _, w_neg = _focal(s, any_positive, loss.focal_alpha, loss.focal_gamma)
-        return {"score": s, "w_pos": w_pos, "w_neg": w_neg}
-    if isinstance(loss, DWLoss):
-        a = loss.assign(*head, targets)
-        s = a.cls[0, :, label].sigmoid() * a.ctr[0].sigmoid()
-        mine = a.bag.gt_index == gt
-        w_pos = torch.zeros_like(s).index_put_((a.bag.point_index[mine],), a.weights.pos_weight[mine])
-        num_classes = a.cls.shape[2]
-        at_label = a.weights.neg_index % num_classes == label
-        bag_points = a.weights.neg_index[at_label] // num_classes
-        w_neg = loss.neg_base_weight * s.pow(loss.gamma2)  # outside the bags
-        w_neg[bag_points] = a.weights.neg_prob[at_label] * s[bag_points].pow(loss.gamma2)
-        return {"score": s, "w_pos": w_pos, "w_neg": w_neg}
-    batch = prepare_batch(type(loss).__name__, loss.num_classes, loss.strides, *head, targets)
-    bag = batch.bag
-    if isinstance(loss, TOODLoss) and not loss.warming_up:
-        positives = loss.assign(batch)
-        pos, target_value = positives.pair, positives.target
-    else:
-        topk = loss.atss_topk if isinstance(loss, TOODLoss) else loss.topk
-        pos = atss_positives(batch, topk, loss.anchor_scale)
-        target_value = bag.iou[pos]
-    num_points = batch.cls.shape[1]
-    point, pos_gt, pos_label = bag.point_index[pos], bag.gt_index[pos], batch.labels[bag.gt_index[pos]]
-    own = torch.zeros(num_points, dtype=torch.bool).index_put_((point[pos_gt == gt],), torch.tensor(True))
-    at_label = pos_label == label
-    if isinstance(loss, ATSSLoss) or (isinstance(loss, TOODLoss) and loss.warming_up):
-        s = batch.cls[0, :, label].sigmoid()
-        if isinstance(loss, TOODLoss):
-            s = s * batch.ctr[0].sigmoid()
-        any_positive = torch.zeros_like(own).index_put_((point[at_label],), torch.tensor(True))
-        w_pos, _ = _focal(s, own, loss.focal_alpha, loss.focal_gamma)
-        _, w_neg = _focal(s, any_positive, loss.focal_alpha, loss.focal_gamma)
-        return {"score": s, "w_pos": w_pos, "w_neg": w_neg}
-    s = batch.cls[0, :, label].sigmoid() * batch.ctr[0].sigmoid()
-    y = torch.zeros_like(s).index_put_((point[at_label],), target_value[at_label].to(s))
-    if isinstance(loss, VFLLoss):
-        y = torch.where(y > 0, y.clamp(min=1e-6), y)
-        return {"score": s, **dict(zip(("w_pos", "w_neg"), _soft(s, own, y, y, y, loss.alpha * s.pow(loss.gamma))))}
-    beta = loss.beta if isinstance(loss, GFLLoss) else loss.qfl_beta
-    scale = (y - s).abs().pow(beta)
-    return {"score": s, **dict(zip(("w_pos", "w_neg"), _soft(s, own, y, scale, scale, s.pow(beta))))}
+def point_weights(loss: PointLoss, batch: Batch, gt: int) -> Dict[str, Tensor]:
+    """(P,) w_pos and w_neg at object ``gt``'s class in the first image of ``batch``, and the score
+    the loss supervises, from the loss's own assignment and :meth:`classification_weights`."""
+    a = loss.assign(batch)
+    weights = loss.classification_weights(batch, a)
+    label = int(batch.labels[gt])
+    mine = a.bag.gt_index[a.pairs] == gt
+    w_pos = weights.score.new_zeros(batch.num_points).index_put_((a.bag.point_index[a.pairs][mine],),
+                                                                 weights.w_pos[mine])
+    return {"score": weights.score[0, :, label], "w_pos": w_pos, "w_neg": weights.w_neg[0, :, label]}
 
 
 @torch.no_grad()
@@ -150,15 +90,14 @@ def weight_maps(model: FCOSDetector, image: Tensor, target: Dict[str, Tensor], g
     if not 0 <= gt < len(target["boxes"]):
         raise ValueError(f"--gt {gt} is out of range: the image has {len(target['boxes'])} boxes")
     model.eval()
-    batch, targets = model.transform([image], [{"boxes": target["boxes"].float(), "labels": target["labels"]}])
-    head = tuple([x.float() for x in level] for level in model.head(list(model.backbone(batch.tensors).values())))
-    values = point_weights(model.loss, head, targets, gt)
-    sizes = [tuple(x.shape[-2:]) for x in head[0]]
+    batch = model.training_batch([image], [{"boxes": target["boxes"].float(), "labels": target["labels"]}])
+    values = point_weights(model.loss, batch, gt)
+    sizes = batch.level_shapes
     maps = [{} for _ in sizes]
     for name, v in values.items():
         for level_maps, level, (height, width) in zip(maps, v.float().cpu().split([h * w for h, w in sizes]), sizes):
             level_maps[name] = level.reshape(height, width)
-    return maps, targets[0]["boxes"][gt].cpu()
+    return maps, batch.gt_boxes[gt].cpu()
 
 
 def crop_box(box: Tensor, stride: int, shape: tuple[int, int]) -> tuple[slice, slice]:

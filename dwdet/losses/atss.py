@@ -1,56 +1,49 @@
 """ATSS (Zhang et al., CVPR 2020) on the point head: adaptive training sample selection, with the
 FCOS-style loss MMDetection trains it with (focal loss, GIoU weighted by centerness, centerness BCE).
 
-Positives come as indices into the batch's candidate bags (``dw_ops.candidate_bag_iou``): an ATSS
-positive lies strictly inside its GT, so it is a bag pair, and its IoU and GIoU loss are already there.
+An ATSS positive lies strictly inside its GT, so it is a pair of the batch's candidate bags, where its
+IoU and GIoU loss are already computed.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torchvision.ops import sigmoid_focal_loss
+from torch import Tensor
 
-import dw_ops
-from dwdet.losses.common import Batch, check_positive, one_gt_per_point, pair_lookup, prepare_batch
-from dwdet.losses.fcos import centerness_target
+from dwdet.losses.batch import Batch
+from dwdet.losses.common import (Assignment, ClassWeights, PointLoss, candidate_bags, check_positive,
+                                 focal_classification, focal_weights, hard_assignment, num_positives,
+                                 one_gt_per_point, pair_lookup)
+from dwdet.losses.fcos import centerness_target, gt_distances
 from dwdet.utils.dist import reduce_mean
 
 
-@torch.no_grad()
-def assign_atss(bag: dw_ops.BagPairs, points: Tensor, strides: Tensor, level_shapes: Sequence[Tuple[int, int]],
-                level_strides: Sequence[int], gt_boxes: Tensor, *, topk: int = 9, anchor_scale: float = 8.0) -> Tensor:
-    """ATSS label assignment of a batch; returns the indices (ascending) of the positive bag pairs.
+def assign_atss(batch: Batch, *, topk: int = 9, anchor_scale: float = 8.0) -> Assignment:
+    """ATSS label assignment of a batch.
 
     Each point carries a square prior of side ``anchor_scale * stride`` centred on it. For each GT
     the ``topk`` points of each level nearest (L2) to its centre (ties to the lower point index)
-    are its candidates; their prior
-    IoUs with the GT give the threshold ``mean + std`` (unbiased std). A candidate is positive when
-    its IoU reaches the threshold and the point lies strictly inside the GT. A point that is
-    positive for several GTs goes to the one of highest prior IoU.
-
-    Args:
-        bag: the batch's candidate bags (pairs of a GT and a point inside it).
-        points: (P, 2) anchor points and strides (P,), level by level, row-major.
-        level_shapes: (H, W) of each FPN level; level_strides: the stride of each.
-        gt_boxes: (M, 4) the GTs of the batch in the order of ``bag``.
+    are its candidates; their prior IoUs with the GT give the threshold ``mean + std`` (unbiased
+    std). A candidate is positive when its IoU reaches the threshold and the point lies strictly
+    inside the GT. A point that is positive for several GTs goes to the one of highest prior IoU.
     """
-    num_points = len(points)
+    bag = candidate_bags(batch)
+    points, gt_boxes, num_points = batch.points, batch.gt_boxes, batch.num_points
     if len(gt_boxes) == 0:
-        return bag.gt_index.new_zeros(0)
+        return hard_assignment(batch, bag, bag.gt_index.new_zeros(0))
     centers = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
     candidates, start = [], 0
-    for (height, width), stride in zip(level_shapes, level_strides):
+    for (height, width), stride in zip(batch.level_shapes, batch.level_strides):
         size = height * width
         candidates.append(_level_candidates(points[start:start + size], height, width, stride, centers,
                                             min(topk, size)) + start)
         start += size
     candidates = torch.cat(candidates, dim=1)  # (M, K) point indices
     xy = points[candidates]
-    half = (anchor_scale / 2) * strides[candidates, None]
+    half = (anchor_scale / 2) * batch.strides[candidates, None]
     iou = _aligned_iou(torch.cat((xy - half, xy + half), dim=2), gt_boxes[:, None])
     threshold = iou.mean(dim=1) + iou.std(dim=1)
     box = gt_boxes[:, None]
@@ -58,7 +51,7 @@ def assign_atss(bag: dw_ops.BagPairs, points: Tensor, strides: Tensor, level_sha
     gt, slot = ((iou >= threshold[:, None]) & inside).nonzero(as_tuple=True)
     pair = pair_lookup(bag, gt, candidates[gt, slot], num_points)
     entry = bag.image_index[pair] * num_points + bag.point_index[pair]
-    return pair[one_gt_per_point(entry, iou[gt, slot], gt)].sort().values
+    return hard_assignment(batch, bag, pair[one_gt_per_point(entry, iou[gt, slot], gt)].sort().values)
 
 
 def _level_candidates(points: Tensor, height: int, width: int, stride: float, centers: Tensor, k: int) -> Tensor:
@@ -105,13 +98,12 @@ def _aligned_iou(a: Tensor, b: Tensor) -> Tensor:
     return overlap / (area_a + area_b - overlap).clamp(min=1e-6)
 
 
-def positive_centerness(batch: Batch, pos: Tensor) -> Tensor:
-    """The centerness target of each positive pair: of its point with respect to its GT."""
-    xy, box = batch.points[batch.bag.point_index[pos]], batch.gt_boxes[batch.bag.gt_index[pos]]
-    return centerness_target(torch.cat((xy - box[:, :2], box[:, 2:] - xy), dim=1))
+def positive_centerness(batch: Batch, a: Assignment) -> Tensor:
+    """The centerness target of each assigned pair: of its point with respect to its GT."""
+    return centerness_target(gt_distances(batch, a.bag.point_index[a.pairs], a.bag.gt_index[a.pairs]))
 
 
-class ATSSLoss(nn.Module):
+class ATSSLoss(PointLoss):
     """ATSS loss with the loss contract of dwdet (see docs/architecture.md).
 
     Returns ``loss_cls`` (sigmoid focal loss on the class logits / number of positives),
@@ -120,42 +112,33 @@ class ATSSLoss(nn.Module):
     over DDP ranks, the positive count clamped to >= 1.
     """
 
-    def __init__(self, num_classes: int, strides: Sequence[int] = (8, 16, 32, 64, 128), *, topk: int = 9,
-                 anchor_scale: float = 8.0, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
-                 box_weight: float = 2.0) -> None:
+    def __init__(self, num_classes: int, *, topk: int = 9, anchor_scale: float = 8.0, focal_alpha: float = 0.25,
+                 focal_gamma: float = 2.0, box_weight: float = 2.0) -> None:
         super().__init__()
         check_atss_options(topk, anchor_scale)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.num_classes, self.strides = num_classes, tuple(int(s) for s in strides)
+        self.num_classes = num_classes
         self.topk, self.anchor_scale = topk, anchor_scale
         self.focal_alpha, self.focal_gamma, self.box_weight = focal_alpha, focal_gamma, box_weight
 
-    def forward(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], centerness: List[Tensor],
-                targets: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
-        batch = prepare_batch("ATSSLoss", self.num_classes, self.strides, cls_logits, bbox_preds, centerness, targets)
-        pos = self.assign(batch)
-        bag = batch.bag
-        image, point, label = bag.image_index[pos], bag.point_index[pos], batch.labels[bag.gt_index[pos]]
-        num_pos = reduce_mean(batch.cls.new_tensor(float(len(pos)))).clamp(min=1.0)
-        one_hot = torch.zeros_like(batch.cls)
-        one_hot[image, point, label] = 1.0
-        loss_cls = sigmoid_focal_loss(batch.cls, one_hot, self.focal_alpha, self.focal_gamma, reduction="sum")
-        ctr_target = positive_centerness(batch, pos)
+    def assign(self, batch: Batch) -> Assignment:
+        return assign_atss(batch, topk=self.topk, anchor_scale=self.anchor_scale)
+
+    def terms(self, batch: Batch, a: Assignment) -> Dict[str, Tensor]:
+        image, point, _ = a.entries(batch.labels)
+        num_pos = num_positives(batch, a)
+        loss_cls = focal_classification(batch, a, self.focal_alpha, self.focal_gamma)
+        ctr_target = positive_centerness(batch, a)
         ctr_norm = reduce_mean(ctr_target.sum()).clamp(min=1.0)
-        loss_box = self.box_weight * (ctr_target * bag.giou_loss[pos]).sum() / ctr_norm
-        loss_ctr = F.binary_cross_entropy_with_logits(batch.ctr[image, point], ctr_target, reduction="sum")
+        loss_box = self.box_weight * (ctr_target * a.bag.giou_loss[a.pairs]).sum() / ctr_norm
+        loss_ctr = F.binary_cross_entropy_with_logits(batch.objectness[image, point], ctr_target, reduction="sum")
         return {"loss_cls": loss_cls / num_pos, "loss_box": loss_box, "loss_ctr": loss_ctr / num_pos}
 
-    def assign(self, batch: Batch) -> Tensor:
-        """Indices of the positive pairs of ``batch.bag`` (see :func:`assign_atss`)."""
-        return atss_positives(batch, self.topk, self.anchor_scale)
-
-
-def atss_positives(batch: Batch, topk: int, anchor_scale: float) -> Tensor:
-    """:func:`assign_atss` of a prepared batch."""
-    return assign_atss(batch.bag, batch.points, batch.strides, batch.level_shapes, batch.level_strides,
-                       batch.gt_boxes, topk=topk, anchor_scale=anchor_scale)
+    @torch.no_grad()
+    def classification_weights(self, batch: Batch, a: Assignment) -> ClassWeights:
+        """Table 1's weights of ``loss_cls`` (unnormalised): the focal loss on sigmoid(cls)."""
+        return focal_weights(batch.cls.sigmoid(), a, batch.labels, self.focal_alpha, self.focal_gamma)
 
 
 def check_atss_options(topk: int, anchor_scale: float) -> None:

@@ -1,61 +1,74 @@
-"""What the point-based losses share: the flattened head outputs of a batch with its candidate bags,
-the one-GT-per-point rule, and classification terms on the joint score through ``dw_ops.neg_loss``."""
+"""What the losses share: the ``Assignment`` every assigner returns, the candidate bags it is drawn
+from, the one-GT-per-point rule, the negative term on the joint score through ``dw_ops.neg_loss``,
+and table 1's classification weights that tools read."""
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
 
 import dw_ops
-from dwdet.models.points import anchor_points, flatten_levels
+from dwdet.losses.batch import Batch
+from dwdet.utils.dist import reduce_mean
 
 
-class Batch(NamedTuple):
-    """A batch as the losses see it (float32 even under AMP; float64 stays float64)."""
+class Assignment(NamedTuple):
+    """What an assigner decides for a batch: the (GT, point) pairs of the candidate bags that the
+    positive terms see, how much and towards what, and the score entries whose negative weight it sets."""
 
-    cls: Tensor  # (N, P, C) class logits, class-major view
-    ctr: Tensor  # (N, P) centerness logits
-    dist: Tensor  # (N, P, 4) (l, t, r, b) distances in pixels
-    points: Tensor  # (P, 2)
-    strides: Tensor  # (P,)
-    level_shapes: List[Tuple[int, int]]  # (H, W) of each FPN level
-    level_strides: Tuple[int, ...]  # the stride of each FPN level
-    gt_boxes: Tensor  # (M, 4) all GTs of the batch, image by image
-    labels: Tensor  # (M,)
-    bag: dw_ops.BagPairs  # every (GT, point inside it) pair, with the IoU and GIoU loss of its prediction
+    bag: dw_ops.BagPairs  # the candidate bags: every GT with the points strictly inside it
+    pairs: Tensor  # (K,) ascending indices into ``bag``: the positives (DW: every bag pair)
+    w_pos: Tensor  # (K,) weight of each pair's positive term (1: a hard positive; DW: its positive weight)
+    target: Tensor  # (K,) classification target at the pair's GT class (1: a hard label; TOOD: t^)
+    neg_index: Tensor  # (U,) flat (n * P + p) * C + c score entries, unique, ascending
+    w_neg: Tensor  # (U,) their weight in the negative term (0: a positive; DW: P_neg); every other entry: 1
 
-
-def prepare_batch(name: str, num_classes: int, strides: Sequence[int], cls_logits: List[Tensor],
-                  bbox_preds: List[Tensor], centerness: List[Tensor], targets: List[Dict[str, Tensor]]) -> Batch:
-    """Check the loss inputs (``name`` is the loss's, for the messages) and flatten them."""
-    if not (len(cls_logits) == len(bbox_preds) == len(centerness) == len(strides)):
-        raise ValueError(f"{name}: expected {len(strides)} levels of cls_logits, bbox_preds and centerness, got "
-                         f"{len(cls_logits)}, {len(bbox_preds)} and {len(centerness)}")
-    if len(targets) != cls_logits[0].shape[0]:
-        raise ValueError(f"{name}: got {len(targets)} targets for a batch of {cls_logits[0].shape[0]} images")
-    cls = flatten_levels([upcast(x) for x in cls_logits])
-    ctr = flatten_levels([upcast(x) for x in centerness])[..., 0]
-    dist = flatten_levels([upcast(x) for x in bbox_preds])
-    if cls.shape[2] != num_classes:
-        raise ValueError(f"{name}: cls_logits have {cls.shape[2]} classes, the loss was built for {num_classes}")
-    sizes = [tuple(x.shape[-2:]) for x in cls_logits]
-    points, point_strides = anchor_points(sizes, strides, device=cls.device, dtype=cls.dtype)
-    boxes = [t["boxes"].to(cls) for t in targets]
-    labels = torch.cat([t["labels"] for t in targets]).to(cls.device, torch.int64)
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{name}: target labels must be 0-based class ids in [0, {num_classes}), got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
-    bag = dw_ops.candidate_bag_iou(points, point_strides, dist, boxes)
-    gt_boxes = torch.cat(boxes) if boxes else dist.new_zeros(0, 4)
-    return Batch(cls, ctr, dist, points, point_strides, sizes, tuple(strides), gt_boxes.reshape(-1, 4),
-                 labels, bag)
+    def entries(self, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Image, point and class of each pair."""
+        pairs = self.pairs
+        return self.bag.image_index[pairs], self.bag.point_index[pairs], labels[self.bag.gt_index[pairs]]
 
 
-def upcast(x: Tensor) -> Tensor:
-    """16-bit AMP activations become float32 for the loss; float32/float64 stay as they are."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+def candidate_bags(batch: Batch, **options) -> dw_ops.BagPairs:
+    """The batch's candidate bags (``dw_ops.candidate_bag_iou``; ``options``: its prior)."""
+    return dw_ops.candidate_bag_iou(batch.points, batch.strides, batch.dist, list(batch.boxes), **options)
+
+
+def hard_assignment(batch: Batch, bag: dw_ops.BagPairs, pairs: Tensor, target: Tensor | None = None) -> Assignment:
+    """The positives ``pairs`` of ``bag`` (ascending, one per score entry) with weight 1 and soft
+    ``target`` (default 1); their entries leave the negative term."""
+    image, point, label = bag.image_index[pairs], bag.point_index[pairs], batch.labels[bag.gt_index[pairs]]
+    entries, _ = torch.sort((image * batch.num_points + point) * batch.num_classes + label)
+    ones = batch.cls.new_ones(pairs.shape)
+    return Assignment(bag, pairs, ones, ones if target is None else target, entries, batch.cls.new_zeros(entries.shape))
+
+
+class PointLoss(nn.Module):
+    """A training loss: ``loss(batch) -> dict`` of its terms, read as assign -> terms.
+
+    A loss defines ``assign(batch) -> Assignment`` (one of the ``assign_*`` functions with its
+    options), ``terms(batch, assignment) -> dict`` and ``classification_weights(batch, assignment)
+    -> ClassWeights``, its classification term in the form of table 1 (for tools)."""
+
+    num_classes: int
+
+    def forward(self, batch: Batch) -> Dict[str, Tensor]:
+        if batch.num_classes != self.num_classes:
+            raise ValueError(f"{type(self).__name__}: the batch has {batch.num_classes} classes, the loss was built "
+                             f"for {self.num_classes}")
+        return self.terms(batch, self.assign(batch))
+
+    def assign(self, batch: Batch) -> Assignment:
+        raise NotImplementedError
+
+    def terms(self, batch: Batch, a: Assignment) -> Dict[str, Tensor]:
+        raise NotImplementedError
+
+    def classification_weights(self, batch: Batch, a: Assignment) -> ClassWeights:
+        raise NotImplementedError
 
 
 def check_positive(name: str, value: float) -> None:
@@ -96,24 +109,66 @@ def rank_in_group(group: Tensor, key: Tensor) -> Tensor:
     return rank
 
 
-def joint_score_terms(batch: Batch, image: Tensor, point: Tensor, label: Tensor, *, gamma: float,
-                      neg_weight: float) -> tuple[Tensor, Tensor]:
-    """The two halves of a soft-target classification loss on the joint score
-    ``s = sigmoid(cls) * sigmoid(ctr)`` (the score inference ranks by):
+def num_positives(batch: Batch, a: Assignment) -> Tensor:
+    """The number of assigned pairs averaged over DDP ranks, >= 1 (a normaliser)."""
+    return reduce_mean(batch.cls.new_tensor(float(len(a.pairs)))).clamp(min=1.0)
 
-    * the negative half ``neg_weight * sum s^gamma * BCE(s, 0)`` over every score of the batch except
-      the positive entries (image, point, label) — one fused pass (``dw_ops.neg_loss``), summed;
-    * the joint scores of the positive entries (differentiable), for the method's positive term.
 
-    The positive entries must be distinct (one GT per point)."""
-    num_points, num_classes = batch.cls.shape[1:]
-    entries, _ = torch.sort((image * num_points + point) * num_classes + label)
-    neg = dw_ops.neg_loss(batch.cls, batch.ctr, entries, batch.cls.new_zeros(entries.shape).detach(),
-                          gamma=gamma, base_weight=neg_weight)
-    score = batch.cls[image, point, label].sigmoid() * batch.ctr[image, point].sigmoid()
+def focal_classification(batch: Batch, a: Assignment, alpha: float, gamma: float) -> Tensor:
+    """The sigmoid focal loss on the class logits, one-hot at the assigned pairs' entries, summed."""
+    image, point, label = a.entries(batch.labels)
+    one_hot = torch.zeros_like(batch.cls)
+    one_hot[image, point, label] = 1.0
+    return sigmoid_focal_loss(batch.cls, one_hot, alpha, gamma, reduction="sum")
+
+
+def joint_score(batch: Batch) -> Tensor:
+    """(N, P, C) ``s = sigmoid(cls) * sigmoid(objectness)``, the score inference ranks by."""
+    return batch.cls.sigmoid() * batch.objectness.sigmoid()[..., None]
+
+
+def joint_score_terms(batch: Batch, a: Assignment, *, gamma: float, neg_weight: float) -> tuple[Tensor, Tensor]:
+    """The two halves of a classification loss on the joint score ``s``:
+
+    * the negative half, summed over every score of the batch (one fused pass, ``dw_ops.neg_loss``):
+      ``neg_weight * s^gamma * BCE(s, 0)``, at the assignment's entries ``w_neg * s^gamma * BCE(s, 0)``;
+    * the joint scores of the assigned pairs (differentiable), for the method's positive term."""
+    image, point, label = a.entries(batch.labels)
+    neg = dw_ops.neg_loss(batch.cls, batch.objectness, a.neg_index, a.w_neg.detach(), gamma=gamma,
+                          base_weight=neg_weight)
+    score = batch.cls[image, point, label].sigmoid() * batch.objectness[image, point].sigmoid()
     return neg, score
 
 
 def quality_focal_pos(score: Tensor, target: Tensor, beta: float) -> Tensor:
     """Positive entries of the quality focal loss (GFL): ``BCE(s, y) |y - s|^beta``, summed."""
     return (F.binary_cross_entropy(score, target, reduction="none") * (target - score).abs().pow(beta)).sum()
+
+
+# ---- table 1 of the DW paper: every classification loss as -w_pos log(s) - w_neg log(1 - s) ----
+
+class ClassWeights(NamedTuple):
+    """A loss's classification term written as ``sum -w_pos log(s) - w_neg log(1 - s)``, unnormalised
+    (detached; dense over the batch's scores, for tools and tests on small batches)."""
+
+    score: Tensor  # (N, P, C) the score the loss supervises
+    w_pos: Tensor  # (K,) at the assignment's pairs (each at its GT's class)
+    w_neg: Tensor  # (N, P, C) at every score entry
+
+
+def soft_weights(score: Tensor, a: Assignment, labels: Tensor, y: Tensor, scale: Tensor, background: Tensor
+                 ) -> ClassWeights:
+    """Weights of a loss ``scale * BCE(s, y)`` at the assigned pairs (soft target ``y``) and of the
+    ``background`` weight elsewhere: ``w_pos = scale y``, ``w_neg = scale (1 - y)`` at the pairs."""
+    image, point, label = a.entries(labels)
+    w_neg = background.clone()
+    w_neg[image, point, label] = scale * (1 - y)
+    return ClassWeights(score, scale * y, w_neg)
+
+
+def focal_weights(score: Tensor, a: Assignment, labels: Tensor, alpha: float, gamma: float) -> ClassWeights:
+    """The sigmoid focal loss: ``alpha (1 - s)^gamma`` at the positives, ``(1 - alpha) s^gamma`` elsewhere."""
+    image, point, label = a.entries(labels)
+    s = score[image, point, label]
+    return soft_weights(score, a, labels, torch.ones_like(s), alpha * (1 - s).pow(gamma),
+                        (1 - alpha) * score.pow(gamma))

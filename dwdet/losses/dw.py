@@ -6,15 +6,15 @@ follows equations 3-8 and 11-12 of the paper literally. The ablations of the pap
 """
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 import dw_ops
-from dwdet.losses.common import rank_in_group, upcast
-from dwdet.models.points import anchor_points, flatten_levels
+from dwdet.losses.batch import Batch
+from dwdet.losses.common import Assignment, ClassWeights, PointLoss, candidate_bags, joint_score, rank_in_group
 from dwdet.utils.dist import reduce_mean
 
 CENTER_PRIORS = ("soft", "hard", "threshold", "topk")
@@ -22,23 +22,47 @@ NEG_WEIGHTINGS = ("pneg_ineg", "pneg", "ineg", "one_minus_wpos", "none")
 VARIANTS = ("released", "paper")
 
 
-class Assignment(NamedTuple):
-    """DW's label assignment of a batch (see :meth:`DWLoss.assign`)."""
+def assign_dw(batch: Batch, *, variant: str = "released", beta: float = 5.0, mu: float = 5.0,
+              mu_den: float | None = None, gamma1: float = 2.0, center_prior: str = "soft", sigma: float = 1.11,
+              prior_threshold: float = 1.7, prior_topk: int = 9) -> Assignment:
+    """DW's label assignment of a batch: every pair of the candidate bags, with its dual weights
+    (``dw_ops.dual_weights``): w_pos per pair, P_neg per score entry of a bag (see :class:`DWLoss`)."""
+    _check_choice("center_prior", center_prior, CENTER_PRIORS)
+    bag = candidate_bags(batch, sigma=sigma, hard_prior=center_prior == "hard")
+    if center_prior in ("threshold", "topk"):
+        bag = _select_bag(batch, bag, prior_threshold if center_prior == "threshold" else None, prior_topk)
+    score = dw_ops.pair_scores(bag, batch.cls, batch.objectness, batch.labels)
+    weights = dw_ops.dual_weights(bag, score, batch.labels, batch.num_points, batch.num_classes, pos_mode=variant,
+                                  beta=beta, mu=mu, mu_den=mu_den, neg_mode=variant, gamma1=gamma1)
+    pairs = torch.arange(len(score), device=score.device)
+    return Assignment(bag, pairs, weights.pos_weight, torch.ones_like(score.detach()), weights.neg_index,
+                      weights.neg_prob)
 
-    cls: Tensor  # (N, P, C) class logits, class-major view
-    ctr: Tensor  # (N, P) centerness logits
-    labels: Tensor  # (M,) 0-based class of each GT, in batch order
-    bag: dw_ops.BagPairs  # candidate-bag pairs, grouped per GT
-    score: Tensor  # (K,) joint score of each pair (differentiable)
-    weights: dw_ops.DualWeights  # detached dual weights
+
+def _select_bag(batch: Batch, bag: dw_ops.BagPairs, threshold: float | None, topk: int) -> dw_ops.BagPairs:
+    """Table 4's hard candidate bags: the pairs nearer the GT center than ``threshold`` strides, or
+    else the ``topk`` nearest of each level, with prior 1."""
+    strides = batch.strides
+    centers = (batch.gt_boxes[:, :2] + batch.gt_boxes[:, 2:]) / 2
+    offset = (batch.points[bag.point_index] - centers[bag.gt_index]) / strides[bag.point_index, None]
+    distance = offset.norm(dim=1)
+    if threshold is not None:
+        keep = distance < threshold
+    else:
+        level = torch.bucketize(strides[bag.point_index], strides.new_tensor(batch.level_strides))
+        keep = rank_in_group(bag.gt_index * len(batch.level_strides) + level, distance) < topk
+    gt_index = bag.gt_index[keep]
+    counts = torch.bincount(gt_index, minlength=bag.gt_image.numel())
+    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return dw_ops.BagPairs(gt_index, bag.point_index[keep], bag.image_index[keep], offsets, bag.gt_image,
+                           torch.ones_like(bag.prior[keep]), bag.iou[keep], bag.giou_loss[keep])
 
 
-class DWLoss(nn.Module):
-    """DW loss: ``loss(cls_logits, bbox_preds, centerness, targets)`` -> dict of loss terms.
+class DWLoss(PointLoss):
+    """DW loss: ``loss(batch)`` -> dict of loss terms, on the joint score ``s = sigmoid(cls) sigmoid(objectness)``.
 
     Args:
         num_classes: C.
-        strides: stride of each FPN level, in the order of the per-level inputs.
         variant: ``"released"`` (default; what the published checkpoints used) or ``"paper"``.
         beta, mu: the consistency exponent (eq. 3; in the released variant the weight of the GIoU
             loss in ``exp(-beta (1 - GIoU))``) and the positive-weight modulation (eq. 4).
@@ -68,12 +92,11 @@ class DWLoss(nn.Module):
     negative term by sum(1 - P_neg), each averaged over DDP ranks and clamped to >= 1.
     """
 
-    def __init__(self, num_classes: int, strides: Sequence[int] = (8, 16, 32, 64, 128), *,
-                 variant: str = "released", beta: float = 5.0, mu: float = 5.0, mu_den: float | None = None,
-                 gamma1: float = 2.0, gamma2: float = 2.0, center_prior: str = "soft", sigma: float = 1.11,
-                 prior_threshold: float = 1.7, prior_topk: int = 9, neg_weighting: str = "pneg_ineg",
-                 pos_reweight: float | None = None, focal_alpha: float = 0.25, neg_scale: float = 1.0,
-                 neg_reference_scores: float | None = None, neg_reference_power: float = 0.5):
+    def __init__(self, num_classes: int, *, variant: str = "released", beta: float = 5.0, mu: float = 5.0,
+                 mu_den: float | None = None, gamma1: float = 2.0, gamma2: float = 2.0, center_prior: str = "soft",
+                 sigma: float = 1.11, prior_threshold: float = 1.7, prior_topk: int = 9,
+                 neg_weighting: str = "pneg_ineg", pos_reweight: float | None = None, focal_alpha: float = 0.25,
+                 neg_scale: float = 1.0, neg_reference_scores: float | None = None, neg_reference_power: float = 0.5):
         super().__init__()
         _check_choice("variant", variant, VARIANTS)
         _check_choice("center_prior", center_prior, CENTER_PRIORS)
@@ -90,7 +113,6 @@ class DWLoss(nn.Module):
         self.neg_scale = float(neg_scale)
         self.neg_reference_scores = None if neg_reference_scores is None else float(neg_reference_scores)
         self.neg_reference_power = float(neg_reference_power)
-        self.strides = tuple(int(s) for s in strides)
         self.variant = variant
         self.beta, self.mu, self.gamma1, self.gamma2 = beta, mu, gamma1, gamma2
         self.mu_den = mu_den if mu_den is not None else (3.0 if variant == "released" else mu)
@@ -101,10 +123,14 @@ class DWLoss(nn.Module):
         # The released model applies s^2 BCE to every score; the paper uses focal loss outside the bag.
         self.neg_base_weight = 1.0 if variant == "released" else 1.0 - focal_alpha
 
-    def forward(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], centerness: List[Tensor],
-                targets: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
-        cls, ctr, labels, bag, score, weights = self.assign(cls_logits, bbox_preds, centerness, targets)
-        w_pos = weights.pos_weight
+    def assign(self, batch: Batch) -> Assignment:
+        return assign_dw(batch, variant=self.variant, beta=self.beta, mu=self.mu, mu_den=self.mu_den,
+                         gamma1=self.gamma1, center_prior=self.center_prior, sigma=self.sigma,
+                         prior_threshold=self.prior_threshold, prior_topk=self.prior_topk)
+
+    def terms(self, batch: Batch, a: Assignment) -> Dict[str, Tensor]:
+        cls, bag, w_pos = batch.cls, a.bag, a.w_pos
+        score = dw_ops.pair_scores(bag, cls, batch.objectness, batch.labels)
         ones = torch.ones_like(score)
         pos_cls = (w_pos * F.binary_cross_entropy(score, ones, reduction="none")).sum()
         if self.variant == "released":  # BCE(exp(-beta L), 1) = beta L, as the released code writes it
@@ -112,10 +138,12 @@ class DWLoss(nn.Module):
                                                       reduction="none")).sum()
         else:  # eq. 11: beta * sum w_pos GIoU loss
             pos_loc = self.beta * (w_pos * bag.giou_loss).sum()
-        neg = self._neg_loss(cls, ctr, bag, weights, labels, cls.shape[1])
+        index, value, gamma_in = self._bag_neg_weights(batch, a)
+        neg = dw_ops.neg_loss(cls, batch.objectness, index, value, gamma=self.gamma2, gamma_in=gamma_in,
+                              base_weight=self.neg_base_weight)
 
-        num_gts = reduce_mean(labels.new_tensor(float(labels.numel()), dtype=cls.dtype)).clamp(min=1.0)
-        neg_norm = reduce_mean(weights.neg_normalizer.to(cls.dtype)).clamp(min=1.0)
+        num_gts = reduce_mean(batch.labels.new_tensor(float(batch.labels.numel()), dtype=cls.dtype)).clamp(min=1.0)
+        neg_norm = reduce_mean((1 - a.w_neg).sum().to(cls.dtype)).clamp(min=1.0)
         loss_neg = self.neg_scale * neg / neg_norm
         if self.neg_reference_scores is not None:
             loss_neg = loss_neg * self._pressure_factor(cls, num_gts)
@@ -128,81 +156,34 @@ class DWLoss(nn.Module):
         scores = reduce_mean(cls.new_tensor(float(cls.numel())))
         return (self.neg_reference_scores * num_gts / scores) ** self.neg_reference_power
 
-    def assign(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], centerness: List[Tensor],
-               targets: List[Dict[str, Tensor]]) -> Assignment:
-        """The label assignment of a batch (the arguments of :meth:`forward`): candidate bags,
-        joint scores and dual weights, for the loss and for tools that look at them."""
-        if not (len(cls_logits) == len(bbox_preds) == len(centerness) == len(self.strides)):
-            raise ValueError(f"expected {len(self.strides)} levels of cls_logits, bbox_preds and centerness, got "
-                             f"{len(cls_logits)}, {len(bbox_preds)} and {len(centerness)}")
-        if len(targets) != cls_logits[0].shape[0]:
-            raise ValueError(f"got {len(targets)} targets for a batch of {cls_logits[0].shape[0]} images")
-        # Work in float32 even under AMP; (N, C, H, W) levels -> class-major (N, P, C) views (one copy).
-        cls = flatten_levels([upcast(x) for x in cls_logits])
-        ctr = flatten_levels([upcast(x) for x in centerness])[..., 0]
-        dist = flatten_levels([upcast(x) for x in bbox_preds])
-        if cls.shape[2] != self.num_classes:
-            raise ValueError(f"cls_logits have {cls.shape[2]} classes, DWLoss was built for {self.num_classes}")
-        points, strides = anchor_points([tuple(x.shape[-2:]) for x in cls_logits], self.strides,
-                                       device=cls.device, dtype=cls.dtype)
-        gt_boxes = [t["boxes"].to(cls) for t in targets]
-        labels = torch.cat([t["labels"] for t in targets]).to(cls.device, torch.int64)
-        _check_labels(labels, self.num_classes)
-
-        bag = dw_ops.candidate_bag_iou(points, strides, dist, gt_boxes, sigma=self.sigma,
-                                       hard_prior=self.center_prior == "hard")
-        if self.center_prior in ("threshold", "topk"):
-            bag = self._select_bag(bag, points, strides, torch.cat(gt_boxes) if gt_boxes else dist.new_zeros(0, 4))
-        score = dw_ops.pair_scores(bag, cls, ctr, labels)
-        weights = dw_ops.dual_weights(bag, score, labels, cls.shape[1], self.num_classes,
-                                      pos_mode=self.variant, beta=self.beta, mu=self.mu, mu_den=self.mu_den,
-                                      neg_mode=self.variant, gamma1=self.gamma1)
-        return Assignment(cls, ctr, labels, bag, score, weights)
-
-    def _neg_loss(self, cls: Tensor, ctr: Tensor, bag: dw_ops.BagPairs, weights: dw_ops.DualWeights,
-                  labels: Tensor, num_points: int) -> Tensor:
-        index, value, gamma_in = weights.neg_index, weights.neg_prob, self.gamma2
+    def _bag_neg_weights(self, batch: Batch, a: Assignment) -> tuple[Tensor, Tensor, float]:
+        """The entries of the negative term with their own weight, that weight, and the exponent of
+        s there (``neg_weighting``, table 5); every other score weighs ``neg_base_weight s^gamma2``."""
+        index, value, gamma_in = a.neg_index, a.w_neg, self.gamma2
         if self.neg_weighting == "pneg":
             gamma_in = 0.0
         elif self.neg_weighting == "ineg":
             index, value = index[:0], value[:0]
         elif self.neg_weighting == "one_minus_wpos":
-            entries = dw_ops.pair_entry_index(bag, labels, num_points, self.num_classes)
-            index, value = dw_ops.merge_entries(entries, (1 - weights.pos_weight).clamp(min=0))
+            entries = dw_ops.pair_entry_index(a.bag, batch.labels, batch.num_points, self.num_classes)
+            index, value = dw_ops.merge_entries(entries, (1 - a.w_pos).clamp(min=0))
             gamma_in = 0.0
         elif self.neg_weighting == "none":
             value = torch.zeros_like(value)
-        return dw_ops.neg_loss(cls, ctr, index, value, gamma=self.gamma2, gamma_in=gamma_in,
-                               base_weight=self.neg_base_weight)
+        return index, value, gamma_in
 
-    def _select_bag(self, bag: dw_ops.BagPairs, points: Tensor, strides: Tensor, gt_boxes: Tensor) -> dw_ops.BagPairs:
-        """Table 4's hard candidate bags: keep the pairs near the GT center, with prior 1."""
-        centers = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
-        offset = (points[bag.point_index] - centers[bag.gt_index]) / strides[bag.point_index, None]
-        distance = offset.norm(dim=1)
-        if self.center_prior == "threshold":
-            keep = distance < self.prior_threshold
-        else:
-            level = torch.bucketize(strides[bag.point_index], strides.new_tensor(self.strides))
-            keep = rank_in_group(bag.gt_index * len(self.strides) + level, distance) < self.prior_topk
-        return _restrict_bag(bag, keep)
-
-
-def _restrict_bag(bag: dw_ops.BagPairs, keep: Tensor) -> dw_ops.BagPairs:
-    """The sub-bag of the kept pairs (still grouped per GT), with prior 1."""
-    gt_index = bag.gt_index[keep]
-    counts = torch.bincount(gt_index, minlength=bag.gt_image.numel())
-    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    return dw_ops.BagPairs(gt_index, bag.point_index[keep], bag.image_index[keep], offsets, bag.gt_image,
-                           torch.ones_like(bag.prior[keep]), bag.iou[keep], bag.giou_loss[keep])
+    @torch.no_grad()
+    def classification_weights(self, batch: Batch, a: Assignment) -> ClassWeights:
+        """Table 1's weights of ``loss_cls_pos`` and ``loss_cls_neg`` (unnormalised, before
+        ``pos_reweight`` and ``neg_scale``): w_pos per bag pair; ``neg_base_weight s^gamma2`` outside
+        the bags and the weighting of ``neg_weighting`` in them."""
+        score = joint_score(batch).contiguous()  # flat entries index the (N, P, C) layout
+        index, value, gamma_in = self._bag_neg_weights(batch, a)
+        w_neg = self.neg_base_weight * score.pow(self.gamma2)
+        w_neg.view(-1)[index] = value * score.view(-1)[index].pow(gamma_in)
+        return ClassWeights(score, a.w_pos, w_neg)
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def _check_labels(labels: Tensor, num_classes: int) -> None:
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"target labels must be 0-based class ids in [0, {num_classes}), got values in "
-                         f"[{int(labels.min())}, {int(labels.max())}]")

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import clip_boxes_to_image, nms
 
+from dwdet.losses import batch as loss_batch  # a module: dwdet.losses imports dwdet.models.points
 from dwdet.models.backbone import Weights, build_backbone
 from dwdet.models.head import DEFAULT_STRIDES, FCOSHead
 from dwdet.models.points import level_points
@@ -17,10 +18,10 @@ class FCOSDetector(nn.Module):
     """A dense detector with the torchvision contract.
 
     ``model(images, targets)`` in training returns the loss dict of ``loss`` (any module called as
-    ``loss(cls_logits, bbox_preds, centerness, targets)``, computed in float32); ``model(images)``
-    in eval returns one ``{"boxes" (D, 4) xyxy in the input image's pixels, "labels" (D,) int64,
-    "scores" (D,)}`` per image. ``images`` is a list of (3, H, W) float tensors in [0, 1];
-    targets are ``{"boxes" (G, 4) xyxy pixels, "labels" (G,) int64}`` per image (G may be 0).
+    ``loss(batch)`` on :meth:`training_batch`, in float32); ``model(images)`` in eval returns one
+    ``{"boxes" (D, 4) xyxy in the input image's pixels, "labels" (D,) int64, "scores" (D,)}`` per image.
+    ``images`` is a list of (3, H, W) float tensors in [0, 1]; targets are ``{"boxes" (G, 4) xyxy
+    pixels, "labels" (G,) int64}`` per image (G may be 0).
 
     Inference: score = sigmoid(cls) * sigmoid(centerness); per level the (point, class) pairs
     with score > ``score_thresh``, at most ``pre_nms_top_n`` of them; boxes clipped to the image,
@@ -57,16 +58,23 @@ class FCOSDetector(nn.Module):
                 raise ValueError("targets are required in training mode")
             if self.loss is None:
                 raise ValueError("this detector was built without a loss; it can only run in eval mode")
-            _check_targets(targets, len(images), self.num_classes)
+            prepared = self.training_batch(images, targets)
+            with torch.autocast(prepared.cls.device.type, enabled=False):
+                return self.loss(prepared)
         original_sizes = [tuple(image.shape[-2:]) for image in images]
-        batch, targets = self.transform(images, targets if self.training else None)
+        batch, _ = self.transform(images)
         features = list(self.backbone(batch.tensors).values())
         outputs = [[x.float() for x in level_maps] for level_maps in self.head(features)]
-        if self.training:
-            with torch.autocast(batch.tensors.device.type, enabled=False):
-                return self.loss(*outputs, targets)
         detections = self.postprocess(*outputs, batch.image_sizes)
         return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+
+    def training_batch(self, images: List[Tensor], targets: List[Dict[str, Tensor]]) -> "loss_batch.Batch":
+        """What the loss reads (:func:`dwdet.losses.prepare_batch`): the head's outputs on the resized,
+        padded images, with the targets resized alike and checked."""
+        loss_batch.check_targets(targets, len(images))  # their form, before resizing them
+        batch, targets = self.transform(images, targets)
+        outputs = self.head(list(self.backbone(batch.tensors).values()))
+        return loss_batch.prepare_batch(*outputs, targets, self.head.strides)
 
     @torch.no_grad()
     def postprocess(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], centerness: List[Tensor],
@@ -145,25 +153,3 @@ def _check_images(images: List[Tensor]) -> None:
         if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3 or min(image.shape[1:]) == 0:
             shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
             raise ValueError(f"images[{i}] must be a (3, H, W) tensor with H, W > 0, got {shape}")
-
-
-def _check_targets(targets: List[Dict[str, Tensor]], num_images: int, num_classes: int) -> None:
-    if len(targets) != num_images:
-        raise ValueError(f"got {num_images} images but {len(targets)} targets")
-    for i, target in enumerate(targets):
-        boxes, labels = target.get("boxes"), target.get("labels")
-        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
-            raise ValueError(f"targets[{i}]['boxes'] must be a float (G, 4) tensor, got "
-                             f"{getattr(boxes, 'shape', boxes)} {getattr(boxes, 'dtype', '')}")
-        if not isinstance(labels, Tensor) or labels.shape != boxes.shape[:1] or labels.dtype != torch.int64:
-            raise ValueError(f"targets[{i}]['labels'] must be an int64 ({len(boxes)},) tensor, got "
-                             f"{getattr(labels, 'shape', labels)} {getattr(labels, 'dtype', '')}")
-    boxes = torch.cat([t["boxes"] for t in targets])
-    labels = torch.cat([t["labels"] for t in targets])
-    # one host sync for the whole batch
-    bad = torch.stack(((boxes[:, 2:] < boxes[:, :2]).any(), ((labels < 0) | (labels >= num_classes)).any()))
-    bad_boxes, bad_labels = bad.tolist()
-    if bad_boxes:
-        raise ValueError("targets contain boxes with x2 < x1 or y2 < y1 (boxes must be x1, y1, x2, y2)")
-    if bad_labels:
-        raise ValueError(f"targets contain labels outside [0, {num_classes}) (labels are 0-based class ids)")
