@@ -68,9 +68,13 @@ def _pack_gt_boxes(gt_boxes: Union[Sequence[Tensor], Tensor], num_images: int, l
             raise ValueError(f"gt_boxes[{i}] must have shape (G, 4) (x1, y1, x2, y2), got {shape}")
         if boxes.device != like.device:
             raise ValueError(f"gt_boxes[{i}] is on {boxes.device} but distances is on {like.device}")
-    counts = torch.tensor([len(b) for b in gt_boxes], dtype=torch.int64, device=like.device)
-    packed = torch.cat([b.to(like.dtype) for b in gt_boxes]) if gt_boxes else like.new_zeros((0, 4))
-    gt_image = torch.repeat_interleave(torch.arange(num_images, device=like.device), counts)
+    if not gt_boxes:
+        return like.new_zeros((0, 4)), torch.zeros((0,), dtype=torch.int64, device=like.device)
+    packed = torch.cat([b.to(like.dtype) for b in gt_boxes])
+    # Filled on the device from the host's counts: no copy of counts to the device, and no read-back
+    # of their sum (which repeat_interleave would need), so the GPU is never waited for here.
+    gt_image = torch.cat([torch.full((len(b),), i, dtype=torch.int64, device=like.device)
+                          for i, b in enumerate(gt_boxes)])
     return packed.reshape(-1, 4), gt_image
 
 

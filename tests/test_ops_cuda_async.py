@@ -126,3 +126,47 @@ def test_bad_index_values_fail_a_device_side_check_that_names_them(code, message
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0, out.stdout + out.stderr
     assert message in out.stdout + out.stderr and "device-side assert" in out.stdout + out.stderr
+
+
+def _count_syncs(fn):
+    """How many times ``fn`` makes the host wait for the GPU (torch's sync debug mode warns at each)."""
+    import warnings
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchronizing" in str(w.message) for w in caught)
+
+
+def test_candidate_bags_wait_for_the_gpu_once():
+    """Packing the GT boxes reads nothing back; only bag_pairs' nonzero (its output size depends on
+    the data) waits."""
+    prob = random_problem(0, num_gts=(6, 0, 3), num_classes=5, dtype=torch.float32).to(DEVICE)
+    assert _count_syncs(lambda: dw_ops.candidate_bag_iou(prob.points, prob.strides, prob.distances,
+                                                         prob.gt_boxes)) == 1
+
+
+def test_dw_training_step_waits_for_the_gpu_three_times():
+    """The released DW loss, forward and backward, from the head's outputs: the target check, the
+    bag pairs' nonzero and the negative entries' unique are the only reads (docs/architecture.md)."""
+    from dwdet.losses import DWLoss, prepare_batch
+    g = torch.Generator().manual_seed(0)
+    sizes, strides = [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)], (8, 16, 32, 64, 128)
+    cls = [torch.randn(2, 5, h, w, generator=g).to(DEVICE).requires_grad_() for h, w in sizes]
+    reg = [(torch.rand(2, 4, h, w, generator=g) * 60 + 1).to(DEVICE).requires_grad_() for h, w in sizes]
+    obj = [torch.randn(2, 1, h, w, generator=g).to(DEVICE).requires_grad_() for h, w in sizes]
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 90.0, 70.0], [30.0, 5.0, 60.0, 100.0]], device=DEVICE),
+                "labels": torch.tensor([1, 3], device=DEVICE)},
+               {"boxes": torch.tensor([[0.0, 0.0, 150.0, 120.0]], device=DEVICE),
+                "labels": torch.tensor([4], device=DEVICE)}]
+    loss = DWLoss(5)
+
+    def step():
+        sum(loss(prepare_batch(cls, reg, obj, targets, strides)).values()).backward()
+
+    step()  # warm-up: first-call allocations and lazy initialisation
+    assert _count_syncs(step) == 3

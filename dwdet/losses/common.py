@@ -111,7 +111,7 @@ def rank_in_group(group: Tensor, key: Tensor) -> Tensor:
 
 def num_positives(batch: Batch, a: Assignment) -> Tensor:
     """The number of assigned pairs averaged over DDP ranks, >= 1 (a normaliser)."""
-    return reduce_mean(batch.cls.new_tensor(float(len(a.pairs)))).clamp(min=1.0)
+    return reduce_mean(batch.cls.new_full((), float(len(a.pairs)))).clamp(min=1.0)  # filled, not copied: no wait
 
 
 def focal_classification(batch: Batch, a: Assignment, alpha: float, gamma: float) -> Tensor:

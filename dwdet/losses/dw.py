@@ -142,7 +142,7 @@ class DWLoss(PointLoss):
         neg = dw_ops.neg_loss(cls, batch.objectness, index, value, gamma=self.gamma2, gamma_in=gamma_in,
                               base_weight=self.neg_base_weight)
 
-        num_gts = reduce_mean(batch.labels.new_tensor(float(batch.labels.numel()), dtype=cls.dtype)).clamp(min=1.0)
+        num_gts = reduce_mean(cls.new_full((), float(batch.labels.numel()))).clamp(min=1.0)  # filled, not copied: no wait
         neg_norm = reduce_mean((1 - a.w_neg).sum().to(cls.dtype)).clamp(min=1.0)
         loss_neg = self.neg_scale * neg / neg_norm
         if self.neg_reference_scores is not None:
@@ -153,7 +153,7 @@ class DWLoss(PointLoss):
 
     def _pressure_factor(self, cls: Tensor, num_gts: Tensor) -> Tensor:
         """(S_ref / S) ** power, S the batch's (point, class) scores per GT (both averaged over ranks)."""
-        scores = reduce_mean(cls.new_tensor(float(cls.numel())))
+        scores = reduce_mean(cls.new_full((), float(cls.numel())))
         return (self.neg_reference_scores * num_gts / scores) ** self.neg_reference_power
 
     def _bag_neg_weights(self, batch: Batch, a: Assignment) -> tuple[Tensor, Tensor, float]:
