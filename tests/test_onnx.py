@@ -11,7 +11,7 @@ import torch
 import dw_ops
 from dw_ops.reference import boundary_sample_dense
 from dwdet.engine import builders, load_checkpoint, save_checkpoint
-from dwdet.models.head import boundary_sample_grid
+from dwdet.models.head import FCOSHead, boundary_sample_grid
 from dwdet.onnx_export import export_onnx, run_onnx
 from tests.demo_images import DEMO_MODEL, demo_images
 from tests.tool_loader import load_tool
@@ -30,6 +30,20 @@ def test_boundary_sample_grid_equals_the_op(shape):
     torch.testing.assert_close(got, expected, atol=1e-3, rtol=1e-5)
     torch.testing.assert_close(got, boundary_sample_dense(boxes, offsets), atol=1e-3, rtol=1e-5)
     assert (expected == 0).any()  # the case covers samples off the map
+
+
+def test_the_portable_head_refines_as_the_op_does():
+    torch.manual_seed(0)
+    head = FCOSHead(3, in_channels=32, num_convs=1, refine=True)
+    with torch.no_grad():
+        head.reg_offsets.weight.normal_(0, 0.3)  # offsets of cells, not hundredths
+    features = [torch.randn(2, 32, h, w) for h, w in ((8, 6), (4, 3), (2, 2), (1, 1), (1, 1))]
+    with torch.no_grad():
+        _, expected, _ = head(features)
+        head.portable = True
+        _, got, _ = head(features)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-5)
 
 
 def assert_same_detections(got, expected):
