@@ -62,6 +62,9 @@ def refining_demo_checkpoint(tmp_path_factory):
     shipped model's graph and the refinement's sampling."""
     ckpt = load_checkpoint(DEMO_MODEL)
     ckpt["config"]["model"]["refine"] = True
+    # a short side of 120 and a long one of 200, so that some images are scaled by their short side
+    # and others by their long one (the demo's 192 / 192 scales all by the long side)
+    ckpt["config"]["model"].update(min_size=[120], max_size=200)
     generator = torch.Generator().manual_seed(0)
     ckpt["model"]["head.reg_offsets.weight"] = torch.randn(8, 64, 3, 3, generator=generator) * 0.3
     ckpt["model"]["head.reg_offsets.bias"] = torch.zeros(8)
@@ -80,11 +83,11 @@ def test_dwdet_export_onnx_matches_pytorch_with_box_refinement(refining_demo_che
     assert model.head.refine and json.loads(props["categories"]) == categories
     # post-processing and the refinement's sampling are inside the graph, in standard operators
     assert {"NonMaxSuppression", "TopK", "GridSample"} <= {node.op_type for node in graph.graph.node}
-    # one graph for every image size: landscape, portrait and square images, and a large one that
-    # the model scales down
+    # one graph for every image size: landscape, portrait and square images, scaled by their short
+    # side (to 120) or by their long side (to 200), up or down
     images, _ = demo_images(4, seed=6)
-    images.append(np.asarray(Image.fromarray(images[0]).resize((517, 333))))
-    assert {x.shape[:2] for x in images} >= {(144, 192), (192, 144), (192, 192), (333, 517)}
+    images += [np.asarray(Image.fromarray(images[0]).resize(size)) for size in ((517, 333), (300, 100), (90, 270))]
+    assert {x.shape[:2] for x in images} >= {(144, 192), (192, 144), (192, 192), (333, 517), (100, 300), (270, 90)}
     for pixels in images:
         image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
         with torch.no_grad():
