@@ -1,7 +1,7 @@
 """The detector as an ONNX graph, for runtimes without PyTorch (onnxruntime, TensorRT, ...).
 
-The graph takes one image of the size fixed at export and returns what ``model([image])[0]``
-returns, post-processing included:
+The graph takes one image of any size and returns what ``model([image])[0]`` returns,
+post-processing included:
 
     input   image   (3, H, W) float32, RGB in [0, 1]
     outputs boxes   (D, 4) float32, x1 y1 x2 y2 in the input image's pixels
@@ -12,8 +12,7 @@ Resizing to the model's input size, normalisation and padding happen inside the 
 score decoding, the per-level top-k, class-aware NMS (ONNX ``NonMaxSuppression``) and the
 ``detections_per_img`` cut. Box refinement samples through ``GridSample`` (the head's
 ``portable`` mode), since no runtime knows the ``dw_ops`` custom op. The class names travel in
-the model's metadata (``categories``, JSON). Export once per image size: the graph's shapes are
-fixed (a runtime refuses an image of another size).
+the model's metadata (``categories``, JSON).
 """
 from __future__ import annotations
 
@@ -56,29 +55,32 @@ class SingleImageDetector(nn.Module):
         return tuple(detections[name] for name in OUTPUT_NAMES)
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: Sequence[int],
-                categories: Sequence[dict[str, Any]] = ()) -> str:
-    """Write ``model`` (a dwdet FCOS detector, eval mode) as an ONNX graph for (3, H, W) images
-    with (H, W) = ``image_size``; returns the path written."""
+def export_onnx(model: nn.Module, path: str | os.PathLike, categories: Sequence[dict[str, Any]] = ()) -> str:
+    """Write ``model`` (a dwdet FCOS detector) as an ONNX graph for (3, H, W) images of any size;
+    returns the path written."""
     if not isinstance(model, FCOSDetector):
         raise TypeError(f"only dwdet's FCOS detector (model.type='fcos') exports to ONNX, got {type(model).__name__}")
-    height, width = (int(s) for s in image_size)
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be two positive (H, W), got {tuple(image_size)}")
     require_onnx_packages()
     model = copy.deepcopy(model).cpu().eval()
     model.head.portable = True
-    example = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0))
+    # an example with two different sides, neither 0, 1 nor a size the model resizes to, so that
+    # the export keeps height and width as two free symbols
+    example = torch.rand(3, 150, 200, generator=torch.Generator().manual_seed(0))
+    sizes = {1: torch.export.Dim("height", min=2, max=16384), 2: torch.export.Dim("width", min=2, max=16384)}
     with torch.no_grad(), warnings.catch_warnings():
         # torchvision's fake NMS kernel uses a torch API that warns of its own deprecation
         warnings.filterwarnings("ignore", message=".*create_unbacked_symint", category=FutureWarning)
-        program = torch.onnx.export(SingleImageDetector(model).eval(), (example,), dynamo=True, input_names=["image"],
-                                    output_names=list(OUTPUT_NAMES), verbose=False)
+        # torch.onnx's own capture of the module, not a torch.export.export program handed over: that
+        # one is faster to make but bakes in the branches of the resize rule that the example takes
+        # (its orientation), which torch.onnx's capture keeps general (tests/test_onnx.py checks both)
+        program = torch.onnx.export(SingleImageDetector(model).eval(), (example,), dynamo=True,
+                                    dynamic_shapes=(sizes,), input_names=["image"], output_names=list(OUTPUT_NAMES),
+                                    verbose=False)
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     program.save(path)
-    _set_metadata(path, {"categories": json.dumps(list(categories)), "image_size": json.dumps([height, width]),
-                         "input": "image (3, H, W) float32 RGB in [0, 1]"})
+    _set_metadata(path, {"categories": json.dumps(list(categories)),
+                         "input": "image (3, H, W) float32 RGB in [0, 1], any H and W"})
     return path
 
 

@@ -3,15 +3,16 @@ graph run in onnxruntime against PyTorch: the shipped demo model with box refine
 exported through dwdet-export --onnx."""
 import json
 
+import numpy as np
 import onnx
-import onnxruntime
 import pytest
 import torch
+from PIL import Image
 
 import dw_ops
 from dw_ops.reference import boundary_sample_dense
 from dwdet.engine import builders, load_checkpoint, save_checkpoint
-from dwdet.models.head import boundary_sample_grid
+from dwdet.models.head import FCOSHead, boundary_sample_grid
 from dwdet.onnx_export import export_onnx, run_onnx
 from tests.demo_images import DEMO_MODEL, demo_images
 from tests.tool_loader import load_tool
@@ -32,6 +33,20 @@ def test_boundary_sample_grid_equals_the_op(shape):
     assert (expected == 0).any()  # the case covers samples off the map
 
 
+def test_the_portable_head_refines_as_the_op_does():
+    torch.manual_seed(0)
+    head = FCOSHead(3, in_channels=32, num_convs=1, refine=True)
+    with torch.no_grad():
+        head.reg_offsets.weight.normal_(0, 0.3)  # offsets of cells, not hundredths
+    features = [torch.randn(2, 32, h, w) for h, w in ((8, 6), (4, 3), (2, 2), (1, 1), (1, 1))]
+    with torch.no_grad():
+        _, expected, _ = head(features)
+        head.portable = True
+        _, got, _ = head(features)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-5)
+
+
 def assert_same_detections(got, expected):
     """The same detections in the same order, up to float rounding."""
     assert len(got["scores"]) == len(expected["scores"]) > 0
@@ -47,6 +62,9 @@ def refining_demo_checkpoint(tmp_path_factory):
     shipped model's graph and the refinement's sampling."""
     ckpt = load_checkpoint(DEMO_MODEL)
     ckpt["config"]["model"]["refine"] = True
+    # a short side of 120 and a long one of 200, so that some images are scaled by their short side
+    # and others by their long one (the demo's 192 / 192 scales all by the long side)
+    ckpt["config"]["model"].update(min_size=[120], max_size=200)
     generator = torch.Generator().manual_seed(0)
     ckpt["model"]["head.reg_offsets.weight"] = torch.randn(8, 64, 3, 3, generator=generator) * 0.3
     ckpt["model"]["head.reg_offsets.bias"] = torch.zeros(8)
@@ -57,17 +75,19 @@ def refining_demo_checkpoint(tmp_path_factory):
 
 def test_dwdet_export_onnx_matches_pytorch_with_box_refinement(refining_demo_checkpoint, tmp_path, capsys):
     out = tmp_path / "demo.onnx"
-    assert load_tool("export_checkpoint").main([str(refining_demo_checkpoint), str(out), "--onnx",
-                                                "--image-size", "144", "192"]) == 0
-    assert f"to the ONNX graph {out} for 144 x 192 images" in capsys.readouterr().out
+    assert load_tool("export_checkpoint").main([str(refining_demo_checkpoint), str(out), "--onnx"]) == 0
+    assert f"to the ONNX graph {out}" in capsys.readouterr().out
     graph = onnx.load(out)
     props = {p.key: p.value for p in graph.metadata_props}
     model, _, categories = builders.load_detector(refining_demo_checkpoint)
     assert model.head.refine and json.loads(props["categories"]) == categories
-    assert json.loads(props["image_size"]) == [144, 192]
     # post-processing and the refinement's sampling are inside the graph, in standard operators
     assert {"NonMaxSuppression", "TopK", "GridSample"} <= {node.op_type for node in graph.graph.node}
-    images, _ = demo_images(3, seed=5, aspect_ratios=(4 / 3,))
+    # one graph for every image size: landscape, portrait and square images, scaled by their short
+    # side (to 120) or by their long side (to 200), up or down
+    images, _ = demo_images(4, seed=6)
+    images += [np.asarray(Image.fromarray(images[0]).resize(size)) for size in ((517, 333), (300, 100), (90, 270))]
+    assert {x.shape[:2] for x in images} >= {(144, 192), (192, 144), (192, 192), (333, 517), (100, 300), (270, 90)}
     for pixels in images:
         image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
         with torch.no_grad():
@@ -76,18 +96,13 @@ def test_dwdet_export_onnx_matches_pytorch_with_box_refinement(refining_demo_che
             expected = model([image])[0]
         assert offsets.abs().mean() > 1  # the refinement samples away from the cell
         assert_same_detections(run_onnx(out, image), expected)
-    # the graph's size is fixed: an image of another size is refused by the runtime, not mis-detected
-    with pytest.raises(onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument, match="image"):
-        run_onnx(out, torch.rand(3, 192, 192))
 
 
 def test_export_options_are_checked(tmp_path):
     with pytest.raises(SystemExit):
         load_tool("export_checkpoint").main([DEMO_MODEL, str(tmp_path / "m.onnx"), "--onnx", "--half"])
-    with pytest.raises(SystemExit):
-        load_tool("export_checkpoint").main([DEMO_MODEL, str(tmp_path / "m.pth"), "--image-size", "64", "64"])
-    with pytest.raises(ValueError, match=r"image_size must be two positive \(H, W\), got \(0, 64\)"):
-        export_onnx(builders.load_detector(DEMO_MODEL)[0], tmp_path / "m.onnx", (0, 64))
+    with pytest.raises(TypeError, match="only dwdet's FCOS detector"):
+        export_onnx(torch.nn.Conv2d(3, 3, 1), tmp_path / "m.onnx")
 
 
 def test_missing_onnx_packages_are_named(monkeypatch, tmp_path):
@@ -95,4 +110,4 @@ def test_missing_onnx_packages_are_named(monkeypatch, tmp_path):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else find_spec(name, *a))
     with pytest.raises(ImportError, match=r"ONNX export needs onnxscript: pip install 'dwdet\[onnx\]'"):
-        export_onnx(builders.load_detector(DEMO_MODEL)[0], tmp_path / "m.onnx", (64, 64))
+        export_onnx(builders.load_detector(DEMO_MODEL)[0], tmp_path / "m.onnx")

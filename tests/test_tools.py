@@ -280,6 +280,7 @@ def test_infer_help_shows_the_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "lowest score drawn (results.json keeps all) (default: 0.3)" in text
     assert "(default: infer_out)" in text and "dwdet-infer work_dirs/dw/epoch_12.pth" in text
+    assert f"cuda:1, ... (default: {'cuda' if torch.cuda.is_available() else 'cpu'})" in text
 
 
 @pytest.mark.parametrize("size", [192, 800])

@@ -8,11 +8,11 @@ schedule and RNG states a training checkpoint carries for resuming (half of its 
 still computes in float32, from those rounded values. The exported file is loaded back and checked
 against its config before the command succeeds.
 
-``--onnx`` writes the model as an ONNX graph instead, for one image size (``--image-size H W``,
-by default the model's test size, square), post-processing and class names included; the graph
-is run once in onnxruntime before the command succeeds (see dwdet/onnx_export.py):
+``--onnx`` writes the model as an ONNX graph instead, for images of any size, post-processing and
+class names included; the graph is run once in onnxruntime before the command succeeds (see
+dwdet/onnx_export.py):
 
-    dwdet-export weights/dw_r10_shapes16_demo.pth demo.onnx --onnx --image-size 192 192
+    dwdet-export weights/dw_r10_shapes16_demo.pth demo.onnx --onnx
 """
 from __future__ import annotations
 
@@ -37,13 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("out", help="the file to write (.pth, or .onnx with --onnx)")
     parser.add_argument("--half", action="store_true", help="floating-point weights in half precision")
     parser.add_argument("--onnx", action="store_true", help="write an ONNX graph of the model instead")
-    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="the image size of the ONNX graph (default: the model's test size, square)")
     args = parser.parse_args(argv)
     if args.onnx and args.half:
         parser.error("--half applies to checkpoints; an ONNX graph keeps float32 weights")
-    if args.image_size and not args.onnx:
-        parser.error("--image-size applies to --onnx")
     return args
 
 
@@ -63,31 +59,25 @@ def export_checkpoint(source: str | os.PathLike, out: str | os.PathLike, half: b
     builders.load_detector(out)  # fails here, not in a user's hands, if the file does not load
 
 
-def export_onnx_graph(source: str | os.PathLike, out: str | os.PathLike,
-                      image_size: tuple[int, int] | None = None) -> tuple[int, int]:
-    """Write checkpoint ``source``'s model as an ONNX graph for images of ``image_size`` (H, W)
-    and run it once in onnxruntime; returns the image size used."""
+def export_onnx_graph(source: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Write checkpoint ``source``'s model as an ONNX graph and run it once in onnxruntime."""
     import torch
     from dwdet.onnx_export import OUTPUT_NAMES, export_onnx, run_onnx
     model, _, categories = builders.load_detector(source)
-    if image_size is None:
-        side = min(model.transform.test_min_size, model.transform.max_size)
-        image_size = (side, side)
-    export_onnx(model, out, image_size, categories)
-    outputs = run_onnx(out, torch.rand(3, *image_size))  # fails here, not in a user's hands, if it does not run
+    export_onnx(model, out, categories)
+    outputs = run_onnx(out, torch.rand(3, 120, 90))  # fails here, not in a user's hands, if it does not run
     shapes = {name: (tuple(outputs[name].shape), outputs[name].dtype) for name in OUTPUT_NAMES}
     if outputs["boxes"].shape[1:] != (4,) or len({len(t) for t in outputs.values()}) != 1:
         raise RuntimeError(f"the ONNX graph {out} returned outputs of unexpected shapes: {shapes}")
-    return tuple(image_size)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     if args.onnx:
-        height, width = export_onnx_graph(args.checkpoint, args.out, args.image_size)
-        logger.info("exported %s to the ONNX graph %s for %d x %d images (%.1f MB)", args.checkpoint, args.out,
-                    height, width, os.path.getsize(args.out) / 1e6)
+        export_onnx_graph(args.checkpoint, args.out)
+        logger.info("exported %s to the ONNX graph %s (%.1f MB)", args.checkpoint, args.out,
+                    os.path.getsize(args.out) / 1e6)
         return 0
     export_checkpoint(args.checkpoint, args.out, args.half)
     logger.info("exported %s to %s (%.1f MB)", args.checkpoint, args.out, os.path.getsize(args.out) / 1e6)

@@ -58,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grid", metavar="PNG", help="also tile all the drawn images into this one PNG")
     parser.add_argument("--grid-columns", type=int, default=4, help="images per row of --grid")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (of the same size)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where the model runs: cpu, cuda, cuda:1, ...")
     return parser.parse_intermixed_args(argv)
 
 
