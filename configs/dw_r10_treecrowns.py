@@ -1,9 +1,10 @@
-# DW on the tree-crown benchmark (real aerial images, one class; tools/make_treecrowns.py builds
-# data/treecrowns from the pinned deepforest 2.1.0 wheel): 320 px tiles, train on three places, val
-# and test on two halves of a fourth. The backbone is the ResNet-10 pretrained on synthetic shapes
-# (weights/resnet10_shapes80_long.pth): other classes than the detector's, and no trees. Scale
-# jitter of +-20 % around the tiles' own size (crowns 8-107 px), flips, AdamW as on patterns80,
-# 40 epochs of 27 iterations (1080). See docs/benchmarks.md.
+# DW on the tree-crown benchmark (real aerial images, one class; `make treecrowns` builds
+# data/treecrowns from the pinned deepforest 2.1.0 wheel): 320 px tiles; train on four images' upper
+# parts, val and test on strips of the two Yellowstone images that training never sees. The backbone
+# is the ResNet-10 pretrained on synthetic shapes (weights/resnet10_shapes80_long.pth): other
+# classes than the detector's, and no trees. Scale jitter of +-20 % around the tiles' own size
+# (crowns 8-107 px), flips, AdamW as on patterns80, 40 epochs of 22 iterations (880). See
+# docs/benchmarks.md.
 _base_ = "dw_r50_fpn_1x_coco.py"
 model = dict(num_classes=1, backbone="resnet10", backbone_weights="weights/resnet10_shapes80_long.pth",
              backbone_norm="frozen_bn", channels=64, min_size=(256, 288, 320, 352, 384), max_size=384,

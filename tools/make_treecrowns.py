@@ -1,5 +1,5 @@
 """The tree-crown benchmark: real aerial images of tree crowns (one class), tiled to COCO format, with
-train / val / test split by place, so that val and test are places the detector never saw.
+train / val / test split by area, so that val and test are ground the detector never saw.
 
     python tools/make_treecrowns.py                 # downloads the pinned wheel with pip; data/treecrowns
     python tools/make_treecrowns.py --wheel deepforest-2.1.0-py3-none-any.whl --out data/treecrowns
@@ -9,13 +9,17 @@ airborne RGB at 10 cm, Pascal VOC boxes): the wheel is fetched with ``pip downlo
 installed or imported), its sha256 checked against the pinned one, and the images and annotations
 read straight from it (a zip). Nothing of it is committed to this repository.
 
-| image | size | crowns | split |
-| --- | --- | --- | --- |
-| 2019_YELL_2_528000_4978000_image_crop2 (Yellowstone) | 2299 x 2472 | 574 | train |
-| OSBS_029 (Florida) | 400 x 400 | 61 | train |
-| SOAP_061 (California; "Alive" and "Dead" both a tree) | 400 x 400 | 37 | train |
-| 2019_YELL_2_541000_4977000_image_crop, west half (13 km from the training crop) | 624 x 1035 | | val |
-| the same, east half | 625 x 1035 | | test |
+| image | size | crowns | train | val | test |
+| --- | --- | --- | --- | --- | --- |
+| 2019_YELL_2_528000_4978000_image_crop2 (Yellowstone) | 2299 x 2472 | 574 | rows 0-1832 | 1832-2152 | 2152-2472 |
+| 2019_YELL_2_541000_4977000_image_crop (13 km away) | 1249 x 1035 | 279 | rows 0-395 | 395-715 | 715-1035 |
+| OSBS_029 (Florida) | 400 x 400 | 61 | all | | |
+| SOAP_061 (California; "Alive" and "Dead" both a tree) | 400 x 400 | 37 | all | | |
+
+That is the default ``--layout area``: val and test are ground the detector never saw, at the
+places it trains on. ``--layout sites`` holds a whole place out instead (train on the first
+Yellowstone crop, OSBS and SOAP; val and test the west and east halves of the second crop), a
+transfer to another place that FCOS learns far less well from this little data (docs/benchmarks.md).
 
 Every split is cut into ``tile`` x ``tile`` tiles: training tiles overlap (``train_stride`` apart,
 so each crown is seen at several places in a tile), val and test tiles cover their region once (the
@@ -58,18 +62,30 @@ MIN_SIDE = 2  # pixels: a visible part thinner than this is iscrowd whatever its
 @dataclass(frozen=True)
 class Region:
     """The part of one annotated image (``stem``.png and ``stem``.xml in the wheel) that goes to a
-    split: the columns from ``x0`` to ``x1`` as fractions of its width."""
+    split: the pixels from (x0, y0) to (x1, y1), None being the image's right or bottom edge."""
     stem: str
-    x0: float = 0.0
-    x1: float = 1.0
+    x0: int = 0
+    y0: int = 0
+    x1: int | None = None
+    y1: int | None = None
 
 
-YELL_TRAIN = "2019_YELL_2_528000_4978000_image_crop2"
-YELL_HELD_OUT = "2019_YELL_2_541000_4977000_image_crop"
-SPLITS = {
-    "train": (Region(YELL_TRAIN), Region("OSBS_029"), Region("SOAP_061")),
-    "val": (Region(YELL_HELD_OUT, 0.0, 0.5),),
-    "test": (Region(YELL_HELD_OUT, 0.5, 1.0),),
+YELL_A = "2019_YELL_2_528000_4978000_image_crop2"  # 2299 x 2472, 574 crowns
+YELL_B = "2019_YELL_2_541000_4977000_image_crop"  # 1249 x 1035, 279 crowns, 13 km away
+LAYOUTS = {
+    # val and test: one 320 px strip across the bottom of each Yellowstone image, ground that the
+    # detector never saw at the places it trains on
+    "area": {
+        "train": (Region(YELL_A, y1=1832), Region(YELL_B, y1=395), Region("OSBS_029"), Region("SOAP_061")),
+        "val": (Region(YELL_A, y0=1832, y1=2152), Region(YELL_B, y0=395, y1=715)),
+        "test": (Region(YELL_A, y0=2152), Region(YELL_B, y0=715)),
+    },
+    # val and test: the two halves of a place not trained on (a harder transfer: see docs/benchmarks.md)
+    "sites": {
+        "train": (Region(YELL_A), Region("OSBS_029"), Region("SOAP_061")),
+        "val": (Region(YELL_B, x1=624),),
+        "test": (Region(YELL_B, x0=624),),
+    },
 }
 
 
@@ -126,14 +142,18 @@ def tile_split(wheel: zipfile.ZipFile, regions, out: Path, split: str, tile: int
             raise FileNotFoundError(f"{wheel.filename} has no {' nor '.join(missing)}")
         image = Image.open(io.BytesIO(wheel.read(png))).convert("RGB")
         boxes = read_voc(wheel.read(xml), xml)
-        left, right = round(region.x0 * image.width), round(region.x1 * image.width)
-        for ty in tile_starts(image.height, tile, tile if split != "train" else stride):
-            for tx in tile_starts(right - left, tile, tile if split != "train" else stride):
-                x0, width, height = left + tx, min(tile, right - left), min(tile, image.height)
-                kept, crowd = cut_boxes(boxes, x0, ty, width, height)
+        left, top = region.x0, region.y0
+        right, bottom = region.x1 or image.width, region.y1 or image.height
+        if not (0 <= left < right <= image.width and 0 <= top < bottom <= image.height):
+            raise ValueError(f"{region} is not inside {region.stem}.png ({image.width} x {image.height})")
+        step = stride if split == "train" else tile
+        width, height = min(tile, right - left), min(tile, bottom - top)
+        for y0 in (top + t for t in tile_starts(bottom - top, tile, step)):
+            for x0 in (left + t for t in tile_starts(right - left, tile, step)):
+                kept, crowd = cut_boxes(boxes, x0, y0, width, height)
                 image_id = len(images) + 1
-                file_name = f"{region.stem}_{x0}_{ty}.png"
-                image.crop((x0, ty, x0 + width, ty + height)).save(out / split / file_name, format="PNG")
+                file_name = f"{region.stem}_{x0}_{y0}.png"
+                image.crop((x0, y0, x0 + width, y0 + height)).save(out / split / file_name, format="PNG")
                 images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
                 for (x1, y1, x2, y2), iscrowd in [(b, 0) for b in kept] + [(b, 1) for b in crowd]:
                     annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
@@ -151,7 +171,7 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build(wheel_path: Path, out: Path, tile: int = 320, train_stride: int = 160, splits: dict = SPLITS,
+def build(wheel_path: Path, out: Path, tile: int = 320, train_stride: int = 160, splits: dict = LAYOUTS["area"],
           expected_sha256: str = WHEEL_SHA256) -> bool:
     """Tile the wheel's images into ``out`` unless its manifest records this exact build; True if
     it wrote anything. The folder is written beside ``out`` and renamed into place."""
@@ -206,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                                                    "the --cache folder)")
     parser.add_argument("--cache", type=Path, default=Path("data/downloads"), help="where the wheel is kept")
     parser.add_argument("--out", type=Path, default=Path("data/treecrowns"))
+    parser.add_argument("--layout", choices=LAYOUTS, default="area",
+                        help="area: val and test are strips of the training places the detector never saw; "
+                             "sites: they are another place (a harder transfer)")
     parser.add_argument("--tile", type=int, default=320, help="tile side, pixels")
     parser.add_argument("--train-stride", type=int, default=160, help="pixels between training tiles")
     args = parser.parse_args(argv)
@@ -214,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         args.wheel = download_wheel(args.cache)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        wrote = build(args.wheel, args.out, args.tile, args.train_stride)
+        wrote = build(args.wheel, args.out, args.tile, args.train_stride, LAYOUTS[args.layout])
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         raise SystemExit(f"make_treecrowns: {error}") from None
     print(f"{args.out}: {'written' if wrote else 'up to date'}")

@@ -17,6 +17,8 @@ PATTERNS80_ADAMW_FCOS = "configs/fcos_r10_patterns80_adamw.py"
 PATTERNS80_ADAMW_EPOCHS = 14
 TREECROWNS_DW = "configs/dw_r10_treecrowns.py"  # real aerial images, one class (tools/make_treecrowns.py)
 TREECROWNS_FCOS = "configs/fcos_r10_treecrowns.py"
+# the tree-crown tiles at twice their size (crowns 16-214 px), jittered by +-20 % as at 1x
+TREECROWNS_X2 = ("model.min_size=(512,576,640,704,768)", "model.max_size=768", "model.test_min_size=640")
 ADAMW_LRS = ("2e-4", "4e-4", "8e-4", "1.6e-3")  # the AdamW recipes' lr sweep (per 16 images); 4e-4 is theirs
 ADAMW = ("train.optimizer=adamw", "train.weight_decay=0.05")  # AdamW on the SGD recipe's schedule (6 epochs, fp32)
 COCO_SCORES_PER_OBJECT = 2.4e5  # docs/benchmarks.md, the shapes80 statistics
@@ -191,6 +193,14 @@ STUDIES = {
         Method("tc_dw", "DW (released)", TREECROWNS_DW),
     ),
     "treecrowns_lr": lr_study((("tc_fcos", "FCOS", TREECROWNS_FCOS), ("tc_dw", "DW (released)", TREECROWNS_DW))),
+    # the benchmark's design, chosen on val with FCOS: input scale, backbone, length
+    "treecrowns_design": (
+        Method("tc_fcos", "FCOS", TREECROWNS_FCOS),
+        Method("tc_fcos_x2", "FCOS, tiles upsampled x2", TREECROWNS_FCOS, TREECROWNS_X2),
+        Method("tc_fcos_p80", "FCOS, patterns80 backbone", TREECROWNS_FCOS,
+               ("model.backbone_weights=weights/resnet10_patterns80.pth",)),
+        Method("tc_fcos_e80", "FCOS, 80 epochs", TREECROWNS_FCOS, schedule(80, 34 / 40)),
+    ),
     # the same recipe on shapes80, where DW trailed FCOS with SGD at every length
     "shapes80_adamw": (
         Method("s80a_fcos", "FCOS", SHAPES80_FCOS, ADAMW_RECIPE, all_seeds=False),
