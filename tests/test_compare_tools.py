@@ -462,3 +462,16 @@ def test_assign_stats_against_boxes_decoded_independently():
     assert stats["ctr in"] == pytest.approx(sum(ctr_in) / len(ctr_in), rel=1e-5)
     assert stats["ctr bg"] == pytest.approx(sum(ctr_out) / len(ctr_out), rel=1e-5)
     assert {k: stats[k] for k in counts} == counts and stats["s>0.05"] == sum(counts.values())
+
+
+@pytest.mark.parametrize("study, names", [("patterns80_adamw", ("p80a_fcos", "p80a_dw")),
+                                          ("treecrowns", ("tc_fcos", "tc_dw"))])
+def test_a_seed_gives_fcos_and_dw_the_same_initial_weights(study, names):
+    # what makes their gap a paired one: the trainer seeds, then builds the model
+    from dwdet.engine.trainer import seed_everything
+    weights = []
+    for method in (m for m in studies.STUDIES[study] if m.name in names):
+        seed_everything(3)
+        weights.append(build_model(load_config(os.path.join(ROOT, method.config), list(method.overrides))).state_dict())
+    assert len(weights) == 2 and weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
