@@ -3,7 +3,7 @@
 # parts, val and test on strips of the two Yellowstone images that training never sees. The backbone
 # is the ResNet-10 pretrained on synthetic shapes (weights/resnet10_shapes80_long.pth): other
 # classes than the detector's, and no trees. Scale jitter of +-20 % around the tiles' own size
-# (crowns 8-107 px), flips, AdamW as on patterns80, 40 epochs of 22 iterations (880). See
+# (crowns 8-107 px), flips, AdamW as on patterns80, 40 epochs of 20 iterations (800). See
 # docs/benchmarks.md.
 _base_ = "dw_r50_fpn_1x_coco.py"
 model = dict(num_classes=1, backbone="resnet10", backbone_weights="weights/resnet10_shapes80_long.pth",

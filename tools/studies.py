@@ -192,10 +192,17 @@ STUDIES = {
         Method("tc_fcos", "FCOS", TREECROWNS_FCOS),
         Method("tc_dw", "DW (released)", TREECROWNS_DW),
     ),
+    # a whole place held out for val and test (its own val set: no pairing with the above); needs
+    # python tools/make_treecrowns.py --layout sites --out data/treecrowns-sites
+    "treecrowns_sites": (
+        Method("tc_fcos_sites_e12", "FCOS, 12 epochs, a whole place held out", TREECROWNS_FCOS,
+               ("data.root=data/treecrowns-sites", *schedule(12, 10 / 12))),
+    ),
     "treecrowns_lr": lr_study((("tc_fcos", "FCOS", TREECROWNS_FCOS), ("tc_dw", "DW (released)", TREECROWNS_DW))),
     # the benchmark's design, chosen on val with FCOS: input scale, backbone, length
     "treecrowns_design": (
         Method("tc_fcos", "FCOS", TREECROWNS_FCOS),
+        Method("tc_fcos_e12", "FCOS, 12 epochs", TREECROWNS_FCOS, schedule(12, 10 / 12)),
         Method("tc_fcos_x2", "FCOS, tiles upsampled x2", TREECROWNS_FCOS, TREECROWNS_X2),
         Method("tc_fcos_p80", "FCOS, patterns80 backbone", TREECROWNS_FCOS,
                ("model.backbone_weights=weights/resnet10_patterns80.pth",)),
