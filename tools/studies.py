@@ -201,12 +201,12 @@ STUDIES = {
     "treecrowns_lr": lr_study((("tc_fcos", "FCOS", TREECROWNS_FCOS), ("tc_dw", "DW (released)", TREECROWNS_DW))),
     # the benchmark's design, chosen on val with FCOS: input scale, backbone, length
     "treecrowns_design": (
-        Method("tc_fcos", "FCOS", TREECROWNS_FCOS),
-        Method("tc_fcos_e12", "FCOS, 12 epochs", TREECROWNS_FCOS, schedule(12, 10 / 12)),
+        *(Method(f"tc_fcos_e{epochs}" if epochs != 40 else "tc_fcos", "FCOS", TREECROWNS_FCOS,
+                 schedule(epochs, 34 / 40) if epochs != 40 else (), curve="FCOS", x=epochs)
+          for epochs in (12, 20, 40, 80)),
         Method("tc_fcos_x2", "FCOS, tiles upsampled x2", TREECROWNS_FCOS, TREECROWNS_X2),
         Method("tc_fcos_p80", "FCOS, patterns80 backbone", TREECROWNS_FCOS,
                ("model.backbone_weights=weights/resnet10_patterns80.pth",)),
-        Method("tc_fcos_e80", "FCOS, 80 epochs", TREECROWNS_FCOS, schedule(80, 34 / 40)),
     ),
     # the same recipe on shapes80, where DW trailed FCOS with SGD at every length
     "shapes80_adamw": (
