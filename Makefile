@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv build build-cuda emu test demo demo-train bench gpu-wheels clean
+.PHONY: venv build build-cuda emu test demo demo-train bench gpu-wheels treecrowns clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -51,6 +51,11 @@ demo: build
 demo-train: build
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir work_dirs/demo_model
 	$(PY) tools/export_checkpoint.py work_dirs/demo_model/last.pth $(DEMO_MODEL) --half
+
+# The tree-crown benchmark in data/treecrowns: the annotated aerial images of the pinned deepforest
+# 2.1.0 wheel (downloaded by pip into data/downloads, sha256 checked, never installed), tiled.
+treecrowns: venv
+	$(PY) tools/make_treecrowns.py --out data/treecrowns
 
 bench: build
 	$(PY) tools/bench_ops.py --json docs/bench_ops_cpu.json

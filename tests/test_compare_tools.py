@@ -19,12 +19,13 @@ from dwdet.models import FCOSDetector, build_fcos
 from tests.tool_loader import ROOT, load_tool
 
 compare = load_tool("compare")
+from tools import studies  # noqa: E402  (the module compare.py reads its studies from)
 vis_weights = load_tool("vis_weights")
 bench_train = load_tool("bench_train")
 
 # A comparison that trains in seconds: 8 images of 64 px, one epoch of 4 iterations.
-TOY_OPTS = ["data.params.num_train=8", "data.params.num_val=4", "data.params.image_size=64", "train.epochs=1",
-            "train.lr_steps=()", "train.batch_size=2", "train.warmup_iters=2", "train.log_interval=1",
+TOY_OPTS = ["data.params.num_train=8", "data.params.num_val=4", "data.params.num_test=3", "data.params.image_size=64",
+            "train.epochs=1", "train.lr_steps=()", "train.batch_size=2", "train.warmup_iters=2", "train.log_interval=1",
             "eval.interval=1", "model.min_size=(64,)", "model.max_size=64"]
 
 
@@ -37,8 +38,8 @@ def test_every_method_config_loads_and_builds():
             continue
         assert isinstance(model, FCOSDetector) and model.head.refine == (method.name == "dw_refine")
         loss = build_loss(cfg)
-        if method.config not in (compare.DW_CONFIG, compare.SHAPES80_DW, compare.PATTERNS80_DW,
-                                 compare.PATTERNS80_ADAMW_DW):
+        if method.config not in (studies.DW_CONFIG, studies.SHAPES80_DW, studies.PATTERNS80_DW,
+                                 studies.PATTERNS80_ADAMW_DW, studies.TREECROWNS_DW):
             assert not isinstance(loss, DWLoss) and type(loss).__name__.lower().startswith(cfg.loss.type)
         else:
             assert loss.variant == ("paper" if method.name == "dw_paper" else "released")
@@ -46,18 +47,21 @@ def test_every_method_config_loads_and_builds():
             assert loss.neg_weighting == expected
             scale = {"neg10": 10.0, "neg100": 100.0}.get(method.name.rpartition("_")[2], 1.0)
             assert loss.neg_scale == scale
-            reference = compare.COCO_SCORES_PER_OBJECT if "negref" in method.name else None
+            reference = studies.COCO_SCORES_PER_OBJECT if "negref" in method.name else None
             assert loss.neg_reference_scores == reference
             assert loss.neg_reference_power == (1.0 if method.name.endswith("_p1") else 0.5)
+        if method.axis == "lr":  # the lr alone varies
+            assert cfg.train.lr == method.x and cfg.train.optimizer == "adamw" and method.curve in method.label
+            assert cfg == load_config(os.path.join(ROOT, method.config), [f"train.lr={method.x}"])
         if method.x is not None and method.axis == "length":
-            assert cfg.train.epochs == method.x and cfg.eval.interval == method.x
+            assert cfg.train.epochs == method.x and cfg.train.epochs % cfg.eval.interval == 0  # the last epoch evaluated
         if method.axis == "scores":  # the class count varies, nothing else
-            assert cfg.model.num_classes == round(method.x / compare.PATTERNS80_SCORES_PER_OBJECT * 80)
-            assert cfg.data.root.startswith("data/patterns80") and cfg.train.epochs == compare.SHAPES80_EPOCHS
+            assert cfg.model.num_classes == round(method.x / studies.PATTERNS80_SCORES_PER_OBJECT * 80)
+            assert cfg.data.root.startswith("data/patterns80") and cfg.train.epochs == studies.SHAPES80_EPOCHS
         if method.axis == "objects":  # the objects per image vary, nothing else
-            more = method.overrides == compare.PATTERNS80_MORE_OBJECTS
+            more = method.overrides == studies.PATTERNS80_MORE_OBJECTS
             assert (cfg.data.params.min_objects, cfg.data.params.max_objects) == ((4, 6) if more else (1, 2))
-            assert cfg.model.num_classes == 80 and cfg.train.epochs == compare.SHAPES80_EPOCHS
+            assert cfg.model.num_classes == 80 and cfg.train.epochs == studies.SHAPES80_EPOCHS
             assert cfg.data.root == ("data/patterns80-o4to6" if more else "data/patterns80")
 
 
@@ -76,14 +80,14 @@ def test_length_study_keeps_the_lr_step_at_the_same_fraction():
         cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
         assert method.curve in ("FCOS", "DW (released)") and cfg.train.epochs == method.x
         steps[method.x] = cfg.train.lr_steps[0] / cfg.train.epochs
-        assert method.all_seeds == (method.x == compare.SHAPES80_EPOCHS)  # the full length has 3 seeds
+        assert method.all_seeds == (method.x == studies.SHAPES80_EPOCHS)  # the full length has 3 seeds
     assert sorted(steps) == [2, 4, 6, 12] and all(abs(f - 5 / 6) <= 1 / 6 for f in steps.values())
     names = {m.name for m in compare.selected_methods("shapes80_length")}
     assert {"s80_fcos", "s80_dw", "s80_fcos_e2", "s80_dw_e12"} <= names  # the full length is the main study's run
 
 
 def test_adamw_study_changes_only_the_optimizer_and_its_schedule():
-    plain = load_config(os.path.join(ROOT, compare.PATTERNS80_FCOS))
+    plain = load_config(os.path.join(ROOT, studies.PATTERNS80_FCOS))
     steps, lrs = {}, set()
     for method in compare.selected_methods("patterns80_adamw"):
         cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
@@ -95,17 +99,17 @@ def test_adamw_study_changes_only_the_optimizer_and_its_schedule():
         else:
             assert cfg.train.amp == "bf16" and cfg.train.lr == 4e-4 and cfg.train.epochs == method.x
             steps[method.x] = cfg.train.lr_steps[0] / cfg.train.epochs
-            assert method.all_seeds == (method.x == compare.PATTERNS80_ADAMW_EPOCHS)
+            assert method.all_seeds == (method.x == studies.PATTERNS80_ADAMW_EPOCHS)
     assert lrs == {1e-3, 4e-4}
     assert sorted(steps) == [4, 7, 14] and all(abs(f - 5 / 6) < 0.1 for f in steps.values())
 
 
 def test_shapes80_adamw_study_is_the_patterns80_recipe_on_shapes80():
-    recipe = load_config(os.path.join(ROOT, compare.PATTERNS80_ADAMW_FCOS))
+    recipe = load_config(os.path.join(ROOT, studies.PATTERNS80_ADAMW_FCOS))
     for method in compare.selected_methods("shapes80_adamw"):
         plain = load_config(os.path.join(ROOT, method.config))
         cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
-        assert method.config in (compare.SHAPES80_FCOS, compare.SHAPES80_DW)
+        assert method.config in (studies.SHAPES80_FCOS, studies.SHAPES80_DW)
         assert cfg.train == recipe.train and cfg.eval == recipe.eval  # the recipe, all of it
         assert cfg.model == plain.model and cfg.data == plain.data  # shapes80's backbone and images
 
@@ -148,6 +152,81 @@ def test_report_gives_mean_and_sample_std_over_seeds(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["dw"]["seeds"] == [0, 1, 2]
     for png in ("ap.png", "loss.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def t_quantile(df, p=0.975):
+    """Student's t quantile by bisection on its CDF, the density integrated numerically (Simpson):
+    independent of compare.py's table."""
+    density = lambda t: math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2)) \
+        * (1 + t * t / df) ** (-(df + 1) / 2)  # noqa: E731
+
+    def cdf(x, n=4000):
+        h = x / n
+        return 0.5 + h / 3 * sum((1 if i in (0, n) else 4 if i % 2 else 2) * density(i * h) for i in range(n + 1))
+
+    low, high = 0.0, 20.0
+    for _ in range(50):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < p else (low, mid)
+    return low
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 9, 29, 30, 31, 60])
+def test_t_quantile_matches_the_t_distribution(df):
+    assert compare.t975(df) == pytest.approx(t_quantile(df), abs=2e-3)
+
+
+def test_paired_gap_and_its_interval():
+    mean, low, high = compare.paired_gap([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])  # gaps 1, 2, 3: sd 1
+    assert mean == 2.0 and high - mean == pytest.approx(4.303 / math.sqrt(3)) and mean - low == pytest.approx(high - mean)
+    assert math.isnan(compare.paired_gap([2.0], [1.0])[1])
+    with pytest.raises(ValueError):
+        compare.paired_gap([1.0, 2.0], [1.0])
+
+
+def test_report_gives_the_paired_gap_on_shared_seeds_and_calls_wins(tmp_path):
+    # DW beats FCOS by 2, 3 and 4 AP on seeds 0-2 (a win); its seed 3 has no FCOS pair and is left out
+    for seed, (fcos, dw) in enumerate(((0.30, 0.32), (0.31, 0.34), (0.29, 0.33), (None, 0.10))):
+        _fake_run(tmp_path, "dw", seed, dw, [1.0])
+        if fcos is not None:
+            _fake_run(tmp_path, "fcos", seed, fcos, [1.0])
+    summary = compare.report(compare.selected_methods("methods"), str(tmp_path))
+    paired = summary["dw"]["paired"]
+    assert paired["baseline"] == "fcos" and paired["seeds"] == [0, 1, 2]
+    mean, low, high = paired["gap"]["AP"]
+    assert mean == pytest.approx(3.0) and high - mean == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert paired["gap"]["APl"] is None  # dw's APl is COCOeval's -1
+    table = (tmp_path / "results.md").read_text()
+    assert "| DW (released) − FCOS | 3 | +3.0 [+0.5, +5.5] win |" in table
+    # against DW as the baseline, the same gap is a loss
+    summary = compare.report(compare.selected_methods("methods"), str(tmp_path), baseline="dw")
+    assert "| FCOS − DW (released) | 3 | -3.0 [-5.5, -0.5] loss |" in (tmp_path / "results.md").read_text()
+
+
+def test_report_of_the_test_split_uses_the_test_metrics_and_marks_transcribed_records(tmp_path):
+    records = [{"method": "fcos", "seed": 0, "AP": 0.5, "test": {k: 0.2 for k in compare.METRICS}},
+               {"method": "fcos", "seed": 1, "AP": 0.5, "transcribed": True, "test": {k: 0.3 for k in compare.METRICS}},
+               {"method": "dw", "seed": 0, "AP": 0.5}]  # not evaluated on test: not in its report
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = compare.report(compare.selected_methods("methods"), str(tmp_path / "out"),
+                             compare.read_records([str(tmp_path / "runs.jsonl")]), split="test")
+    assert list(summary) == ["fcos"] and summary["fcos"]["mean"]["AP"] == pytest.approx(25.0)
+    assert "| FCOS | 2 (1 transcribed) | 25.0 ± 7.1 |" in (tmp_path / "out" / "results_test.md").read_text()
+    assert not (tmp_path / "out" / "results.md").exists()
+
+
+def test_split_overrides_name_each_benchmarks_test_split(tmp_path):
+    tc = studies.STUDIES["treecrowns"][0]
+    assert compare.split_overrides(tc, [], "test") == [
+        "data.type=coco", f"data.val_images={compare.REPO / 'data/treecrowns/test'}",
+        f"data.val_ann={compare.REPO / 'data/treecrowns/annotations/instances_test.json'}"]
+    fcos = studies.STUDIES["methods"][0]
+    with pytest.raises(RuntimeError, match="data.params.num_test is 0, the benchmark has no test split"):
+        compare.split_overrides(fcos, ["data.params.num_test=0"], "test")
+    overrides = compare.split_overrides(fcos, TOY_OPTS + ["data.params.num_test=2", f"data.root={tmp_path}"], "test")
+    assert overrides[1:] == [f"data.val_images={tmp_path / 'test'}",
+                             f"data.val_ann={tmp_path / 'annotations' / 'instances_test.json'}"]
+    assert len(list((tmp_path / "test").iterdir())) == 2  # generated for the evaluation
 
 
 def test_run_records_rebuild_the_report_without_the_run_folders(tmp_path):
@@ -194,7 +273,7 @@ def test_report_without_runs_says_so(tmp_path):
 def test_methods_trains_a_subset_of_the_study(tmp_path, monkeypatch):
     trained = []
     monkeypatch.setattr(compare, "train", lambda method, seed, *rest: trained.append((method.name, seed)))
-    monkeypatch.setattr(compare, "report", lambda methods, out, records: [m.name for m in methods])
+    monkeypatch.setattr(compare, "report", lambda methods, out, records, *rest: [m.name for m in methods])
     assert compare.main(["--study", "shapes80_length", "--methods", "s80_dw_e12", "s80_fcos_e2", "--seeds", "0", "1",
                          "--out", str(tmp_path)]) == 0
     assert sorted(trained) == [("s80_dw_e12", 0), ("s80_fcos_e2", 0)]  # single-seed lengths: the first seed
@@ -211,7 +290,7 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path):
     opts = TOY_OPTS + [f"data.root={tmp_path / 'data'}"]
     assert compare.main(["--out", str(out), "--seeds", "0", "--jobs", "2", "--opts", *opts]) == 0
     summary = json.loads((out / "results.json").read_text())
-    assert list(summary) == [m.name for m in compare.STUDIES["methods"]]
+    assert list(summary) == [m.name for m in studies.STUDIES["methods"]]
     for name in summary:
         result = json.loads((out / name / "seed0" / "result.json").read_text())
         assert result["opts"] == opts and 0 <= result["AP"] <= 1
@@ -225,6 +304,20 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path):
     assert log.stat().st_size == size
     # a finished run is never silently mixed with runs under other settings
     assert compare.main(["--out", str(out), "--seeds", "0", "--opts", *opts, "train.lr=0.1"]) == 1
+    # the test split: each finished run's last.pth evaluated there once, its metrics in its record
+    assert compare.main(["--out", str(out), "--seeds", "0", "--methods", "fcos", "dw", "--split", "test",
+                         "--opts", *opts]) == 0
+    for name in ("fcos", "dw"):
+        result = json.loads((out / name / "seed0" / "result.json").read_text())
+        stored = json.loads((out / name / "seed0" / "test" / "metrics_last.json").read_text())
+        assert result["test"]["AP"] == stored["AP"] and 0 <= stored["AP"] <= 1
+        assert f"data.val_ann={tmp_path / 'data' / 'annotations' / 'instances_test.json'}" in result["test"]["command"]
+        assert result["config"] == json.loads((out / name / "seed0" / "config.json").read_text())
+    assert "| FCOS | 1 |" in (out / "results_test.md").read_text()
+    log = out / "dw" / "seed0" / "test.log"
+    size = log.stat().st_mtime_ns
+    assert compare.main(["--out", str(out), "--seeds", "0", "--methods", "dw", "--split", "test", "--opts", *opts]) == 0
+    assert log.stat().st_mtime_ns == size  # evaluated once
     # the warm-start runs begin from the finished FCOS run's weights
     assert compare.main(["--out", str(out), "--study", "warmstart", "--seeds", "0", "--opts", *opts]) == 0
     for name in ("warm_fcos", "warm_dw"):
@@ -369,3 +462,16 @@ def test_assign_stats_against_boxes_decoded_independently():
     assert stats["ctr in"] == pytest.approx(sum(ctr_in) / len(ctr_in), rel=1e-5)
     assert stats["ctr bg"] == pytest.approx(sum(ctr_out) / len(ctr_out), rel=1e-5)
     assert {k: stats[k] for k in counts} == counts and stats["s>0.05"] == sum(counts.values())
+
+
+@pytest.mark.parametrize("study, names", [("patterns80_adamw", ("p80a_fcos", "p80a_dw")),
+                                          ("treecrowns", ("tc_fcos", "tc_dw"))])
+def test_a_seed_gives_fcos_and_dw_the_same_initial_weights(study, names):
+    # what makes their gap a paired one: the trainer seeds, then builds the model
+    from dwdet.engine.trainer import seed_everything
+    weights = []
+    for method in (m for m in studies.STUDIES[study] if m.name in names):
+        seed_everything(3)
+        weights.append(build_model(load_config(os.path.join(ROOT, method.config), list(method.overrides))).state_dict())
+    assert len(weights) == 2 and weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

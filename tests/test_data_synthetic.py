@@ -101,16 +101,96 @@ def test_ensure_keeps_the_copy_of_a_process_that_finished_first(tmp_path, monkey
     root = tmp_path / "shapes"
     real = synthetic.generate_synthetic
 
-    def slower_than_the_other(out, config):
-        real(root, config)  # the other process finishes and renames its copy into place first
+    def slower_than_the_other(out, config, splits=None):
+        real(root, config, splits)  # the other process finishes and renames its copy into place first
         (root / "in-use").write_text("")
-        real(out, config)
+        real(out, config, splits)
 
     with monkeypatch.context() as patch:
         patch.setattr(synthetic, "generate_synthetic", slower_than_the_other)
         ensure_synthetic(root, seed=3, **TINY)
     assert (root / "in-use").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]  # the second copy was discarded
+
+
+# Digests of every file (names and bytes) of the folders that the generator wrote before it had a
+# test split, for TINY with seed 3, 4 hues and patterns: old runs stay valid only if they match.
+TRAIN_VAL_DIGESTS = {"jpg": "3cea66377f41d8d24f26cee6b691308cf7fb6388cefb60a9775e462fa3009095",
+                     "png": "8fc34667922f2dbbe1cd1968101a8f34521b82cceecb6e44733145534f11b741"}
+
+
+def digest(root: Path, exclude: str = "test") -> str:
+    sha = hashlib.sha256()
+    for name, data in files(root).items():
+        if exclude not in name:
+            sha.update(name.encode())
+            sha.update(data)
+    return sha.hexdigest()
+
+
+@pytest.mark.parametrize("image_format", ["jpg", "png"])
+def test_train_and_val_files_are_those_generated_before_the_test_split(tmp_path, image_format):
+    params = dict(seed=3, colours=4, patterns=True, image_format=image_format, **TINY)
+    generate_synthetic(tmp_path / "none", SyntheticConfig(**params))
+    assert digest(tmp_path / "none") == TRAIN_VAL_DIGESTS[image_format]
+    generate_synthetic(tmp_path / "with", SyntheticConfig(**params, num_test=2))
+    assert {k: v for k, v in files(tmp_path / "with").items() if "test" not in k and "manifest" not in k} == \
+        {k: v for k, v in files(tmp_path / "none").items() if "manifest" not in k}
+
+
+def test_the_test_split_has_its_own_seed(tmp_path):
+    a = ensure_synthetic(tmp_path / "a", seed=0, num_test=3, test_seed=7, **TINY)
+    b = ensure_synthetic(tmp_path / "b", seed=1, num_test=3, test_seed=7, **TINY)
+    c = ensure_synthetic(tmp_path / "c", seed=0, num_test=3, test_seed=8, **TINY)
+    test_files = [files(paths["test"].images) for paths in (a, b, c)]
+    assert len(test_files[0]) == 3
+    assert test_files[0] == test_files[1]  # another data seed, the same test images
+    assert all(test_files[0][k] != test_files[2][k] for k in test_files[0])  # another test seed
+    train = [files(paths["train"].images) for paths in (a, c)]
+    assert train[0] == train[1]  # the test seed leaves train alone
+    # no test image repeats a train or val image of the same seed and index
+    for split in ("train", "val"):
+        other = files(a[split].images)
+        assert all(other[k] != test_files[0][k] for k in other.keys() & test_files[0].keys())
+    coco = COCO(str(a["test"].annotations))
+    assert len(coco.imgs) == 3 and coco.dataset["info"]["seed"] == 7
+
+
+def test_ensure_adds_a_test_split_without_touching_train_and_val(tmp_path, monkeypatch):
+    root = tmp_path / "shapes"
+    paths = ensure_synthetic(root, seed=3, **TINY)
+    assert "test" not in paths and not (root / "test").exists()
+    before = files(root)
+    calls = []
+    real = synthetic.generate_synthetic
+
+    def record(out, config, splits=None):
+        calls.append(splits)
+        real(out, config, splits)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(synthetic, "generate_synthetic", record)
+        paths = ensure_synthetic(root, seed=3, num_test=2, **TINY)
+        assert calls == [("test",)]  # train and val were not generated again
+        after = files(root)
+        assert {k: v for k, v in after.items() if k in before and k != "manifest.json"} == \
+            {k: v for k, v in before.items() if k != "manifest.json"}
+        assert len(COCO(str(paths["test"].annotations)).imgs) == 2
+        assert json.loads(after["manifest.json"])["test"] == {"num_test": 2, "test_seed": 1}
+        # a config without a test split still matches the folder; the same test split too
+        ensure_synthetic(root, seed=3, **TINY)
+        ensure_synthetic(root, seed=3, num_test=2, **TINY)
+        assert calls == [("test",)]
+        # another test seed redraws the test split alone, replacing it
+        ensure_synthetic(root, seed=3, num_test=1, test_seed=5, **TINY)
+        assert calls == [("test",), ("test",)]
+    assert sorted(p.name for p in (root / "test").iterdir()) == ["000001.jpg"]
+    assert {k: v for k, v in files(root).items() if k in before and k != "manifest.json"} == \
+        {k: v for k, v in before.items() if k != "manifest.json"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]  # no staging folder left
+    # train/val parameters changed: everything is generated again, the test split included
+    paths = ensure_synthetic(root, seed=4, num_test=1, **TINY)
+    assert json.loads((root / "manifest.json").read_text())["config"]["seed"] == 4 and paths["test"].images.is_dir()
 
 
 def test_ensure_refuses_a_foreign_folder(tmp_path):

@@ -13,6 +13,8 @@ draw a bar chart and the loss curves.
     python tools/compare.py --study patterns80_adamw --methods p80a_fcos p80a_dw --jobs 2  # the 20-minute recipe
     python tools/compare.py --study shapes80_adamw --seeds 0 --jobs 2  # that recipe on shapes80
     python tools/compare.py --study shapes80_length --methods s80_fcos_e12 s80_dw_e12 --seeds 0 --jobs 2
+    python tools/compare.py --study patterns80_lr --seeds 0 --jobs 2  # FCOS's and DW's lr, each swept on val
+    python tools/compare.py --study treecrowns --seeds 0 1 2 3 4 --jobs 2 --split test  # then on the test split
     python tools/compare.py --report-only            # rebuild the report from finished runs
     python tools/compare.py --study patterns80_assigners --report-only --records docs/results/patterns80_runs.jsonl
 
@@ -25,7 +27,15 @@ images on a GPU). The report is ``results.json``, ``results.md``, ``ap.png`` and
 ``<out>``, and ``runs.jsonl``: one line per finished run (its result.json). Those lines are small
 enough to keep beside the docs when the run folders go; ``--records`` reads them back, so a report
 can cover runs made in another checkout (a run folder under ``<out>`` wins over a record of the
-same method and seed).
+same method and seed). A record holds the run's metrics on val, its resolved config, command,
+environment (revision, CPU, ISA, threads) and first loss; ``--split test`` adds the metrics of its
+``last.pth`` on the benchmark's test split (once per run; choices are made on val, numbers are
+reported on test) and reports those. The studies themselves are in tools/studies.py.
+
+Beside the table, the report gives each method's **paired gap** to the baseline (``--baseline``,
+by default the study's first method): over the seeds both ran (same seed: same data order and
+same initial weights of the shared parts), the mean of the per-seed differences and its 95 %
+confidence interval (Student's t); a "win" is an interval above 0, a "loss" one below.
 """
 from __future__ import annotations
 
@@ -37,7 +47,6 @@ import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib  # noqa: E402
@@ -45,206 +54,21 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dwdet.engine.metrics import read_metrics  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[1]
-DW_CONFIG = "configs/compare_r18_synthetic.py"  # from scratch, 128 px, 8 classes
-FCOS_CONFIG = "configs/compare_fcos_r18_synthetic.py"
-SHAPES80_DW = "configs/dw_r10_shapes80.py"  # COCO's statistics, pretrained backbone
-SHAPES80_FCOS = "configs/fcos_r10_shapes80.py"
-SHAPES80_EPOCHS = 6
-PATTERNS80_DW = "configs/dw_r10_patterns80.py"  # the same statistics, classes readable as textures
-PATTERNS80_FCOS = "configs/fcos_r10_patterns80.py"
-PATTERNS80_ADAMW_DW = "configs/dw_r10_patterns80_adamw.py"  # the recipe that fits 20 minutes of this CPU
-PATTERNS80_ADAMW_FCOS = "configs/fcos_r10_patterns80_adamw.py"
-PATTERNS80_ADAMW_EPOCHS = 14
-ADAMW = ("train.optimizer=adamw", "train.weight_decay=0.05")  # AdamW on the SGD recipe's schedule (6 epochs, fp32)
-COCO_SCORES_PER_OBJECT = 2.4e5  # docs/benchmarks.md, the shapes80 statistics
-PATTERNS80_SCORES_PER_OBJECT = 1.41e5  # tools/dataset_stats.py configs/dw_r10_patterns80.py
-PATTERNS80_MORE_OBJECTS = ("data.params.min_objects=4", "data.params.max_objects=6", "data.root=data/patterns80-o4to6")
-PATTERNS80_MORE_OBJECTS_SCORES = 4.38e4  # the same, with the overrides above (4.70 objects per image)
-# the "assigners" study's configs: point them at another benchmark by changing these
-ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/compare_atss_r18_synthetic.py",
-                    "gfl": "configs/compare_gfl_r18_synthetic.py", "vfl": "configs/compare_vfl_r18_synthetic.py",
-                    "tood": "configs/compare_tood_r18_synthetic.py", "dw": DW_CONFIG}
-# DW's negative term at the strength it has on COCO, whatever the scores per object (loss.neg_reference_scores)
-NEG_AS_ON_COCO = (f"loss.neg_reference_scores={COCO_SCORES_PER_OBJECT:g}",)
-# a curve's axis: label, plot file, log scale, a reference (x, label) or None, and how a point on
-# it names itself in tables
-AXES = {"length": ("training length (epochs; lr step at 5/6 of each)", "ap_vs_length.png", False, None, "{:g} epochs"),
-        "scores": ("(point, class) scores per object (the class count varied)", "ap_vs_scores_per_object.png", True,
-                   (COCO_SCORES_PER_OBJECT, "COCO train2017"), "{:.2g} scores per object"),
-        "objects": ("(point, class) scores per object (objects per image varied)", "ap_vs_objects_per_image.png",
-                    True, (COCO_SCORES_PER_OBJECT, "COCO train2017"), "{:.2g} scores per object")}
+sys.path.insert(0, str(REPO))  # tools.studies, when run as a script from a checkout
+
+from dwdet.config import load_config  # noqa: E402
+from dwdet.data import ensure_synthetic  # noqa: E402
+from dwdet.engine.metrics import read_metrics  # noqa: E402
+from tools.studies import AXES, STUDIES, Method  # noqa: E402
+
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # what of a run's environment.json its record keeps: what decides its arithmetic
-RUN_ENVIRONMENT = ("git_revision", "git_dirty", "torch", "threads", "cpu", "cpu_capability", "onednn_max_cpu_isa")
-WARM_START = ("train.epochs=3", "train.lr=0.01", "train.warmup_iters=50", "train.lr_steps=(2,)", "eval.interval=3",
-              "train.checkpoint_interval=3")
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    label: str
-    config: str
-    overrides: tuple[str, ...] = ()
-    all_seeds: bool = True  # False: only the first seed (single-seed reference points)
-    init_from: str | None = None  # a method whose finished run of the same seed gives the initial weights
-    curve: str | None = None  # methods of one curve label are one method at several points of an axis
-    x: float | None = None  # its place on the curve's axis
-    axis: str = "length"  # the curve's axis, a key of AXES
-
-
-def schedule(epochs: int, step_fraction: float = 5 / 6) -> tuple[str, ...]:
-    """Overrides for a run of ``epochs`` epochs with its lr step at the same fraction of every length."""
-    step = max(1, round(step_fraction * epochs))
-    return (f"train.epochs={epochs}", f"train.lr_steps=({step},)", f"eval.interval={epochs}",
-            f"train.checkpoint_interval={epochs}")
-
-
-# the patterns80 AdamW configs' recipe as overrides, for the other benchmarks
-ADAMW_RECIPE = (*ADAMW, "train.lr=4e-4", "train.amp=bf16", *schedule(PATTERNS80_ADAMW_EPOCHS))
-
-
-def length_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
-    """FCOS and DW on shapes80 for each training length (one seed each; the full length is the
-    3-seed run of the shapes80 study)."""
-    return tuple(Method(f"{name}_e{epochs}" if epochs != SHAPES80_EPOCHS else name, label, config,
-                        schedule(epochs) if epochs != SHAPES80_EPOCHS else (),
-                        all_seeds=epochs == SHAPES80_EPOCHS, curve=label, x=epochs)
-                 for name, label, config in (("s80_fcos", "FCOS", SHAPES80_FCOS), ("s80_dw", "DW (released)", SHAPES80_DW))
-                 for epochs in lengths)
-
-
-def adamw_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
-    """FCOS and DW on patterns80 with the AdamW recipe at several lengths (the full length with
-    every seed, the shorter ones with the first), and FCOS with AdamW on the SGD recipe's 6 epochs at
-    two learning rates, the sweep that chose the recipe's lr (first seed)."""
-    sweep = tuple(Method(f"p80_fcos_adamw_lr{lr}", f"FCOS, AdamW lr {lr}, 6 epochs fp32", PATTERNS80_FCOS,
-                         (*ADAMW, f"train.lr={lr}"), all_seeds=False) for lr in ("1e-3", "4e-4"))
-    curves = tuple(Method(f"{name}_e{epochs}" if epochs != PATTERNS80_ADAMW_EPOCHS else name, label, config,
-                          schedule(epochs) if epochs != PATTERNS80_ADAMW_EPOCHS else (),
-                          all_seeds=epochs == PATTERNS80_ADAMW_EPOCHS, curve=label, x=epochs)
-                   for name, label, config in (("p80a_fcos", "FCOS", PATTERNS80_ADAMW_FCOS),
-                                               ("p80a_dw", "DW (released)", PATTERNS80_ADAMW_DW))
-                   for epochs in lengths)
-    return sweep + curves
-
-
-def objects_study() -> tuple[Method, ...]:
-    """FCOS and DW on patterns80 with 1-2 objects per image (the 3-seed runs of the patterns80
-    study) and 4-6 (one seed), nothing else changed; the x is the (point, class) scores per object."""
-    return tuple(Method(name + suffix, label, config, overrides, all_seeds=not overrides, curve=label, x=x, axis="objects")
-                 for name, label, config in (("p80_fcos", "FCOS", PATTERNS80_FCOS), ("p80_dw", "DW (released)", PATTERNS80_DW))
-                 for suffix, overrides, x in (("", (), PATTERNS80_SCORES_PER_OBJECT),
-                                              ("_o4to6", PATTERNS80_MORE_OBJECTS, PATTERNS80_MORE_OBJECTS_SCORES)))
-
-
-def class_count_study() -> tuple[Method, ...]:
-    """FCOS and DW on patterns80 with 80, 8 and 1 annotated classes (one seed each below 80; 80 is
-    the 3-seed run of the patterns80 study). The x is the (point, class) scores per object."""
-    scores_per_class = PATTERNS80_SCORES_PER_OBJECT / 80
-    variants = ((80, "class"), (8, "kind"), (1, "object"))
-    return tuple(Method(name if classes == 80 else f"{name}_c{classes}", f"{label}, {classes} class{'es' * (classes > 1)}",
-                        config,
-                        () if classes == 80 else (f"data.params.labels={labels}", f"model.num_classes={classes}",
-                                                  f"data.root=data/patterns80-{labels}"),
-                        all_seeds=classes == 80, curve=label, x=classes * scores_per_class, axis="scores")
-                 for name, label, config in (("p80_fcos", "FCOS", PATTERNS80_FCOS), ("p80_dw", "DW (released)", PATTERNS80_DW))
-                 for classes, labels in variants)
-
-
-STUDIES = {
-    "methods": (
-        Method("fcos", "FCOS", FCOS_CONFIG),
-        Method("dw", "DW (released)", DW_CONFIG),
-        Method("dw_paper", "DW (paper)", DW_CONFIG, ("loss.variant=paper",), False),
-        Method("dw_refine", "DW + refine", DW_CONFIG, ("model.refine=True",), False),
-        Method("torchvision_fcos", "torchvision FCOS", FCOS_CONFIG, ("model.type=torchvision_fcos",), False),
-    ),
-    # table 5 of the paper; its last row (P_neg and I_neg) is the "dw" method above
-    "wneg": (
-        Method("wneg_none", "w_pos only", DW_CONFIG, ("loss.neg_weighting=none",), False),
-        Method("wneg_pneg", "P_neg", DW_CONFIG, ("loss.neg_weighting=pneg",), False),
-        Method("wneg_ineg", "I_neg", DW_CONFIG, ("loss.neg_weighting=ineg",), False),
-        Method("wneg_one_minus_wpos", "1 - w_pos", DW_CONFIG, ("loss.neg_weighting=one_minus_wpos",), False),
-        Method("dw", "P_neg * I_neg (DW)", DW_CONFIG),
-    ),
-    # background pressure at 128 px: scaling the negative term up gives each object the pressure
-    # of many more (point, class) scores, as on COCO
-    "neg": (
-        Method("dw", "DW (released)", DW_CONFIG),
-        Method("dw_neg10", "DW, negative x10", DW_CONFIG, ("loss.neg_scale=10.0",)),
-        Method("dw_neg100", "DW, negative x100", DW_CONFIG, ("loss.neg_scale=100.0",)),
-        Method("dw_negref", "DW, negative as on COCO (square root)", DW_CONFIG, NEG_AS_ON_COCO),
-        Method("dw_negref_p1", "DW, negative as on COCO (linear)", DW_CONFIG,
-               (*NEG_AS_ON_COCO, "loss.neg_reference_power=1.0"), False),
-    ),
-    # the paper's tables 1 and 6: hard (FCOS, ATSS) and soft (GFL, VFL, TOOD) assignment beside DW
-    "assigners": (
-        Method("fcos", "FCOS", ASSIGNER_CONFIGS["fcos"]),
-        Method("atss", "ATSS", ASSIGNER_CONFIGS["atss"]),
-        Method("gfl", "GFL", ASSIGNER_CONFIGS["gfl"]),
-        Method("vfl", "VFL", ASSIGNER_CONFIGS["vfl"]),
-        Method("tood", "TOOD", ASSIGNER_CONFIGS["tood"]),
-        Method("dw", "DW (released)", ASSIGNER_CONFIGS["dw"]),
-    ),
-    # Does DW help once the detector is past its first steps? Both continue from the FCOS run's
-    # weights for 3 more epochs; they differ only in the loss.
-    "warmstart": (
-        Method("fcos", "FCOS", FCOS_CONFIG),
-        Method("warm_fcos", "FCOS, 3 more epochs", FCOS_CONFIG, WARM_START, False, init_from="fcos"),
-        Method("warm_dw", "DW, 3 epochs from the FCOS weights", DW_CONFIG, WARM_START, False, init_from="fcos"),
-    ),
-    # shapes80: COCO's statistics and a pretrained backbone
-    "shapes80": (
-        Method("s80_fcos", "FCOS", SHAPES80_FCOS),
-        Method("s80_dw", "DW (released)", SHAPES80_DW),
-    ),
-    "shapes80_length": length_study((2, 4, SHAPES80_EPOCHS, 12)),
-    # the assigners on shapes80, as the paper compares them (its tables 1 and 6)
-    "shapes80_assigners": (
-        Method("s80_fcos", "FCOS", SHAPES80_FCOS),
-        *(Method(f"s80_{kind}", kind.upper(), f"configs/{kind}_r10_shapes80.py") for kind in ("atss", "gfl", "vfl", "tood")),
-        Method("s80_dw", "DW (released)", SHAPES80_DW),
-    ),
-    # patterns80: shapes80's statistics, classes a detector can read at every point of an object
-    "patterns80": (
-        Method("p80_fcos", "FCOS", PATTERNS80_FCOS),
-        Method("p80_dw", "DW (released)", PATTERNS80_DW),
-    ),
-    # the same with AdamW, bf16 and 14 epochs: the recipe that fits 20 minutes on two cores
-    "patterns80_adamw": adamw_study((4, 7, PATTERNS80_ADAMW_EPOCHS)),
-    # the same recipe on shapes80, where DW trailed FCOS with SGD at every length
-    "shapes80_adamw": (
-        Method("s80a_fcos", "FCOS", SHAPES80_FCOS, ADAMW_RECIPE, all_seeds=False),
-        Method("s80a_dw", "DW (released)", SHAPES80_DW, ADAMW_RECIPE, all_seeds=False),
-    ),
-    "patterns80_assigners": (
-        Method("p80_fcos", "FCOS", PATTERNS80_FCOS),
-        *(Method(f"p80_{kind}", kind.upper(), f"configs/{kind}_r10_patterns80.py") for kind in ("atss", "gfl", "vfl", "tood")),
-        Method("p80_dw", "DW (released)", PATTERNS80_DW),
-    ),
-    # AP against (point, class) scores per object: the same images and backbone, the annotations
-    # naming 80 classes (pattern x hue), 8 (the pattern) or 1 ("object")
-    "patterns80_classes": class_count_study(),
-    # the same with 4-6 objects per image instead of 1-2 (the images' sizes and classes as they were)
-    "patterns80_objects": objects_study(),
-    # background pressure: DW's negative term scaled up
-    "shapes80_neg": (
-        Method("s80_dw", "DW (released)", SHAPES80_DW),
-        Method("s80_dw_neg10", "DW, negative x10", SHAPES80_DW, ("loss.neg_scale=10.0",)),
-        Method("s80_dw_neg100", "DW, negative x100", SHAPES80_DW, ("loss.neg_scale=100.0",)),
-    ),
-    "patterns80_neg": (
-        Method("p80_dw", "DW (released)", PATTERNS80_DW),
-        Method("p80_dw_neg10", "DW, negative x10", PATTERNS80_DW, ("loss.neg_scale=10.0",)),
-        Method("p80_dw_neg100", "DW, negative x100", PATTERNS80_DW, ("loss.neg_scale=100.0",)),
-        Method("p80_dw_negref", "DW, negative as on COCO (square root)", PATTERNS80_DW, NEG_AS_ON_COCO),
-    ),
-}
-
+RUN_ENVIRONMENT = ("git_revision", "git_dirty", "torch", "python", "threads", "cpu", "cpu_capability",
+                   "onednn_max_cpu_isa", "world_size")
+# two-sided 95 % quantiles of Student's t for 1 to 30 degrees of freedom (scipy is no dependency)
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -258,11 +82,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
     parser.add_argument("--records", nargs="+", default=[], metavar="JSONL",
                         help="runs.jsonl files of runs made elsewhere, to include in the report")
+    parser.add_argument("--split", choices=("val", "test"), default="val",
+                        help="the split the report gives: test evaluates every finished run's last.pth on the "
+                             "benchmark's test split once (kept in its result.json)")
+    parser.add_argument("--baseline", metavar="NAME", help="the method the paired gaps are taken against "
+                                                           "(default: the study's first with runs)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    known = [m.name for m in selected_methods(args.study)]
+    if args.baseline is not None and args.baseline not in known:
+        parser.error(f"--baseline {args.baseline}: not in study {args.study!r}, whose methods are {known}")
     if args.methods is not None:
-        known = [m.name for m in selected_methods(args.study)]
         unknown = [name for name in args.methods if name not in known]
         if unknown:
             parser.error(f"--methods {' '.join(unknown)}: not in study {args.study!r}, whose methods are {known}")
@@ -335,9 +166,51 @@ def train(method: Method, seed: int, out: str, opts: list[str], threads: int) ->
                            f"see {work_dir}/train.log, and rerun to resume it")
     minutes = training_minutes(work_dir)
     result = {"method": method.name, "seed": seed, "opts": opts, "command": command[1:], "minutes": round(minutes, 2),
-              **{k: evaluation[k] for k in METRICS}, **provenance(work_dir)}
+              **{k: evaluation[k] for k in METRICS}, **provenance(work_dir),
+              "config": json.loads((work_dir / "config.json").read_text())}
     result_path.write_text(json.dumps(result, indent=1) + "\n")
     say(f"{method.name} seed {seed}: AP {100 * result['AP']:.1f} in {minutes:.1f} min")
+    return result
+
+
+def split_overrides(method: Method, opts: list[str], split: str) -> list[str]:
+    """Overrides that make tools/test.py evaluate on ``split`` of the method's benchmark: that split
+    (generated first where the benchmark is synthetic) as the evaluation set."""
+    data = load_config(str(REPO / method.config), [*method.overrides, *opts]).data
+    if data.type == "synthetic":
+        params = data.params.to_dict()
+        if split == "test" and not params.get("num_test"):
+            raise RuntimeError(f"{method.config}: data.params.num_test is 0, the benchmark has no test split")
+        images, annotations = ensure_synthetic(REPO / data.root, seed=data.seed, **params)[split]
+    else:
+        keys = data.to_dict()
+        if f"{split}_images" not in keys or f"{split}_ann" not in keys:
+            raise RuntimeError(f"{method.config}: no data.{split}_images and data.{split}_ann, no {split} split")
+        images, annotations = REPO / data.root / keys[f"{split}_images"], REPO / data.root / keys[f"{split}_ann"]
+    return ["data.type=coco", f"data.val_images={images}", f"data.val_ann={annotations}"]
+
+
+def evaluate_split(method: Method, seed: int, out: str, opts: list[str], threads: int, split: str) -> dict:
+    """A finished run's metrics on ``split`` (its last.pth through tools/test.py), kept in its
+    result.json under the split's name, so that each run is evaluated there once."""
+    work_dir = run_dir(out, method, seed)
+    result = json.loads((work_dir / "result.json").read_text())
+    if split in result:
+        return result
+    command = [sys.executable, str(REPO / "tools" / "test.py"), str(work_dir / "config.json"),
+               str(work_dir / "last.pth"), *split_overrides(method, opts, split), "--work-dir", str(work_dir / split)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    say(f"{method.name} seed {seed}: evaluating on {split} ({work_dir}/{split}.log)")
+    with open(work_dir / f"{split}.log", "w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
+    metrics = work_dir / split / "metrics_last.json"
+    if code != 0 or not metrics.is_file():
+        raise RuntimeError(f"{method.name} seed {seed}: the {split} evaluation failed (exit code {code}); "
+                           f"see {work_dir}/{split}.log")
+    evaluation = json.loads(metrics.read_text())
+    result[split] = {**{k: evaluation[k] for k in METRICS}, "command": command[1:]}
+    (work_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    say(f"{method.name} seed {seed}: {split} AP {100 * evaluation['AP']:.1f}")
     return result
 
 
@@ -394,29 +267,106 @@ def read_records(paths: list[str]) -> dict[tuple[str, int], dict]:
 
 
 def finished_runs(method: Method, out: str, records: dict[tuple[str, int], dict]) -> list[dict]:
-    """The method's runs by seed: its run folders under ``out``, then the records of other seeds."""
-    runs = {r["seed"]: r for r in (json.loads(p.read_text()) for p in (Path(out) / method.name).glob("seed*/result.json"))}
+    """The method's runs by seed: its run folders under ``out`` (None: records only), then the
+    records of other seeds."""
+    folders = (Path(out) / method.name).glob("seed*/result.json") if out is not None else ()
+    runs = {r["seed"]: r for r in (json.loads(p.read_text()) for p in folders)}
     for (name, seed), record in records.items():
         if name == method.name:
             runs.setdefault(seed, record)
     return [runs[seed] for seed in sorted(runs)]
 
 
-def summarize(methods: list[Method], out: str, records: dict | None = None) -> dict:
-    """Per method: its finished runs and mean/std of each metric in AP points (x100); a metric a
-    record lacks is NaN for the method."""
+def metrics_on(run: dict, split: str) -> dict | None:
+    """A run's metrics on ``split``: its record's own (val) or those of a later evaluation."""
+    return run if split == "val" else run.get(split)
+
+
+def summarize(methods: list[Method], out: str, records: dict | None = None, split: str = "val") -> dict:
+    """Per method: its finished runs (those evaluated on ``split``) and mean/std of each metric in AP
+    points (x100); a metric a record lacks is NaN for the method."""
     summary = {}
     for method in methods:
-        runs = finished_runs(method, out, records or {})
+        runs = [r for r in finished_runs(method, out, records or {}) if metrics_on(r, split) is not None]
         if not runs:
             continue
-        stats = {k: mean_std([100 * r.get(k, math.nan) for r in runs]) for k in METRICS}
+        values = {k: [100 * metrics_on(r, split).get(k, math.nan) for r in runs] for k in METRICS}
+        stats = {k: mean_std(v) for k, v in values.items()}
         summary[method.name] = {"label": point_label(method), "overrides": list(method.overrides), "config": method.config,
-                                "seeds": [r["seed"] for r in runs], "minutes": [r.get("minutes") for r in runs],
-                                "ap_per_seed": [100 * r["AP"] for r in runs],
-                                "mean": {k: v[0] for k, v in stats.items()}, "std": {k: v[1] for k, v in stats.items()},
-                                "runs": runs}
+                                "curve": method.curve, "x": method.x, "split": split, "seeds": [r["seed"] for r in runs],
+                                "minutes": [r.get("minutes") for r in runs], "ap_per_seed": values["AP"],
+                                "values": values, "mean": {k: v[0] for k, v in stats.items()},
+                                "std": {k: v[1] for k, v in stats.items()},
+                                "transcribed": sum(bool(r.get("transcribed")) for r in runs), "runs": runs}
     return summary
+
+
+def t975(df: int) -> float:
+    """The two-sided 95 % quantile of Student's t with ``df`` degrees of freedom: the table to 30,
+    then the Cornish-Fisher series, within 1e-3 there."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df <= len(T975):
+        return T975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def paired_gap(values: list[float], baseline: list[float]) -> tuple[float, float, float]:
+    """Mean of the per-seed differences ``values - baseline`` and its 95 % confidence interval (t
+    distribution; NaN bounds with one pair)."""
+    gaps = [a - b for a, b in zip(values, baseline, strict=True)]
+    mean = statistics.fmean(gaps)
+    if len(gaps) < 2:
+        return mean, math.nan, math.nan
+    half = t975(len(gaps) - 1) * statistics.stdev(gaps) / math.sqrt(len(gaps))
+    return mean, mean - half, mean + half
+
+
+def paired_gaps(summary: dict, baseline: str) -> dict:
+    """Per method other than ``baseline``: the seeds both ran and the paired gap (mean, low, high)
+    of each metric against it. Where the baseline is a point of a curve, a point of another curve
+    is paired with the baseline curve's point at the same x (DW at 7 epochs with FCOS at 7)."""
+    found = {}
+    for name, entry in summary.items():
+        base_name = baseline
+        if summary[baseline]["curve"] is not None and entry["curve"] is not None:
+            base_curve = summary[baseline]["curve"]
+            base_name = next((n for n, e in summary.items() if e["curve"] == base_curve and e["x"] == entry["x"]
+                              and entry["curve"] != base_curve), None)
+        if base_name is None or name == base_name:
+            continue
+        base = summary[base_name]
+        seeds = sorted(set(entry["seeds"]) & set(base["seeds"]))
+        if not seeds:
+            continue
+        gaps = {}
+        for k in METRICS:
+            pairs = [(entry["values"][k][entry["seeds"].index(s)], base["values"][k][base["seeds"].index(s)])
+                     for s in seeds]
+            known = all(v >= 0 for pair in pairs for v in pair)  # NaN or COCOeval's -1 (no GT of that size): none
+            gaps[k] = list(paired_gap(*zip(*pairs))) if known else None
+        found[name] = {"baseline": base_name, "seeds": seeds, "gap": gaps}
+    return found
+
+
+def paired_table(summary: dict, gaps: dict) -> str:
+    """Each method's paired gap to the baseline: mean [95 % CI] per metric, "win" where the interval
+    is above 0 and "loss" where it is below."""
+    def cell(gap: list | None) -> str:
+        if gap is None:
+            return "n/a"
+        mean, low, high = gap
+        if math.isnan(low):
+            return f"{mean:+.1f}"
+        verdict = " win" if low > 0 else " loss" if high < 0 else ""
+        return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]{verdict}"
+
+    lines = ["| paired gap (95 % CI) | seeds | " + " | ".join(METRICS) + " |", "| --- " * (len(METRICS) + 2) + "|"]
+    for name, entry in gaps.items():
+        lines.append(f"| {summary[name]['label']} − {summary[entry['baseline']]['label']} | {len(entry['seeds'])} | "
+                     + " | ".join(cell(entry["gap"][k]) for k in METRICS) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def point_label(method: Method) -> str:
@@ -440,9 +390,19 @@ def markdown_table(summary: dict) -> str:
         known = [m for m in entry["minutes"] if m is not None]
         minutes = f"{statistics.median(known):.1f}" if known else "n/a"
         per_seed = ", ".join(f"{ap:.1f}" for ap in entry["ap_per_seed"])
-        lines.append(f"| {entry['label']} | {len(entry['seeds'])} | "
+        seeds = f"{len(entry['seeds'])}" + (f" ({entry['transcribed']} transcribed)" if entry["transcribed"] else "")
+        lines.append(f"| {entry['label']} | {seeds} | "
                      + " | ".join(cell(entry, k) for k in METRICS) + f" | {per_seed} | {minutes} |")
     return "\n".join(lines) + "\n"
+
+
+def tables(summary: dict, baseline: str | None = None) -> str:
+    """The report's Markdown: the table of means, then the paired gaps to ``baseline`` (default: the
+    first method), which also go into ``summary`` (its entries' "paired")."""
+    gaps = paired_gaps(summary, baseline if baseline in summary else next(iter(summary)))
+    for name, entry in gaps.items():
+        summary[name]["paired"] = entry
+    return markdown_table(summary) + ("\n" + paired_table(summary, gaps) if gaps else "")
 
 
 def plot_ap(summary: dict, path: Path) -> None:
@@ -520,20 +480,24 @@ def plot_curves(methods: list[Method], summary: dict, axis: str, path: Path) -> 
     plt.close(fig)
 
 
-def report(methods: list[Method], out: str, records: dict | None = None) -> dict:
-    summary = summarize(methods, out, records)
+def report(methods: list[Method], out: str, records: dict | None = None, split: str = "val",
+           baseline: str | None = None) -> dict:
+    """Write the report of ``split`` (results.json, results.md, or results_test.* for the test
+    split, and the figures) and runs.jsonl; returns the summary."""
+    summary = summarize(methods, out, records, split)
     if not summary:
-        raise SystemExit(f"no finished runs under {out}" + (" nor in --records" if records else ""))
+        raise SystemExit(f"no finished runs evaluated on {split} under {out}" + (" nor in --records" if records else ""))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    table = tables(summary, baseline)
+    stem = "results" if split == "val" else f"results_{split}"
+    (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out_dir / "runs.jsonl").write_text("".join(json.dumps(run) + "\n" for entry in summary.values()
                                                 for run in entry["runs"]))
-    table = markdown_table(summary)
-    (out_dir / "results.md").write_text(table)
+    (out_dir / f"{stem}.md").write_text(table)
     plot_ap(summary, out_dir / "ap.png")
     plot_losses(summary, out, out_dir / "loss.png")
-    written = ["results.json", "runs.jsonl", "results.md", "ap.png", "loss.png"]
+    written = [f"{stem}.json", "runs.jsonl", f"{stem}.md", "ap.png", "loss.png"]
     for axis in sorted({m.axis for m in methods if m.curve and m.name in summary}):
         plot_curves(methods, summary, axis, out_dir / AXES[axis][1])
         written.append(AXES[axis][1])
@@ -547,21 +511,30 @@ def main(argv: list[str] | None = None) -> int:
     args.out = os.path.abspath(args.out)  # the trainings run from the repository root
     methods = selected_methods(args.study)
     records = read_records(args.records)
+    code = 0
     if not args.report_only:
         runs = planned_runs([m for m in methods if args.methods is None or m.name in args.methods], args.seeds)
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
-        # runs that start from another run's weights go second, once those have finished
-        for phase in ([r for r in runs if r[0].init_from is None], [r for r in runs if r[0].init_from is not None]):
+        # runs that start from another run's weights go second, once those have finished; the
+        # evaluation on the test split last, on every finished run
+        phases = [(train, [r for r in runs if r[0].init_from is None]),
+                  (train, [r for r in runs if r[0].init_from is not None])]
+        if args.split != "val":
+            phases.append((evaluate_split, runs))
+        for step, phase in phases:
+            extra = (args.split,) if step is evaluate_split else ()
+            if step is evaluate_split:  # a run that did not finish has nothing to evaluate
+                phase = [(m, s) for m, s in phase if (run_dir(args.out, m, s) / "result.json").is_file()]
             with ThreadPoolExecutor(args.jobs) as pool:
-                futures = [pool.submit(train, m, s, args.out, args.opts, threads) for m, s in phase]
+                futures = [pool.submit(step, m, s, args.out, args.opts, threads, *extra) for m, s in phase]
             failures = [f.exception() for f in futures if f.exception() is not None]
             for failure in failures:
                 say(str(failure), sys.stderr)
             if failures:
-                report(methods, args.out, records)
-                return 1
-    report(methods, args.out, records)
-    return 0
+                code = 1
+                break
+    report(methods, args.out, records, args.split, args.baseline)
+    return code
 
 
 if __name__ == "__main__":

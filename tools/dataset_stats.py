@@ -60,7 +60,7 @@ def dataset_stats(annotations: str, short_side: int, max_size: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
-    parser.add_argument("--split", choices=("train", "val"), default="train")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="train")
     parser.add_argument("--opts", nargs="+", default=[], metavar="key=value", help="config overrides")
     parser.add_argument("--json", help="also write the statistics here")
     args = parser.parse_args(argv)

@@ -20,15 +20,19 @@ Objects are drawn in order, later ones over earlier ones; an object hidden by mo
 extent of its object. ``area`` is the box area.
 
 Every image draws from its own ``numpy`` Generator seeded by (seed, split, index), and files are
-written without timestamps, so the same configuration gives byte-identical files.
+written without timestamps, so the same configuration gives byte-identical files. The test split
+(``num_test`` images, none by default) draws from its own seed, ``test_seed``: it can be added to a
+folder generated without it, and redrawn, leaving the train and val files as they are.
 
 Layout under the output folder::
 
     manifest.json                      generator version and configuration
     train/000001.jpg ...               images (JPEG or PNG)
     val/000001.jpg ...
+    test/000001.jpg ...                (with num_test > 0)
     annotations/instances_train.json   COCO detection annotations
     annotations/instances_val.json
+    annotations/instances_test.json
 """
 from __future__ import annotations
 
@@ -46,7 +50,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 GENERATOR_VERSION = 1
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
+# The random stream of each split (its place in every image's seed); 2 and 3 are the backbone
+# pretraining crops' (dwdet/engine/pretrain.py).
+SPLIT_STREAMS = {"train": 0, "val": 1, "test": 4}
+# The fields of the test split: a folder generated without them is the same folder as before.
+TEST_FIELDS = ("num_test", "test_seed")
 SHAPE_CLASSES = ("rectangle", "frame", "ellipse", "ring", "triangle", "cross", "star", "diamond")
 PATTERNS = ("solid", "h-striped", "v-striped", "slashed", "backslashed", "checked", "dotted", "gridded")
 # With patterns the shape tells nothing; only filled shapes, so that the pattern shows everywhere.
@@ -81,11 +90,13 @@ class SyntheticConfig:
     colours: int = 0  # 0: any colour, 8 shape classes; k: shape x k hues, 8k classes
     patterns: bool = False  # with colours = k: the classes are fill pattern x hue (8k), shapes random
     labels: str = "class"  # what the annotations name: "class", its "kind" (shape or pattern), "hue", or "object"
+    num_test: int = 0  # images of the test split, drawn from test_seed rather than seed
+    test_seed: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aspect_ratios", tuple(float(a) for a in self.aspect_ratios))
         checks = [
-            (self.num_train >= 0 and self.num_val >= 0, "num_train and num_val must be >= 0"),
+            (min(self.num_train, self.num_val, self.num_test) >= 0, "num_train, num_val and num_test must be >= 0"),
             (self.image_size >= 32, "image_size must be >= 32"),
             (len(self.aspect_ratios) > 0 and all(0.25 <= a <= 4 for a in self.aspect_ratios),
              "aspect_ratios must be a non-empty list of width/height ratios in [0.25, 4]"),
@@ -154,7 +165,7 @@ class SplitPaths(NamedTuple):
 
 
 def split_paths(root: str | os.PathLike, split: str) -> SplitPaths:
-    """Where the images and annotations of ``split`` ("train" or "val") live under ``root``."""
+    """Where the images and annotations of ``split`` ("train", "val" or "test") live under ``root``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     root = Path(root)
@@ -165,60 +176,97 @@ def ensure_synthetic(root: str | os.PathLike, seed: int = 0, **params) -> dict[s
     """Generate the dataset under ``root`` unless a manifest there records this exact configuration.
 
     ``params`` are :class:`SyntheticConfig` fields. A folder generated with other parameters is
-    replaced; a non-empty folder without a manifest is never touched. Generation happens in a
-    temporary sibling folder that is renamed into place, so an interrupted run leaves nothing behind
-    and concurrent callers end up with one complete copy.
+    replaced; one that differs only in its test split gets the requested test split, its train and
+    val files untouched; a non-empty folder without a manifest is never touched. Generation happens
+    in a temporary sibling folder that is renamed into place, so an interrupted run leaves nothing
+    behind and concurrent callers end up with one complete copy. Returns the paths of the splits
+    (the test split's only with ``num_test`` > 0).
     """
     config = SyntheticConfig(seed=seed, **params)
     root = Path(root)
-    if not _manifest_matches(root, config):
-        if root.exists() and any(root.iterdir()) and not (root / MANIFEST).exists():
-            raise FileExistsError(f"{root} is not empty and has no {MANIFEST}: it is not a synthetic "
-                                  f"dataset folder, refusing to overwrite it")
-        staging = root.with_name(f".{root.name}.staging-{secrets.token_hex(4)}")
-        try:
-            generate_synthetic(staging, config)
-            if _manifest_matches(root, config):  # another process finished first: keep its copy
-                return {split: split_paths(root, split) for split in SPLITS}
+    splits = SPLITS if config.num_test else SPLITS[:2]
+    found = _read_manifest(root)
+    if found is None and root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} is not empty and has no {MANIFEST}: it is not a synthetic "
+                              f"dataset folder, refusing to overwrite it")
+    if _manifest_matches(root, config):
+        return {split: split_paths(root, split) for split in splits}
+    same_train_val = found is not None and found.get("config") == _manifest(config)["config"]
+    staging = root.with_name(f".{root.name}.staging-{secrets.token_hex(4)}")
+    try:
+        generate_synthetic(staging, config, splits=("test",) if same_train_val else splits)
+        if _manifest_matches(root, config):  # another process finished first: keep its copy
+            return {split: split_paths(root, split) for split in splits}
+        if same_train_val:
+            _move_test_split(staging, root)
+        else:
             if root.exists():  # generated with other parameters
                 stale = root.with_name(f".{root.name}.stale-{secrets.token_hex(4)}")
                 root.rename(stale)
                 shutil.rmtree(stale)
             staging.rename(root)
-        except OSError:
-            if not _manifest_matches(root, config):  # not merely lost a race to another process
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return {split: split_paths(root, split) for split in SPLITS}
+    except OSError:
+        if not _manifest_matches(root, config):  # not merely lost a race to another process
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {split: split_paths(root, split) for split in splits}
+
+
+def _move_test_split(staging: Path, root: Path) -> None:
+    """Put the test split generated in ``staging`` into ``root`` (replacing its test split, if any),
+    the manifest last, so that a folder whose manifest names a test split holds it."""
+    images, annotations = split_paths(root, "test")
+    if images.exists():
+        shutil.rmtree(images)
+    staging_images, staging_annotations = split_paths(staging, "test")
+    staging_images.rename(images)
+    os.replace(staging_annotations, annotations)
+    os.replace(staging / MANIFEST, root / MANIFEST)
+
+
+def _read_manifest(root: Path) -> dict | None:
+    try:
+        return json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _manifest_matches(root: Path, config: SyntheticConfig) -> bool:
-    try:
-        manifest = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
-    return manifest == _manifest(config)
+    """Whether ``root`` holds the files of ``config``; a test split there that ``config`` does not
+    ask for is no mismatch."""
+    found, wanted = _read_manifest(root), _manifest(config)
+    if found is None or not config.num_test:
+        found = found and {k: v for k, v in found.items() if k != "test"}
+    return found == wanted
 
 
 def _manifest(config: SyntheticConfig) -> dict:
-    # Through JSON so that tuples compare equal to the lists read back.
-    return json.loads(json.dumps({"generator": "dwdet.data.synthetic", "version": GENERATOR_VERSION,
-                                  "config": asdict(config)}))
+    # Through JSON so that tuples compare equal to the lists read back. The test split's fields stay
+    # out of "config", so that the manifests of folders generated before it existed still match.
+    fields = asdict(config)
+    test = {k: fields.pop(k) for k in TEST_FIELDS}
+    manifest = {"generator": "dwdet.data.synthetic", "version": GENERATOR_VERSION, "config": fields}
+    if config.num_test:
+        manifest["test"] = test
+    return json.loads(json.dumps(manifest))
 
 
-def generate_synthetic(out: str | os.PathLike, config: SyntheticConfig) -> None:
-    """Write the dataset described by ``config`` into ``out`` (created if needed), manifest last."""
+def generate_synthetic(out: str | os.PathLike, config: SyntheticConfig, splits: tuple[str, ...] | None = None) -> None:
+    """Write the dataset described by ``config`` into ``out`` (created if needed), manifest last:
+    ``splits`` (default: train, val, and test if ``num_test`` > 0)."""
     out = Path(out)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     categories = [{"id": k + 1, "name": name, "supercategory": "shape"}
                   for k, name in enumerate(annotated_names(config))]
-    for split_index, (split, count) in enumerate(zip(SPLITS, (config.num_train, config.num_val))):
+    counts = {"train": config.num_train, "val": config.num_val, "test": config.num_test}
+    for split in splits or (SPLITS if config.num_test else SPLITS[:2]):
+        seed = config.test_seed if split == "test" else config.seed
         image_dir, ann_file = split_paths(out, split)
         image_dir.mkdir(exist_ok=True)
         images, annotations = [], []
-        for image_id in range(1, count + 1):
-            rng = np.random.default_rng([config.seed, split_index, image_id])
+        for image_id in range(1, counts[split] + 1):
+            rng = np.random.default_rng([seed, SPLIT_STREAMS[split], image_id])
             pixels, objects = render_image(rng, config)
             file_name = f"{image_id:06d}.{config.image_format}"
             _save(pixels, image_dir / file_name, config)
@@ -229,7 +277,7 @@ def generate_synthetic(out: str | os.PathLike, config: SyntheticConfig) -> None:
                                     "category_id": annotated_label(config, label) + 1, "bbox": [x, y, w, h],
                                     "area": w * h, "iscrowd": 0})
         coco = {"info": {"description": "dwdet synthetic shapes", "version": GENERATOR_VERSION,
-                         "seed": config.seed, "split": split},
+                         "seed": seed, "split": split},
                 "licenses": [], "images": images, "annotations": annotations, "categories": categories}
         ann_file.write_text(json.dumps(coco))
     (out / MANIFEST).write_text(json.dumps(_manifest(config), indent=2))

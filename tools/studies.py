@@ -1,0 +1,239 @@
+"""The studies of tools/compare.py: which methods (a config plus overrides each) it trains and
+compares, by study name. A method's name is its run folder, so a method shared by several studies
+(the FCOS baseline, say) is trained once."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DW_CONFIG = "configs/compare_r18_synthetic.py"  # from scratch, 128 px, 8 classes
+FCOS_CONFIG = "configs/compare_fcos_r18_synthetic.py"
+SHAPES80_DW = "configs/dw_r10_shapes80.py"  # COCO's statistics, pretrained backbone
+SHAPES80_FCOS = "configs/fcos_r10_shapes80.py"
+SHAPES80_EPOCHS = 6
+PATTERNS80_DW = "configs/dw_r10_patterns80.py"  # the same statistics, classes readable as textures
+PATTERNS80_FCOS = "configs/fcos_r10_patterns80.py"
+PATTERNS80_ADAMW_DW = "configs/dw_r10_patterns80_adamw.py"  # the recipe that fits 20 minutes of this CPU
+PATTERNS80_ADAMW_FCOS = "configs/fcos_r10_patterns80_adamw.py"
+PATTERNS80_ADAMW_EPOCHS = 14
+TREECROWNS_DW = "configs/dw_r10_treecrowns.py"  # real aerial images, one class (tools/make_treecrowns.py)
+TREECROWNS_FCOS = "configs/fcos_r10_treecrowns.py"
+# the tree-crown tiles at twice their size (crowns 16-214 px), jittered by +-20 % as at 1x
+TREECROWNS_X2 = ("model.min_size=(512,576,640,704,768)", "model.max_size=768", "model.test_min_size=640")
+ADAMW_LRS = ("2e-4", "4e-4", "8e-4", "1.6e-3")  # the AdamW recipes' lr sweep (per 16 images); 4e-4 is theirs
+ADAMW = ("train.optimizer=adamw", "train.weight_decay=0.05")  # AdamW on the SGD recipe's schedule (6 epochs, fp32)
+COCO_SCORES_PER_OBJECT = 2.4e5  # docs/benchmarks.md, the shapes80 statistics
+PATTERNS80_SCORES_PER_OBJECT = 1.41e5  # tools/dataset_stats.py configs/dw_r10_patterns80.py
+PATTERNS80_MORE_OBJECTS = ("data.params.min_objects=4", "data.params.max_objects=6", "data.root=data/patterns80-o4to6")
+PATTERNS80_MORE_OBJECTS_SCORES = 4.38e4  # the same, with the overrides above (4.70 objects per image)
+# the "assigners" study's configs: point them at another benchmark by changing these
+ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/compare_atss_r18_synthetic.py",
+                    "gfl": "configs/compare_gfl_r18_synthetic.py", "vfl": "configs/compare_vfl_r18_synthetic.py",
+                    "tood": "configs/compare_tood_r18_synthetic.py", "dw": DW_CONFIG}
+# DW's negative term at the strength it has on COCO, whatever the scores per object (loss.neg_reference_scores)
+NEG_AS_ON_COCO = (f"loss.neg_reference_scores={COCO_SCORES_PER_OBJECT:g}",)
+# a curve's axis: label, plot file, log scale, a reference (x, label) or None, and how a point on
+# it names itself in tables
+AXES = {"length": ("training length (epochs; lr step at 5/6 of each)", "ap_vs_length.png", False, None, "{:g} epochs"),
+        "scores": ("(point, class) scores per object (the class count varied)", "ap_vs_scores_per_object.png", True,
+                   (COCO_SCORES_PER_OBJECT, "COCO train2017"), "{:.2g} scores per object"),
+        "objects": ("(point, class) scores per object (objects per image varied)", "ap_vs_objects_per_image.png",
+                    True, (COCO_SCORES_PER_OBJECT, "COCO train2017"), "{:.2g} scores per object"),
+        "lr": ("AdamW lr (per 16 images)", "ap_vs_lr.png", True, None, "lr {:g}")}
+WARM_START = ("train.epochs=3", "train.lr=0.01", "train.warmup_iters=50", "train.lr_steps=(2,)", "eval.interval=3",
+              "train.checkpoint_interval=3")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    config: str
+    overrides: tuple[str, ...] = ()
+    all_seeds: bool = True  # False: only the first seed (single-seed reference points)
+    init_from: str | None = None  # a method whose finished run of the same seed gives the initial weights
+    curve: str | None = None  # methods of one curve label are one method at several points of an axis
+    x: float | None = None  # its place on the curve's axis
+    axis: str = "length"  # the curve's axis, a key of AXES
+
+
+def schedule(epochs: int, step_fraction: float = 5 / 6) -> tuple[str, ...]:
+    """Overrides for a run of ``epochs`` epochs with its lr step at the same fraction of every length."""
+    step = max(1, round(step_fraction * epochs))
+    return (f"train.epochs={epochs}", f"train.lr_steps=({step},)", f"eval.interval={epochs}",
+            f"train.checkpoint_interval={epochs}")
+
+
+# the patterns80 AdamW configs' recipe as overrides, for the other benchmarks
+ADAMW_RECIPE = (*ADAMW, "train.lr=4e-4", "train.amp=bf16", *schedule(PATTERNS80_ADAMW_EPOCHS))
+
+
+def length_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
+    """FCOS and DW on shapes80 for each training length (one seed each; the full length is the
+    3-seed run of the shapes80 study)."""
+    return tuple(Method(f"{name}_e{epochs}" if epochs != SHAPES80_EPOCHS else name, label, config,
+                        schedule(epochs) if epochs != SHAPES80_EPOCHS else (),
+                        all_seeds=epochs == SHAPES80_EPOCHS, curve=label, x=epochs)
+                 for name, label, config in (("s80_fcos", "FCOS", SHAPES80_FCOS), ("s80_dw", "DW (released)", SHAPES80_DW))
+                 for epochs in lengths)
+
+
+def adamw_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
+    """FCOS and DW on patterns80 with the AdamW recipe at several lengths (the full length with
+    every seed, the shorter ones with the first), and FCOS with AdamW on the SGD recipe's 6 epochs at
+    two learning rates, the sweep that chose the recipe's lr (first seed)."""
+    sweep = tuple(Method(f"p80_fcos_adamw_lr{lr}", f"FCOS, AdamW lr {lr}, 6 epochs fp32", PATTERNS80_FCOS,
+                         (*ADAMW, f"train.lr={lr}"), all_seeds=False) for lr in ("1e-3", "4e-4"))
+    curves = tuple(Method(f"{name}_e{epochs}" if epochs != PATTERNS80_ADAMW_EPOCHS else name, label, config,
+                          schedule(epochs) if epochs != PATTERNS80_ADAMW_EPOCHS else (),
+                          all_seeds=epochs == PATTERNS80_ADAMW_EPOCHS, curve=label, x=epochs)
+                   for name, label, config in (("p80a_fcos", "FCOS", PATTERNS80_ADAMW_FCOS),
+                                               ("p80a_dw", "DW (released)", PATTERNS80_ADAMW_DW))
+                   for epochs in lengths)
+    return sweep + curves
+
+
+def lr_study(methods: tuple[tuple[str, str, str], ...], recipe_lr: str = "4e-4") -> tuple[Method, ...]:
+    """Each (name, label, config) at every lr of ADAMW_LRS, one curve of AP against lr per method, so
+    that each method's lr is chosen on val for itself; the config's own lr is its plain run."""
+    return tuple(Method(name if lr == recipe_lr else f"{name}_lr{lr}", label, config,
+                        () if lr == recipe_lr else (f"train.lr={lr}",), curve=label, x=float(lr), axis="lr")
+                 for name, label, config in methods for lr in ADAMW_LRS)
+
+
+def objects_study() -> tuple[Method, ...]:
+    """FCOS and DW on patterns80 with 1-2 objects per image (the 3-seed runs of the patterns80
+    study) and 4-6 (one seed), nothing else changed; the x is the (point, class) scores per object."""
+    return tuple(Method(name + suffix, label, config, overrides, all_seeds=not overrides, curve=label, x=x, axis="objects")
+                 for name, label, config in (("p80_fcos", "FCOS", PATTERNS80_FCOS), ("p80_dw", "DW (released)", PATTERNS80_DW))
+                 for suffix, overrides, x in (("", (), PATTERNS80_SCORES_PER_OBJECT),
+                                              ("_o4to6", PATTERNS80_MORE_OBJECTS, PATTERNS80_MORE_OBJECTS_SCORES)))
+
+
+def class_count_study() -> tuple[Method, ...]:
+    """FCOS and DW on patterns80 with 80, 8 and 1 annotated classes (one seed each below 80; 80 is
+    the 3-seed run of the patterns80 study). The x is the (point, class) scores per object."""
+    scores_per_class = PATTERNS80_SCORES_PER_OBJECT / 80
+    variants = ((80, "class"), (8, "kind"), (1, "object"))
+    return tuple(Method(name if classes == 80 else f"{name}_c{classes}", f"{label}, {classes} class{'es' * (classes > 1)}",
+                        config,
+                        () if classes == 80 else (f"data.params.labels={labels}", f"model.num_classes={classes}",
+                                                  f"data.root=data/patterns80-{labels}"),
+                        all_seeds=classes == 80, curve=label, x=classes * scores_per_class, axis="scores")
+                 for name, label, config in (("p80_fcos", "FCOS", PATTERNS80_FCOS), ("p80_dw", "DW (released)", PATTERNS80_DW))
+                 for classes, labels in variants)
+
+
+STUDIES = {
+    "methods": (
+        Method("fcos", "FCOS", FCOS_CONFIG),
+        Method("dw", "DW (released)", DW_CONFIG),
+        Method("dw_paper", "DW (paper)", DW_CONFIG, ("loss.variant=paper",), False),
+        Method("dw_refine", "DW + refine", DW_CONFIG, ("model.refine=True",), False),
+        Method("torchvision_fcos", "torchvision FCOS", FCOS_CONFIG, ("model.type=torchvision_fcos",), False),
+    ),
+    # table 5 of the paper; its last row (P_neg and I_neg) is the "dw" method above
+    "wneg": (
+        Method("wneg_none", "w_pos only", DW_CONFIG, ("loss.neg_weighting=none",), False),
+        Method("wneg_pneg", "P_neg", DW_CONFIG, ("loss.neg_weighting=pneg",), False),
+        Method("wneg_ineg", "I_neg", DW_CONFIG, ("loss.neg_weighting=ineg",), False),
+        Method("wneg_one_minus_wpos", "1 - w_pos", DW_CONFIG, ("loss.neg_weighting=one_minus_wpos",), False),
+        Method("dw", "P_neg * I_neg (DW)", DW_CONFIG),
+    ),
+    # background pressure at 128 px: scaling the negative term up gives each object the pressure
+    # of many more (point, class) scores, as on COCO
+    "neg": (
+        Method("dw", "DW (released)", DW_CONFIG),
+        Method("dw_neg10", "DW, negative x10", DW_CONFIG, ("loss.neg_scale=10.0",)),
+        Method("dw_neg100", "DW, negative x100", DW_CONFIG, ("loss.neg_scale=100.0",)),
+        Method("dw_negref", "DW, negative as on COCO (square root)", DW_CONFIG, NEG_AS_ON_COCO),
+        Method("dw_negref_p1", "DW, negative as on COCO (linear)", DW_CONFIG,
+               (*NEG_AS_ON_COCO, "loss.neg_reference_power=1.0"), False),
+    ),
+    # the paper's tables 1 and 6: hard (FCOS, ATSS) and soft (GFL, VFL, TOOD) assignment beside DW
+    "assigners": (
+        Method("fcos", "FCOS", ASSIGNER_CONFIGS["fcos"]),
+        Method("atss", "ATSS", ASSIGNER_CONFIGS["atss"]),
+        Method("gfl", "GFL", ASSIGNER_CONFIGS["gfl"]),
+        Method("vfl", "VFL", ASSIGNER_CONFIGS["vfl"]),
+        Method("tood", "TOOD", ASSIGNER_CONFIGS["tood"]),
+        Method("dw", "DW (released)", ASSIGNER_CONFIGS["dw"]),
+    ),
+    # Does DW help once the detector is past its first steps? Both continue from the FCOS run's
+    # weights for 3 more epochs; they differ only in the loss.
+    "warmstart": (
+        Method("fcos", "FCOS", FCOS_CONFIG),
+        Method("warm_fcos", "FCOS, 3 more epochs", FCOS_CONFIG, WARM_START, False, init_from="fcos"),
+        Method("warm_dw", "DW, 3 epochs from the FCOS weights", DW_CONFIG, WARM_START, False, init_from="fcos"),
+    ),
+    # shapes80: COCO's statistics and a pretrained backbone
+    "shapes80": (
+        Method("s80_fcos", "FCOS", SHAPES80_FCOS),
+        Method("s80_dw", "DW (released)", SHAPES80_DW),
+    ),
+    "shapes80_length": length_study((2, 4, SHAPES80_EPOCHS, 12)),
+    # the assigners on shapes80, as the paper compares them (its tables 1 and 6)
+    "shapes80_assigners": (
+        Method("s80_fcos", "FCOS", SHAPES80_FCOS),
+        *(Method(f"s80_{kind}", kind.upper(), f"configs/{kind}_r10_shapes80.py") for kind in ("atss", "gfl", "vfl", "tood")),
+        Method("s80_dw", "DW (released)", SHAPES80_DW),
+    ),
+    # patterns80: shapes80's statistics, classes a detector can read at every point of an object
+    "patterns80": (
+        Method("p80_fcos", "FCOS", PATTERNS80_FCOS),
+        Method("p80_dw", "DW (released)", PATTERNS80_DW),
+    ),
+    # the same with AdamW, bf16 and 14 epochs: the recipe that fits 20 minutes on two cores
+    "patterns80_adamw": adamw_study((4, 7, PATTERNS80_ADAMW_EPOCHS)),
+    # the recipe's lr swept for FCOS and DW separately (on val)
+    "patterns80_lr": lr_study((("p80a_fcos", "FCOS", PATTERNS80_ADAMW_FCOS),
+                               ("p80a_dw", "DW (released)", PATTERNS80_ADAMW_DW))),
+    # real aerial images of tree crowns, one class, val and test at places not trained on
+    "treecrowns": (
+        Method("tc_fcos", "FCOS", TREECROWNS_FCOS),
+        Method("tc_dw", "DW (released)", TREECROWNS_DW),
+    ),
+    # a whole place held out for val and test (its own val set: no pairing with the above); needs
+    # python tools/make_treecrowns.py --layout sites --out data/treecrowns-sites
+    "treecrowns_sites": (
+        Method("tc_fcos_sites_e12", "FCOS, 12 epochs, a whole place held out", TREECROWNS_FCOS,
+               ("data.root=data/treecrowns-sites", *schedule(12, 10 / 12))),
+    ),
+    "treecrowns_lr": lr_study((("tc_fcos", "FCOS", TREECROWNS_FCOS), ("tc_dw", "DW (released)", TREECROWNS_DW))),
+    # the benchmark's design, chosen on val with FCOS: input scale, backbone, length
+    "treecrowns_design": (
+        *(Method(f"tc_fcos_e{epochs}" if epochs != 40 else "tc_fcos", "FCOS", TREECROWNS_FCOS,
+                 schedule(epochs, 34 / 40) if epochs != 40 else (), curve="FCOS", x=epochs)
+          for epochs in (12, 20, 40, 80)),
+        Method("tc_fcos_x2", "FCOS, tiles upsampled x2", TREECROWNS_FCOS, TREECROWNS_X2),
+        Method("tc_fcos_p80", "FCOS, patterns80 backbone", TREECROWNS_FCOS,
+               ("model.backbone_weights=weights/resnet10_patterns80.pth",)),
+    ),
+    # the same recipe on shapes80, where DW trailed FCOS with SGD at every length
+    "shapes80_adamw": (
+        Method("s80a_fcos", "FCOS", SHAPES80_FCOS, ADAMW_RECIPE, all_seeds=False),
+        Method("s80a_dw", "DW (released)", SHAPES80_DW, ADAMW_RECIPE, all_seeds=False),
+    ),
+    "patterns80_assigners": (
+        Method("p80_fcos", "FCOS", PATTERNS80_FCOS),
+        *(Method(f"p80_{kind}", kind.upper(), f"configs/{kind}_r10_patterns80.py") for kind in ("atss", "gfl", "vfl", "tood")),
+        Method("p80_dw", "DW (released)", PATTERNS80_DW),
+    ),
+    # AP against (point, class) scores per object: the same images and backbone, the annotations
+    # naming 80 classes (pattern x hue), 8 (the pattern) or 1 ("object")
+    "patterns80_classes": class_count_study(),
+    # the same with 4-6 objects per image instead of 1-2 (the images' sizes and classes as they were)
+    "patterns80_objects": objects_study(),
+    # background pressure: DW's negative term scaled up
+    "shapes80_neg": (
+        Method("s80_dw", "DW (released)", SHAPES80_DW),
+        Method("s80_dw_neg10", "DW, negative x10", SHAPES80_DW, ("loss.neg_scale=10.0",)),
+        Method("s80_dw_neg100", "DW, negative x100", SHAPES80_DW, ("loss.neg_scale=100.0",)),
+    ),
+    "patterns80_neg": (
+        Method("p80_dw", "DW (released)", PATTERNS80_DW),
+        Method("p80_dw_neg10", "DW, negative x10", PATTERNS80_DW, ("loss.neg_scale=10.0",)),
+        Method("p80_dw_neg100", "DW, negative x100", PATTERNS80_DW, ("loss.neg_scale=100.0",)),
+        Method("p80_dw_negref", "DW, negative as on COCO (square root)", PATTERNS80_DW, NEG_AS_ON_COCO),
+    ),
+}
+
