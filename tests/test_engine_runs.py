@@ -2,6 +2,7 @@
 a detector as backbone weights, resuming exported, finished and old checkpoints, keeping the last
 N checkpoints, a rerun in a used folder, errors in train.log, and `--resume` followed by overrides."""
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -110,19 +111,26 @@ def test_resuming_a_finished_run_says_it_has_finished(tmp_path, finished, caplog
     assert same_weights(resumed.model.state_dict(), trainer.model.state_dict())
 
 
-def test_a_checkpoint_of_an_older_version_resumes_with_the_keys_added_since(tmp_path, finished):
+def test_a_checkpoint_of_an_older_version_resumes_with_the_keys_added_and_renamed_since(tmp_path, finished):
     trainer, run_dir = finished
     ckpt = load_checkpoint(run_dir / "epoch_1.pth")
     config = json.loads(json.dumps(ckpt["config"]))
     for dotted in ADDED_KEYS:
         section, key = dotted.split(".")
         config.get(section, {}).pop(key, None)
+    # train.momentum was SGD's momentum and AdamW's beta1 before it became two keys
+    assert config["train"].pop("adamw_betas") == [0.9, 0.999]
+    config["train"]["momentum"] = config["train"].pop("sgd_momentum")
     old = tmp_path / "old.pth"
     save_checkpoint({**ckpt, "config": config}, old)
     migrated = load_checkpoint(old)["config"]
     assert migrated["train"]["optimizer"] == "sgd" and migrated["train"]["ema"] is False
     assert migrated["model"]["type"] == "fcos"
-    resumed = Trainer(tiny_config(tmp_path, ["eval.interval=0"]), tmp_path / "resumed", resume=old, **BUILDERS)
+    assert migrated["train"]["sgd_momentum"] == 0.9 and migrated["train"]["adamw_betas"] == (0.9, 0.999)
+    assert "momentum" not in migrated["train"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a saved run's old names are no user's to change
+        resumed = Trainer(tiny_config(tmp_path, ["eval.interval=0"]), tmp_path / "resumed", resume=old, **BUILDERS)
     resumed.fit()
     assert same_weights(resumed.model.state_dict(), trainer.model.state_dict())
 

@@ -211,7 +211,7 @@ def load_detector(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
             f"ANNOTATIONS.json)")
     cfg = apply_overrides(ckpt["config"] if cfg is None else migrate_config(cfg.to_dict()), overrides)
     if "backbone_weights" in cfg.model:
-        cfg = apply_overrides(cfg, ["model.backbone_weights=None"])
+        cfg = cfg.merge({"model": {"backbone_weights": None}})
     cfg = with_num_classes(cfg, categories, source)
     model = build_model(cfg)
     try:
