@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dwdet.cli import train as train_cli
+from dwdet.cli.common import config_overrides
 from dwdet.engine import CheckpointError, RunFolderInUseError, Trainer, check_new_run_folder, load_checkpoint, \
     save_checkpoint
 from dwdet.engine.builders import build_model
@@ -159,7 +160,7 @@ def test_a_new_run_in_a_folder_that_holds_one_is_refused(tmp_path, finished):
 def test_errors_that_end_a_run_are_in_train_log(tmp_path):
     work_dir = tmp_path / "run"
     missing = tmp_path / "nowhere"
-    assert train_cli.main([str(CONFIGS / "dw_r50_fpn_1x_coco.py"), f"data.root={missing}", "--work-dir",
+    assert train_cli.main([str(CONFIGS / "dw_r50_fpn_1x_coco.py"), "--opts", f"data.root={missing}", "--work-dir",
                            str(work_dir)]) == 1
     assert f"ERROR dwdet.train: annotation file {missing}/annotations/instances_train2017.json does not exist" in \
         (work_dir / "train.log").read_text()
@@ -170,10 +171,14 @@ def test_errors_that_end_a_run_are_in_train_log(tmp_path):
 
 
 def test_overrides_after_a_bare_resume_are_overrides():
+    args = train_cli.parse_args(["configs/x.py", "--resume", "--opts", "train.lr=0.1", "train.epochs=3"])
+    assert args.resume == "auto" and config_overrides(args) == ["train.lr=0.1", "train.epochs=3"]
+    # the deprecated spelling without --opts, too
     args = train_cli.parse_args(["configs/x.py", "--resume", "train.lr=0.1", "train.epochs=3"])
-    assert args.resume == "auto" and sorted(args.overrides) == ["train.epochs=3", "train.lr=0.1"]
-    args = train_cli.parse_args(["configs/x.py", "--resume", "work_dirs/a/epoch_3.pth", "train.lr=0.1"])
-    assert args.resume == "work_dirs/a/epoch_3.pth" and args.overrides == ["train.lr=0.1"]
+    with pytest.warns(FutureWarning, match="without --opts"):
+        assert args.resume == "auto" and sorted(config_overrides(args)) == ["train.epochs=3", "train.lr=0.1"]
+    args = train_cli.parse_args(["configs/x.py", "--resume", "work_dirs/a/epoch_3.pth", "--opts", "train.lr=0.1"])
+    assert args.resume == "work_dirs/a/epoch_3.pth" and config_overrides(args) == ["train.lr=0.1"]
 
 
 def test_print_config_shows_the_number_of_classes_training_will_take(tmp_path, capsys):
@@ -181,7 +186,7 @@ def test_print_config_shows_the_number_of_classes_training_will_take(tmp_path, c
     categories = [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}, {"id": 12, "name": "c"}]
     (tmp_path / "annotations" / "train.json").write_text(json.dumps(
         {"images": [], "annotations": [], "categories": categories}))
-    assert train_cli.main([str(CONFIGS / "own_data_cpu.py"), f"data.root={tmp_path}", "--print-config"]) == 0
+    assert train_cli.main([str(CONFIGS / "own_data_cpu.py"), "--opts", f"data.root={tmp_path}", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["model"]["num_classes"] == 3
 
 
@@ -194,7 +199,7 @@ def test_an_unreadable_image_ends_the_run_with_its_name_in_train_log(tmp_path):
         "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [8, 8, 20, 20], "iscrowd": 0}],
         "categories": [{"id": 3, "name": "a"}]}))
     work_dir = tmp_path / "run"
-    assert train_cli.main([str(CONFIGS / "own_data_cpu.py"), "--work-dir", str(work_dir), f"data.root={tmp_path}",
+    assert train_cli.main([str(CONFIGS / "own_data_cpu.py"), "--work-dir", str(work_dir), "--opts", f"data.root={tmp_path}",
                            "model.backbone_weights=None", "model.min_size=64", "model.max_size=64",
                            "train.batch_size=1", "train.num_workers=0", "eval.interval=0"]) == 1
     log = (work_dir / "train.log").read_text()
