@@ -88,14 +88,13 @@ def main(argv: list[str] | None = None) -> int:
 def _with_known_num_classes(cfg: Config) -> Config:
     """``cfg`` with ``model.num_classes`` read from a COCO training annotation file, as training
     will take it (left as it is for other data, or when the file cannot be read)."""
-    if cfg.model.get("num_classes") is not None or cfg.get("data", {}).get("type") != "coco":
+    if cfg.get("data", {}).get("type") != "coco":  # (a synthetic set would be generated to read it)
         return cfg
-    ann_file = builders.annotation_file(cfg, "train")
     try:
-        return builders.with_num_classes(cfg, builders.read_categories(ann_file), ann_file)
+        return builders.resolve_num_classes(cfg)
     except (OSError, ValueError) as err:
-        print(f"model.num_classes is taken from {ann_file} when training, which cannot be read now: {err}",
-              file=sys.stderr)
+        print(f"model.num_classes is taken from {builders.annotation_file(cfg, 'train')} when training, which "
+              f"cannot be read now: {err}", file=sys.stderr)
         return cfg
 
 

@@ -95,7 +95,7 @@ class Trainer:
         # categories (then model.num_classes must be given)
         self.categories = getattr(dataset, "categories", None)
         if self.categories is not None:
-            cfg = builders.with_num_classes(cfg, self.categories, getattr(dataset, "ann_file", "the training set"))
+            cfg = builders.resolve_num_classes(cfg, self.categories, getattr(dataset, "ann_file", "the training set"))
         self.cfg = cfg
 
         seed_everything(train.seed, train.deterministic)  # the same initial weights on every rank
