@@ -222,3 +222,15 @@ def test_init_from_an_80_class_detector_onto_3_classes_keeps_all_but_its_class_l
     assert kept_fresh == ["head.cls_logits.bias", "head.cls_logits.weight"]
     assert all(torch.equal(mine.state_dict()[k], fresh[k]) for k in kept_fresh)
     assert "(head.cls_logits.bias, head.cls_logits.weight) starts afresh" in caplog.text
+
+
+def test_weights_saved_with_the_head_branch_named_centerness_load_as_objectness():
+    from dwdet.engine.builders import load_detector
+    shipped = Path(__file__).resolve().parents[1] / "weights" / "dw_r10_shapes16_demo.pth"
+    raw = torch.load(shipped, map_location="cpu", weights_only=True)["model"]
+    assert "head.centerness.weight" in raw  # written before the branch was named for what it holds
+    migrated = load_checkpoint(shipped)["model"]
+    assert list(migrated) == [name.replace("head.centerness.", "head.objectness.") for name in raw]
+    model, _, _ = load_detector(shipped)  # strict: every weight in its place
+    assert torch.equal(model.head.objectness.weight, raw["head.centerness.weight"])
+    assert torch.equal(model.head.objectness.bias, raw["head.centerness.bias"])

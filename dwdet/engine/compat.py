@@ -10,7 +10,8 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["ADDED_KEYS", "RENAMED_KEYS", "migrate_checkpoint", "migrate_config", "rename_keys"]
+__all__ = ["ADDED_KEYS", "RENAMED_KEYS", "RENAMED_WEIGHTS", "migrate_checkpoint", "migrate_config", "migrate_weights",
+           "rename_keys"]
 
 # key -> the behaviour of the runs saved before it existed
 ADDED_KEYS: dict[str, Any] = {
@@ -29,6 +30,10 @@ RENAMED_KEYS: dict[str, tuple[tuple[str, ...], Callable[[Any], dict[str, Any]]]]
     "train.momentum": (("train.sgd_momentum", "train.adamw_betas"),
                        lambda value: {"sgd_momentum": value, "adamw_betas": (value, 0.999)}),
 }
+
+
+# old state-dict prefix -> new: the head's third branch holds DW's objectness as much as FCOS's centerness
+RENAMED_WEIGHTS: dict[str, str] = {"head.centerness.": "head.objectness."}
 
 
 def rename_keys(config: Mapping[str, Any],
@@ -59,8 +64,21 @@ def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
+def migrate_weights(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A state dict with the parameter names of :data:`RENAMED_WEIGHTS` renamed (order kept)."""
+    def renamed(name: str) -> str:
+        for old, new in RENAMED_WEIGHTS.items():
+            if name.startswith(old):
+                return new + name[len(old):]
+        return name
+    return {renamed(name): value for name, value in state.items()}
+
+
 def migrate_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint read from disk, with its config migrated (in place; also returned)."""
+    """A checkpoint read from disk, with its config and weights migrated (in place; also returned)."""
     if isinstance(ckpt.get("config"), dict):
         ckpt["config"] = migrate_config(ckpt["config"])
+    for weights in ("model", "train_model"):  # (with EMA, "model" is the average and "train_model" the trained)
+        if isinstance(ckpt.get(weights), dict):
+            ckpt[weights] = migrate_weights(ckpt[weights])
     return ckpt
