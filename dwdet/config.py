@@ -74,7 +74,7 @@ class Config(Mapping):
             raise AttributeError(err.args[0]) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        raise AttributeError("Config is read-only; pass overrides to load_config")
+        raise AttributeError("Config is read-only; cfg.merge({...}) returns a changed copy")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
