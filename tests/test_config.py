@@ -218,7 +218,7 @@ def test_a_renamed_key_still_loads_with_a_warning_from_a_file_and_an_override(tm
     with pytest.warns(FutureWarning, match=r"'train.momentum' \(in the command line\)"):
         cfg = load_config(tmp_path / "schedule.py", ["train.momentum=0.5"])
     assert cfg.train.sgd_momentum == 0.5 and cfg.train.adamw_betas == (0.5, 0.999)
-    with pytest.raises(ConfigError, match="'train.sgd_momentum' expects float"):
+    with pytest.raises(ConfigError, match="'train.sgd_momentum' expects float"), pytest.warns(FutureWarning):
         load_config(tmp_path / "schedule.py", ["train.momentum=fast"])
 
 
