@@ -42,7 +42,7 @@ DEMO_MODEL := weights/dw_r10_shapes16_demo.pth
 DEMO_IMAGES := $(foreach i,1 2 3 4 5 6 7 8,data/shapes16-demo/val/00000$(i).jpg)
 demo: build
 	rm -rf work_dirs/demo
-	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_MODEL) data.params.num_train=0 --work-dir work_dirs/demo
+	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_MODEL) --opts data.params.num_train=0 --work-dir work_dirs/demo
 	$(PY) tools/infer.py $(DEMO_MODEL) $(DEMO_IMAGES) --out-dir work_dirs/demo/infer --score-thr 0.3 \
 		--grid work_dirs/demo/detections.png
 

@@ -4,8 +4,8 @@ A config file is plain Python: every top-level name that does not start with ``_
 module, function or class becomes a key (usually one dict per section: ``model``, ``loss``,
 ``data``, ``train``, ``eval``). A file may inherit with ``_base_ = "other.py"`` (or a list of
 files, merged in order; paths relative to the file). Sections merge key by key; a dict holding
-``"_replace_": True`` (or MMEngine's spelling, ``"_delete_": True``) replaces the inherited dict
-instead of merging into it.
+``"_replace_": True`` replaces the inherited dict instead of merging into it (MMEngine's
+``"_delete_": True`` still does the same, with a deprecation warning).
 
 Values from a child file or the command line are checked against the value they replace: an
 ``int`` key takes ints, a ``float`` key ints or floats, a ``bool`` key only ``True``/``False``,
@@ -18,7 +18,12 @@ one. Every error names the key.
 
     cfg = load_config("configs/dw_r50_fpn_1x_coco.py", ["train.lr=0.02", "model.backbone=resnet18"])
     cfg.train.lr            # 0.02
+    cfg = cfg.merge({"model": {"backbone_weights": None}})  # an edit in code: a new Config, checked alike
     save_config(cfg, "work_dirs/run/config.json")
+
+Strings ``key.sub=value`` are what the command line gives (``--opts``); code edits a config with
+:meth:`Config.merge`. A key renamed since an older dwdet (:data:`dwdet.engine.compat.RENAMED_KEYS`)
+is renamed on loading, with a warning for files and overrides (saved runs are migrated silently).
 """
 from __future__ import annotations
 
@@ -29,12 +34,13 @@ import json
 import os
 import runpy
 import types
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 __all__ = ["Config", "ConfigError", "apply_overrides", "format_config", "load_config", "save_config"]
 
-_REPLACE_KEYS = ("_replace_", "_delete_")  # ours, and MMEngine's name for the same thing
+_REPLACE_KEYS = ("_replace_", "_delete_")  # the documented marker, and MMEngine's (deprecated here)
 
 
 def _replaces(value: Any) -> bool:
@@ -68,7 +74,7 @@ class Config(Mapping):
             raise AttributeError(err.args[0]) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        raise AttributeError("Config is read-only; pass overrides to load_config")
+        raise AttributeError("Config is read-only; cfg.merge({...}) returns a changed copy")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -83,6 +89,14 @@ class Config(Mapping):
         """A deep copy as plain dicts, lists and scalars."""
         return copy.deepcopy(self._data)
 
+    def merge(self, changes: Mapping[str, Any]) -> Config:
+        """A new Config with ``changes`` (nested dicts, e.g. ``{"model": {"backbone_weights": None}}``)
+        merged in key by key, checked as a child file's values are: no new keys (except in a
+        section marked ``"_replace_": True``), each value of the type it replaces."""
+        data = self.to_dict()
+        _merge(data, _renamed(changes, "Config.merge"), self._prefix, allow_new=False, source="Config.merge")
+        return Config(data, self._prefix)
+
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
     """Load a ``.py`` config (following ``_base_``) or a saved ``.json`` one, then apply
@@ -96,9 +110,15 @@ def apply_overrides(cfg: Config | Mapping[str, Any], overrides: Sequence[str]) -
     data = cfg.to_dict() if isinstance(cfg, Config) else copy.deepcopy(dict(cfg))
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"override '{item}' is not of the form key.sub=value")
-        _set_dotted(data, key.strip(), text.strip())
+        if key in _compat().RENAMED_KEYS:
+            section, leaf = key.split(".")
+            _merge(data, _renamed({section: {leaf: _parse_literal(text.strip())}}, "the command line"), "",
+                   allow_new=False, source="the command line")
+        else:
+            _set_dotted(data, key, text.strip())
     return Config(data)
 
 
@@ -125,11 +145,12 @@ def _load_file(path: str, chain: tuple[str, ...]) -> tuple[dict[str, Any], set[s
         raise ConfigError(f"config file not found: {path}")
     if path.endswith(".json"):
         with open(path) as f:
-            return json.load(f), set()
+            return _compat().rename_keys(json.load(f)), set()  # a saved run's, maybe of an older dwdet
     if not path.endswith(".py"):
         raise ConfigError(f"config file must be .py or .json: {path}")
     namespace = runpy.run_path(path)
-    own = {k: v for k, v in namespace.items() if not k.startswith("_") and not _is_code(v)}
+    own = _renamed({k: v for k, v in namespace.items() if not k.startswith("_") and not _is_code(v)}, path)
+    _warn_delete_marker(own, path)
     bases = namespace.get("_base_", [])
     bases = [bases] if isinstance(bases, str) else list(bases)
     if not bases:
@@ -143,6 +164,29 @@ def _load_file(path: str, chain: tuple[str, ...]) -> tuple[dict[str, Any], set[s
     # a file that inherits may only set keys its bases define: a typo is an error, as on the command line
     _merge(merged, own, "", allow_new=False, source=path, open_sections=open_sections)
     return merged, open_sections
+
+
+def _compat() -> types.ModuleType:
+    from dwdet.engine import compat  # here, not above: the engine imports this module
+    return compat
+
+
+def _renamed(tree: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``tree`` with the keys renamed since an older dwdet, each with a warning naming ``source``."""
+    def warn(old: str, new: tuple[str, ...]) -> None:
+        warnings.warn(f"config key '{old}' (in {source}) is now {' and '.join(repr(k) for k in new)}; "
+                      f"the old name still works but is deprecated", FutureWarning, stacklevel=5)
+    return _compat().rename_keys(tree, warn)
+
+
+def _warn_delete_marker(tree: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    for key, value in tree.items():
+        if key == "_delete_":
+            warnings.warn(f"'_delete_' in {prefix.rstrip('.') or 'the top level'} (in {source}): write "
+                          f"'_replace_=True', dwdet's one spelling of the same thing; '_delete_' still works but is "
+                          f"deprecated", FutureWarning, stacklevel=4)
+        elif isinstance(value, Mapping):
+            _warn_delete_marker(value, source, f"{prefix}{key}.")
 
 
 def _empty_sections(tree: Mapping[str, Any], prefix: str) -> set[str]:

@@ -1,5 +1,6 @@
 """Config files: overrides with type checks, inheritance, saving and reloading."""
 import textwrap
+import warnings
 
 import pytest
 
@@ -122,21 +123,27 @@ def test_sections_that_a_base_leaves_empty_or_that_a_child_replaces_take_new_key
     child = write(tmp_path, "child.py", '_base_ = "mid.py"\ndata = dict(params=dict(patterns=True))\n')
     assert load_config(child).data.params.to_dict() == {"colours": 10, "patterns": True}
     assert load_config(mid).data.params.to_dict() == {"colours": 10}
-    replaced = write(tmp_path, "replaced.py", '_base_ = "base.py"\nmodel = dict(_delete_=True, kind="other")\n')
+    replaced = write(tmp_path, "replaced.py", '_base_ = "base.py"\nmodel = dict(_replace_=True, kind="other")\n')
     assert load_config(replaced).model.to_dict() == {"kind": "other"}
     bad = write(tmp_path, "bad.py", '_base_ = "mid.py"\ndata = dict(typ="coco")\n')
     with pytest.raises(ConfigError, match=r"'data.typ'; did you mean 'type'"):
         load_config(bad)
 
 
-@pytest.mark.parametrize("marker", ["_replace_", "_delete_"])  # ours and MMEngine's spelling
+@pytest.mark.parametrize("marker", ["_replace_", "_delete_"])  # ours, and MMEngine's (deprecated) spelling
 def test_several_bases_merge_in_order_and_replace_marker(tmp_path, base, marker):
     write(tmp_path, "other.py", 'model = dict(depth=101, extra=True)\n')
     child = write(tmp_path, "child.py", f"""
         _base_ = ["base.py", "other.py"]
         model = dict(norm=dict({marker}=True, type="BN"))
     """)
-    cfg = load_config(child)
+    if marker == "_delete_":
+        with pytest.warns(FutureWarning, match=r"'_delete_' in model.norm \(in .*child.py\): write '_replace_=True'"):
+            cfg = load_config(child)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            cfg = load_config(child)
     assert cfg.model.depth == 101 and cfg.model.extra is True
     assert cfg.model.norm.to_dict() == {"type": "BN"}
 
@@ -180,3 +187,44 @@ def test_overrides_apply_to_a_resolved_dict_and_the_printed_config_reloads(tmp_p
                                                                                   "lr_steps": [8, 11]}}
     with pytest.raises(ConfigError, match="unknown config key 'train.lrr'"):
         apply_overrides(saved, ["train.lrr=1"])
+
+
+def test_merge_is_the_in_code_edit_checked_like_a_child_file(base):
+    cfg = load_config(base)
+    edited = cfg.merge({"model": {"backbone": None, "norm": {"groups": 16}}, "train": {"lr": 1}})
+    assert edited.model.backbone is None and edited.model.norm.to_dict() == {"type": "GN", "groups": 16}
+    assert edited.train.lr == 1.0 and isinstance(edited.train.lr, float)
+    assert cfg.model.backbone == "resnet50" and cfg.train.lr == 0.01  # a new Config; the old one is unchanged
+    assert cfg.model.merge({"depth": 101}).depth == 101  # a section merges its own keys
+    assert cfg.merge({"model": {"norm": {"_replace_": True, "type": "BN"}}}).model.norm.to_dict() == {"type": "BN"}
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.norm.gruops'; did you mean 'groups'"):
+        cfg.merge({"model": {"norm": {"gruops": 8}}})
+    with pytest.raises(ConfigError, match=r"'train.epochs' expects int like 12, got str 'x' \(from Config.merge\)"):
+        cfg.merge({"train": {"epochs": "x"}})
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.depht'"):
+        cfg.model.merge({"depht": 101})
+
+
+SCHEDULE = 'train = dict(optimizer="sgd", sgd_momentum=0.9, adamw_betas=(0.9, 0.999), lr=0.01)\n'
+
+
+def test_a_renamed_key_still_loads_with_a_warning_from_a_file_and_an_override(tmp_path):
+    write(tmp_path, "schedule.py", SCHEDULE)
+    old = write(tmp_path, "old.py", '_base_ = "schedule.py"\ntrain = dict(optimizer="adamw", momentum=0.85)\n')
+    with pytest.warns(FutureWarning, match=r"'train.momentum' \(in .*old.py\) is now 'train.sgd_momentum' and "
+                                           r"'train.adamw_betas'"):
+        cfg = load_config(old)
+    assert cfg.train.to_dict() == {"optimizer": "adamw", "sgd_momentum": 0.85, "adamw_betas": (0.85, 0.999), "lr": 0.01}
+    with pytest.warns(FutureWarning, match=r"'train.momentum' \(in the command line\)"):
+        cfg = load_config(tmp_path / "schedule.py", ["train.momentum=0.5"])
+    assert cfg.train.sgd_momentum == 0.5 and cfg.train.adamw_betas == (0.5, 0.999)
+    with pytest.raises(ConfigError, match="'train.sgd_momentum' expects float"), pytest.warns(FutureWarning):
+        load_config(tmp_path / "schedule.py", ["train.momentum=fast"])
+
+
+def test_a_saved_config_of_an_older_dwdet_loads_under_the_new_names_silently(tmp_path):
+    (tmp_path / "config.json").write_text('{"train": {"optimizer": "sgd", "momentum": 0.9, "lr": 0.01}}')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = load_config(tmp_path / "config.json", ["train.sgd_momentum=0.8"])
+    assert cfg.train.to_dict() == {"optimizer": "sgd", "sgd_momentum": 0.8, "adamw_betas": (0.9, 0.999), "lr": 0.01}

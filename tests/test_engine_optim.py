@@ -21,7 +21,7 @@ def test_norms_and_scales_get_no_weight_decay():
     head = Head()
     free = decay_free_parameters(head)
     assert free == {head.gn.weight, head.gn.bias, head.bn.weight, head.bn.bias, head.scale}
-    optimizer = build_optimizer(head, lr=0.01, momentum=0.9, weight_decay=1e-4)
+    optimizer = build_optimizer(head, "sgd", lr=0.01, weight_decay=1e-4, sgd_momentum=0.9, adamw_betas=(0.8, 0.99))
     decayed, not_decayed = optimizer.param_groups
     assert decayed["weight_decay"] == 1e-4 and {id(p) for p in decayed["params"]} == {id(head.conv.weight),
                                                                                         id(head.conv.bias)}
@@ -29,10 +29,10 @@ def test_norms_and_scales_get_no_weight_decay():
     assert optimizer.defaults["momentum"] == 0.9
 
 
-def test_adamw_keeps_the_groups_and_takes_momentum_as_beta1():
+def test_adamw_keeps_the_groups_and_takes_its_betas():
     head = Head()
-    optimizer = build_optimizer(head, lr=1e-3, momentum=0.8, weight_decay=0.05, kind="adamw")
-    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.8, 0.999)
+    optimizer = build_optimizer(head, "adamw", lr=1e-3, weight_decay=0.05, sgd_momentum=0.7, adamw_betas=[0.8, 0.99])
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.8, 0.99)
     decayed, not_decayed = optimizer.param_groups
     assert decayed["weight_decay"] == 0.05 and not_decayed["weight_decay"] == 0.0
     assert {id(p) for p in not_decayed["params"]} == {id(p) for p in decay_free_parameters(head)}
@@ -40,7 +40,7 @@ def test_adamw_keeps_the_groups_and_takes_momentum_as_beta1():
 
 def test_unknown_optimizer_is_an_error_naming_the_key():
     with pytest.raises(ValueError, match="train.optimizer.*'adam'"):
-        build_optimizer(Head(), lr=0.01, momentum=0.9, weight_decay=1e-4, kind="adam")
+        build_optimizer(Head(), "adam", lr=0.01, weight_decay=1e-4, sgd_momentum=0.9, adamw_betas=(0.9, 0.999))
 
 
 def test_lr_scales_linearly_with_total_batch():

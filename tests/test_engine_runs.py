@@ -2,12 +2,14 @@
 a detector as backbone weights, resuming exported, finished and old checkpoints, keeping the last
 N checkpoints, a rerun in a used folder, errors in train.log, and `--resume` followed by overrides."""
 import json
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from dwdet.cli import train as train_cli
+from dwdet.cli.common import config_overrides
 from dwdet.engine import CheckpointError, RunFolderInUseError, Trainer, check_new_run_folder, load_checkpoint, \
     save_checkpoint
 from dwdet.engine.builders import build_model
@@ -110,19 +112,26 @@ def test_resuming_a_finished_run_says_it_has_finished(tmp_path, finished, caplog
     assert same_weights(resumed.model.state_dict(), trainer.model.state_dict())
 
 
-def test_a_checkpoint_of_an_older_version_resumes_with_the_keys_added_since(tmp_path, finished):
+def test_a_checkpoint_of_an_older_version_resumes_with_the_keys_added_and_renamed_since(tmp_path, finished):
     trainer, run_dir = finished
     ckpt = load_checkpoint(run_dir / "epoch_1.pth")
     config = json.loads(json.dumps(ckpt["config"]))
     for dotted in ADDED_KEYS:
         section, key = dotted.split(".")
         config.get(section, {}).pop(key, None)
+    # train.momentum was SGD's momentum and AdamW's beta1 before it became two keys
+    assert config["train"].pop("adamw_betas") == [0.9, 0.999]
+    config["train"]["momentum"] = config["train"].pop("sgd_momentum")
     old = tmp_path / "old.pth"
     save_checkpoint({**ckpt, "config": config}, old)
     migrated = load_checkpoint(old)["config"]
     assert migrated["train"]["optimizer"] == "sgd" and migrated["train"]["ema"] is False
     assert migrated["model"]["type"] == "fcos"
-    resumed = Trainer(tiny_config(tmp_path, ["eval.interval=0"]), tmp_path / "resumed", resume=old, **BUILDERS)
+    assert migrated["train"]["sgd_momentum"] == 0.9 and migrated["train"]["adamw_betas"] == (0.9, 0.999)
+    assert "momentum" not in migrated["train"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a saved run's old names are no user's to change
+        resumed = Trainer(tiny_config(tmp_path, ["eval.interval=0"]), tmp_path / "resumed", resume=old, **BUILDERS)
     resumed.fit()
     assert same_weights(resumed.model.state_dict(), trainer.model.state_dict())
 
@@ -151,7 +160,7 @@ def test_a_new_run_in_a_folder_that_holds_one_is_refused(tmp_path, finished):
 def test_errors_that_end_a_run_are_in_train_log(tmp_path):
     work_dir = tmp_path / "run"
     missing = tmp_path / "nowhere"
-    assert train_cli.main([str(CONFIGS / "dw_r50_fpn_1x_coco.py"), f"data.root={missing}", "--work-dir",
+    assert train_cli.main([str(CONFIGS / "dw_r50_fpn_1x_coco.py"), "--opts", f"data.root={missing}", "--work-dir",
                            str(work_dir)]) == 1
     assert f"ERROR dwdet.train: annotation file {missing}/annotations/instances_train2017.json does not exist" in \
         (work_dir / "train.log").read_text()
@@ -162,10 +171,14 @@ def test_errors_that_end_a_run_are_in_train_log(tmp_path):
 
 
 def test_overrides_after_a_bare_resume_are_overrides():
+    args = train_cli.parse_args(["configs/x.py", "--resume", "--opts", "train.lr=0.1", "train.epochs=3"])
+    assert args.resume == "auto" and config_overrides(args) == ["train.lr=0.1", "train.epochs=3"]
+    # the deprecated spelling without --opts, too
     args = train_cli.parse_args(["configs/x.py", "--resume", "train.lr=0.1", "train.epochs=3"])
-    assert args.resume == "auto" and sorted(args.overrides) == ["train.epochs=3", "train.lr=0.1"]
-    args = train_cli.parse_args(["configs/x.py", "--resume", "work_dirs/a/epoch_3.pth", "train.lr=0.1"])
-    assert args.resume == "work_dirs/a/epoch_3.pth" and args.overrides == ["train.lr=0.1"]
+    with pytest.warns(FutureWarning, match="without --opts"):
+        assert args.resume == "auto" and sorted(config_overrides(args)) == ["train.epochs=3", "train.lr=0.1"]
+    args = train_cli.parse_args(["configs/x.py", "--resume", "work_dirs/a/epoch_3.pth", "--opts", "train.lr=0.1"])
+    assert args.resume == "work_dirs/a/epoch_3.pth" and config_overrides(args) == ["train.lr=0.1"]
 
 
 def test_print_config_shows_the_number_of_classes_training_will_take(tmp_path, capsys):
@@ -173,7 +186,7 @@ def test_print_config_shows_the_number_of_classes_training_will_take(tmp_path, c
     categories = [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}, {"id": 12, "name": "c"}]
     (tmp_path / "annotations" / "train.json").write_text(json.dumps(
         {"images": [], "annotations": [], "categories": categories}))
-    assert train_cli.main([str(CONFIGS / "own_data_cpu.py"), f"data.root={tmp_path}", "--print-config"]) == 0
+    assert train_cli.main([str(CONFIGS / "own_data_cpu.py"), "--opts", f"data.root={tmp_path}", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["model"]["num_classes"] == 3
 
 
@@ -186,7 +199,7 @@ def test_an_unreadable_image_ends_the_run_with_its_name_in_train_log(tmp_path):
         "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [8, 8, 20, 20], "iscrowd": 0}],
         "categories": [{"id": 3, "name": "a"}]}))
     work_dir = tmp_path / "run"
-    assert train_cli.main([str(CONFIGS / "own_data_cpu.py"), "--work-dir", str(work_dir), f"data.root={tmp_path}",
+    assert train_cli.main([str(CONFIGS / "own_data_cpu.py"), "--work-dir", str(work_dir), "--opts", f"data.root={tmp_path}",
                            "model.backbone_weights=None", "model.min_size=64", "model.max_size=64",
                            "train.batch_size=1", "train.num_workers=0", "eval.interval=0"]) == 1
     log = (work_dir / "train.log").read_text()
@@ -209,3 +222,15 @@ def test_init_from_an_80_class_detector_onto_3_classes_keeps_all_but_its_class_l
     assert kept_fresh == ["head.cls_logits.bias", "head.cls_logits.weight"]
     assert all(torch.equal(mine.state_dict()[k], fresh[k]) for k in kept_fresh)
     assert "(head.cls_logits.bias, head.cls_logits.weight) starts afresh" in caplog.text
+
+
+def test_weights_saved_with_the_head_branch_named_centerness_load_as_objectness():
+    from dwdet.engine.builders import load_detector
+    shipped = Path(__file__).resolve().parents[1] / "weights" / "dw_r10_shapes16_demo.pth"
+    raw = torch.load(shipped, map_location="cpu", weights_only=True)["model"]
+    assert "head.centerness.weight" in raw  # written before the branch was named for what it holds
+    migrated = load_checkpoint(shipped)["model"]
+    assert list(migrated) == [name.replace("head.centerness.", "head.objectness.") for name in raw]
+    model, _, _ = load_detector(shipped)  # strict: every weight in its place
+    assert torch.equal(model.head.objectness.weight, raw["head.centerness.weight"])
+    assert torch.equal(model.head.objectness.bias, raw["head.centerness.bias"])

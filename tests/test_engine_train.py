@@ -190,9 +190,9 @@ def test_bf16_autocast_trains(tmp_path):
 
 def test_gradient_clipping_bounds_the_update(tmp_path):
     free, _ = run(tmp_path, "free", ["eval.interval=0", "train.epochs=1", "train.weight_decay=0.0",
-                                     "train.momentum=0.0", "train.warmup_iters=0"])
+                                     "train.sgd_momentum=0.0", "train.warmup_iters=0"])
     clipped, _ = run(tmp_path, "clip", ["eval.interval=0", "train.epochs=1", "train.weight_decay=0.0",
-                                        "train.momentum=0.0", "train.warmup_iters=0", "train.clip_grad_norm=1e-3"])
+                                        "train.sgd_momentum=0.0", "train.warmup_iters=0", "train.clip_grad_norm=1e-3"])
     start = Trainer(tiny_config(tmp_path), tmp_path / "init", **BUILDERS).model.state_dict()
 
     def distance(trainer):

@@ -136,7 +136,7 @@ def test_tools_infer_writes_results_and_drawings(dw_run, tmp_path, capsys):
         assert drawing.shape == source.shape and (drawing != source).any() == confident
 
     expected = tmp_path / "test_results.json"
-    load_tool("test").main([str(dw_run["config"]), str(dw_run["work_dir"] / "last.pth"), *dw_run["overrides"],
+    load_tool("test").main([str(dw_run["config"]), str(dw_run["work_dir"] / "last.pth"), "--opts", *dw_run["overrides"],
                             "--out", str(expected), "--work-dir", str(tmp_path)])
     # infer.py numbers images 0, 1, ... in file order; the COCO ids of the sorted files are 1, 2, ...
     by_image = sorted((d["image_id"] + 1, d["category_id"], d["score"], *d["bbox"]) for d in detections)
@@ -171,7 +171,7 @@ def test_own_data_takes_its_classes_from_the_annotations_and_maps_the_ids_back(d
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pth")
     assert [c["id"] for c in checkpoint["categories"]] == sorted(new_id.values())  # label k: k-th smallest id
     assert checkpoint["input"]["mean"] == [0.485, 0.456, 0.406]
-    assert load_tool("test").main([str(config), str(tmp_path / "run" / "last.pth"), *overrides, "model.score_thresh=0.0",
+    assert load_tool("test").main([str(config), str(tmp_path / "run" / "last.pth"), "--opts", *overrides, "model.score_thresh=0.0",
                                    "--out", str(tmp_path / "results.json")]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results and {r["category_id"] for r in results} <= set(new_id.values())

@@ -27,7 +27,7 @@ def mmdet_names(ours: dict) -> dict:
     one Scale per level, and the CenterPrior's constant mean and sigma), with BatchNorm's counter."""
     mm = {}
     fpn = {"inner_blocks": "lateral_convs", "layer_blocks": "fpn_convs"}
-    head = {"cls_logits": "conv_cls", "bbox_pred": "conv_reg", "centerness": "conv_centerness",
+    head = {"cls_logits": "conv_cls", "bbox_pred": "conv_reg", "objectness": "conv_centerness",
             "reg_offsets": "reg_offset"}
     for key, value in ours.items():
         if key.startswith("backbone.body."):
@@ -108,7 +108,7 @@ def test_what_does_not_fit_is_named_key_by_key():
         convert_mmdet_state_dict(mm, model.state_dict())
     message = str(error.value)
     for key in ("backbone.layer2.0.conv2.conv_offset.weight", "bbox_head.cls_convs.3.conv.conv_offset.bias",
-                "bbox_head.reg_offset.weight", "bbox_head.reg_offset.bias", "head.centerness.bias",
+                "bbox_head.reg_offset.weight", "bbox_head.reg_offset.bias", "head.objectness.bias",
                 "bbox_head.conv_reg.weight (4, 128, 3, 3) -> head.bbox_pred.weight (4, 256, 3, 3)"):
         assert key in message, key
     assert "4 keys of the checkpoint with no place in the model" in message

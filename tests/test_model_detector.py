@@ -81,7 +81,7 @@ def test_train_forward_backward_with_an_empty_image():
     assert set(losses) == {"loss_cls", "loss_box", "loss_ctr"}
     assert all(v.dim() == 0 and torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
     sum(losses.values()).backward()
-    for module in (model.head.cls_logits, model.head.bbox_pred, model.head.centerness, model.head.reg_offsets,
+    for module in (model.head.cls_logits, model.head.bbox_pred, model.head.objectness, model.head.reg_offsets,
                    model.backbone.body.layer2[0].conv1):
         assert module.weight.grad.abs().sum() > 0
     assert model.backbone.body.layer1[0].conv1.weight.grad is None

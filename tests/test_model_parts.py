@@ -131,7 +131,7 @@ def test_head_init():
     assert len(convs) == 4 + 4 + 4
     for conv in convs:
         assert abs(conv.weight.std().item() - 0.01) < 0.0015 and abs(conv.weight.mean().item()) < 0.002
-    for conv in list(head.cls_tower) + list(head.reg_tower) + [head.centerness, head.reg_offsets]:
+    for conv in list(head.cls_tower) + list(head.reg_tower) + [head.objectness, head.reg_offsets]:
         if isinstance(conv, nn.Conv2d):
             assert torch.all(conv.bias == 0)
     assert torch.all(head.cls_logits.bias == -math.log(0.98 / 0.02))
@@ -151,16 +151,16 @@ def test_head_outputs_per_level():
     with torch.no_grad():
         head.scales.copy_(torch.tensor([1.0, -1.0, 2.0, 0.5, 1.5]))  # a negative scale zeroes its level
     features = _features()
-    cls_logits, bbox_preds, centerness = head(features)
+    cls_logits, bbox_preds, objectness = head(features)
     for level, (feature, stride) in enumerate(zip(features, STRIDES)):
         size = feature.shape[-2:]
         assert cls_logits[level].shape == (2, 3, *size)
         assert bbox_preds[level].shape == (2, 4, *size) and bbox_preds[level].dtype == torch.float32
-        assert centerness[level].shape == (2, 1, *size)
+        assert objectness[level].shape == (2, 1, *size)
         reg_feature = head.reg_tower(feature)
         raw = head.bbox_pred(reg_feature)
         torch.testing.assert_close(bbox_preds[level], F.relu(head.scales[level] * raw) * stride)
-        torch.testing.assert_close(centerness[level], head.centerness(reg_feature))  # on the reg tower
+        torch.testing.assert_close(objectness[level], head.objectness(reg_feature))  # on the reg tower
         torch.testing.assert_close(cls_logits[level], head.cls_logits(head.cls_tower(feature)))
     assert torch.all(bbox_preds[1] == 0)
 

@@ -53,7 +53,7 @@ def test_from_a_folder_of_coco_data_to_drawn_detections(tmp_path):
     make_split(data, "train", 4, 1)
     make_split(data, "val", 2, 101)
     # the README's command (its data paths are the config's example layout under data.root) ...
-    train = ["tools/train.py", "configs/own_data_cpu.py", "--work-dir", str(work_dir), f"data.root={data}",
+    train = ["tools/train.py", "configs/own_data_cpu.py", "--work-dir", str(work_dir), "--opts", f"data.root={data}",
              # ... made small for the test: no download, tiny images, two epochs of two iterations
              "model.backbone_weights=None", "model.min_size=64", "model.max_size=64", "train.epochs=2",
              "train.batch_size=2", "train.warmup_iters=2", "train.num_workers=0", "eval.interval=2",

@@ -33,13 +33,16 @@ def stand_ins(monkeypatch, tmp_path):
 
 def test_train_then_test_then_infer(stand_ins, tmp_path, capsys):
     config, work_dir = str(stand_ins), tmp_path / "run"
-    assert load_tool("train").main([config, "train.epochs=1", "--opts", "train.log_interval=1",
-                                    "--work-dir", str(work_dir)]) == 0
+    # the deprecated positional overrides still apply, before those of --opts, with a warning
+    with pytest.warns(FutureWarning, match=r"overrides without --opts \(train.epochs=1\) are deprecated: write them "
+                                           r"after --opts, e.g. --opts train.epochs=1"):
+        assert load_tool("train").main([config, "train.epochs=1", "--opts", "train.log_interval=1",
+                                        "--work-dir", str(work_dir)]) == 0
     assert "finished at epoch 1, iteration 4" in capsys.readouterr().out
     assert load_checkpoint(work_dir / "epoch_1.pth")["config"]["train"]["log_interval"] == 1
     # --resume without a value continues from last.pth: here the run is complete already.
     with pytest.warns(UserWarning, match="train.log_interval: 1 -> 2"):
-        assert load_tool("train").main([config, "train.epochs=1", "--work-dir", str(work_dir), "--resume"]) == 0
+        assert load_tool("train").main([config, "--opts", "train.epochs=1", "--work-dir", str(work_dir), "--resume"]) == 0
     assert "resumed from" in capsys.readouterr().out
 
     checkpoint = load_checkpoint(work_dir / "last.pth")
@@ -91,7 +94,7 @@ def test_train_then_test_then_infer(stand_ins, tmp_path, capsys):
 
 def test_old_checkpoints_get_a_clear_message_and_work_with_their_categories(stand_ins, tmp_path):
     work_dir = tmp_path / "run"
-    assert load_tool("train").main([str(stand_ins), "train.epochs=1", "eval.interval=0", "--work-dir",
+    assert load_tool("train").main([str(stand_ins), "--opts", "train.epochs=1", "eval.interval=0", "--work-dir",
                                     str(work_dir)]) == 0
     state = load_checkpoint(work_dir / "last.pth")
     old = {k: v for k, v in state.items() if k not in ("format", "version", "categories", "input")}
@@ -114,7 +117,7 @@ def test_old_checkpoints_get_a_clear_message_and_work_with_their_categories(stan
 def test_a_failed_write_says_where_the_results_went(stand_ins, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(logging.getLogger("dwdet"), "handlers", [caplog.handler])  # it does not propagate
     work_dir = tmp_path / "run"
-    assert load_tool("train").main([str(stand_ins), "train.epochs=1", "eval.interval=0", "--work-dir",
+    assert load_tool("train").main([str(stand_ins), "--opts", "train.epochs=1", "eval.interval=0", "--work-dir",
                                     str(work_dir)]) == 0
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -130,15 +133,15 @@ def test_a_failed_write_says_where_the_results_went(stand_ins, tmp_path, caplog,
 
 
 def test_print_config_shows_the_resolved_config(stand_ins, capsys):
-    assert load_tool("train").main([str(stand_ins), "train.lr=0.5", "--print-config"]) == 0
+    assert load_tool("train").main([str(stand_ins), "--opts", "train.lr=0.5", "--print-config"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["train"]["lr"] == 0.5 and printed["model"] == {"num_classes": 2, "dropout": 0.2}
     assert load_config(stand_ins, ["train.lr=0.5"]).to_dict() == {**printed, "train": {
-        **printed["train"], "lr_steps": (1,)}}  # all of it (JSON has lists where the file has tuples)
+        **printed["train"], "lr_steps": (1,), "adamw_betas": (0.9, 0.999)}}  # all of it (JSON has lists where the file has tuples)
 
 
 def test_train_reports_a_bad_override(stand_ins, tmp_path, capsys):
-    assert load_tool("train").main([str(stand_ins), "train.lrr=0.1", "--work-dir", str(tmp_path / "run")]) == 1
+    assert load_tool("train").main([str(stand_ins), "--opts", "train.lrr=0.1", "--work-dir", str(tmp_path / "run")]) == 1
     assert "ERROR dwdet.train: unknown config key 'train.lrr'" in capsys.readouterr().out
 
 
@@ -149,7 +152,7 @@ def test_infer_rejects_missing_inputs(stand_ins, tmp_path):
 
 def test_export_keeps_what_inference_reads_and_drops_the_training_state(stand_ins, tmp_path, capsys):
     work_dir = tmp_path / "run"
-    assert load_tool("train").main([str(stand_ins), "train.epochs=1", "eval.interval=0", "--work-dir",
+    assert load_tool("train").main([str(stand_ins), "--opts", "train.epochs=1", "eval.interval=0", "--work-dir",
                                     str(work_dir)]) == 0
     source, out = work_dir / "last.pth", tmp_path / "shared" / "model.pth"
     assert load_tool("export_checkpoint").main([str(source), str(out), "--half"]) == 0
@@ -172,7 +175,7 @@ def test_export_keeps_what_inference_reads_and_drops_the_training_state(stand_in
 
 def test_export_refuses_an_old_checkpoint_naming_what_it_lacks(stand_ins, tmp_path):
     work_dir = tmp_path / "run"
-    assert load_tool("train").main([str(stand_ins), "train.epochs=1", "eval.interval=0", "--work-dir",
+    assert load_tool("train").main([str(stand_ins), "--opts", "train.epochs=1", "eval.interval=0", "--work-dir",
                                     str(work_dir)]) == 0
     ckpt = load_checkpoint(work_dir / "last.pth")
     del ckpt["categories"], ckpt["input"]

@@ -226,7 +226,7 @@ print(f'patterns80 generated in {time.time() - start:.0f} s')" "configs/dw_r10_p
   echo "training deadline: ${train_s}s"
   for run in "${TRAIN_RUNS[@]}"; do
     OMP_NUM_THREADS=2 timeout -s TERM --kill-after=30 "$train_s" "$PY" tools/train.py \
-      "configs/${run}_r10_patterns80_adamw.py" --work-dir "$WORK/train_$run" "${opts[@]}" >"$WORK/train_$run.log" 2>&1 &
+      "configs/${run}_r10_patterns80_adamw.py" --work-dir "$WORK/train_$run" --opts "${opts[@]}" >"$WORK/train_$run.log" 2>&1 &
     eval "pid_$run=$!"
   done
   local rc=0
@@ -237,7 +237,7 @@ print(f'patterns80 generated in {time.time() - start:.0f} s')" "configs/dw_r10_p
     tail -n 5 "$WORK/train_$run.log"
     if ! grep -q '"type": "val"' "$WORK/train_$run/metrics.jsonl" 2>/dev/null; then
       # stopped by the deadline (SIGTERM saves last.pth): the AP of the last checkpoint, side by side
-      "$PY" tools/test.py "configs/${run}_r10_patterns80_adamw.py" "$WORK/train_$run/last.pth" "${opts[@]}" \
+      "$PY" tools/test.py "configs/${run}_r10_patterns80_adamw.py" "$WORK/train_$run/last.pth" --opts "${opts[@]}" \
         >"$WORK/test_$run.log" 2>&1 &
       eval "pid_test_$run=$!"
     fi

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     num_classes = int(state["bbox_head.conv_cls.weight"].shape[0])
     categories = categories_of(meta, num_classes, args.categories, args.checkpoint)
     check_normalisation(meta, args.checkpoint)
-    cfg = builders.with_num_classes(load_config(args.config, args.opts + ["model.backbone_weights=None"]),
+    cfg = builders.resolve_num_classes(load_config(args.config, args.opts).merge({"model": {"backbone_weights": None}}),
                                     categories, args.checkpoint)
     if args.print_config:
         return print_config(cfg)

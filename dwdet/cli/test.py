@@ -3,10 +3,10 @@ more GPUs.
 
     dwdet-test configs/dw_r50_fpn_1x_coco.py work_dirs/dw/epoch_12.pth
     torchrun --nproc_per_node=8 tools/test.py configs/dw_r50_fpn_1x_coco.py work_dirs/dw/epoch_12.pth \\
-        --out results.json eval.batch_size=2
+        --out results.json --opts eval.batch_size=2
 
 The config describes the model and the validation data (``model.num_classes`` comes from the
-checkpoint's classes; inference settings can be overridden, e.g. ``model.score_thresh=0.01``).
+checkpoint's classes; inference settings can be overridden, e.g. ``--opts model.score_thresh=0.01``).
 Output folders are created; a file that cannot be written goes to the temporary folder instead,
 and the log says where.
 """
@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from dwdet.cli.common import add_print_config, print_config
+from dwdet.cli.common import add_override_arguments, add_print_config, config_overrides, print_config
 from dwdet.config import load_config
 from dwdet.engine import builders, evaluate
 from dwdet.engine.loaders import eval_loader
@@ -34,20 +34,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="config file (.py, or a run's config.json)")
     parser.add_argument("checkpoint", help="a checkpoint written by dwdet-train")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    parser.add_argument("--opts", nargs="+", default=[], metavar="key=value", help="more config overrides")
+    add_override_arguments(parser)
     add_print_config(parser)
     parser.add_argument("--work-dir", help="where to write metrics_<checkpoint>.json (default: the checkpoint's "
                                            "folder)")
     parser.add_argument("--out", help="also write the COCO results JSON here")
     parser.add_argument("--class-agnostic", action="store_true",
                         help="match detections to boxes whatever their classes (localisation and ranking only)")
-    return parser.parse_intermixed_args(argv)  # overrides may come before or after the options
+    return parser.parse_intermixed_args(argv)  # the positional arguments may come before or after the options
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.overrides + args.opts)
+    cfg = load_config(args.config, config_overrides(args))
     if args.print_config:
         return print_config(cfg)
     work_dir = args.work_dir or os.path.dirname(os.path.abspath(args.checkpoint))

@@ -1,6 +1,6 @@
 """Train a detector.
 
-    dwdet-train configs/dw_r50_fpn_1x_coco.py train.lr=0.02
+    dwdet-train configs/dw_r50_fpn_1x_coco.py --opts train.lr=0.02
     torchrun --nproc_per_node=8 tools/train.py configs/dw_r50_fpn_1x_coco.py --work-dir work_dirs/dw
     torchrun --nproc_per_node=8 tools/train.py configs/dw_r50_fpn_1x_coco.py --resume   # from work-dir/last.pth
 
@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from dwdet.cli.common import add_config_arguments, print_config
+from dwdet.cli.common import add_config_arguments, config_overrides, print_config
 from dwdet.config import Config, ConfigError, load_config
 from dwdet.engine import CheckpointError, NonFiniteLossError, RunFolderInUseError, Trainer, builders, \
     check_new_run_folder
@@ -41,9 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-world-size-change", action="store_true",
                         help="resume a checkpoint written by another number of processes (or per-process "
                              "batch): continues at the same point of the schedule, but not bitwise exactly")
-    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
+    args = parser.parse_intermixed_args(argv)  # the config may come before or after the options
     if args.resume not in (None, "auto") and "=" in args.resume and not os.path.exists(args.resume):
-        args.overrides.append(args.resume)  # `--resume key=value`: an override after a bare --resume
+        args.overrides.append(args.resume)  # `--resume key=value`: a (deprecated) positional override after --resume
         args.resume = "auto"
     return args
 
@@ -61,13 +61,14 @@ def resolve_resume(resume: str | None, work_dir: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    overrides = config_overrides(args)
     if args.print_config:
-        return print_config(_with_known_num_classes(load_config(args.config, args.overrides + args.opts)))
+        return print_config(_with_known_num_classes(load_config(args.config, overrides)))
     work_dir = args.work_dir or os.path.join("work_dirs", Path(args.config).stem)
     setup_logging(work_dir)  # so that train.log also has the errors of a run that cannot start
     try:
         with process_group():
-            cfg = load_config(args.config, args.overrides + args.opts)
+            cfg = load_config(args.config, overrides)
             resume = resolve_resume(args.resume, work_dir)
             if args.resume is None:
                 check_new_run_folder(work_dir)
@@ -87,14 +88,13 @@ def main(argv: list[str] | None = None) -> int:
 def _with_known_num_classes(cfg: Config) -> Config:
     """``cfg`` with ``model.num_classes`` read from a COCO training annotation file, as training
     will take it (left as it is for other data, or when the file cannot be read)."""
-    if cfg.model.get("num_classes") is not None or cfg.get("data", {}).get("type") != "coco":
+    if cfg.get("data", {}).get("type") != "coco":  # (a synthetic set would be generated to read it)
         return cfg
-    ann_file = builders.annotation_file(cfg, "train")
     try:
-        return builders.with_num_classes(cfg, builders.read_categories(ann_file), ann_file)
+        return builders.resolve_num_classes(cfg)
     except (OSError, ValueError) as err:
-        print(f"model.num_classes is taken from {ann_file} when training, which cannot be read now: {err}",
-              file=sys.stderr)
+        print(f"model.num_classes is taken from {builders.annotation_file(cfg, 'train')} when training, which "
+              f"cannot be read now: {err}", file=sys.stderr)
         return cfg
 
 

@@ -19,7 +19,7 @@ from dwdet.engine.evaluation import CocoEvaluator
 from dwdet.utils.dist import get_rank, get_world_size
 
 __all__ = ["apply_input_spec", "annotation_file", "build_dataset", "build_loss", "build_model", "build_train_data",
-           "build_val_data", "init_weights", "input_spec", "load_detector", "read_categories", "with_num_classes"]
+           "build_val_data", "init_weights", "input_spec", "load_detector", "read_categories", "resolve_num_classes"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,7 @@ def build_model(cfg: Config) -> nn.Module:
     ``cfg.loss``; "torchvision_fcos" is torchvision's FCOS (its own loss; ``cfg.loss`` is unused)
     on the same backbone and inputs, for comparisons."""
     from dwdet.models import build_fcos, build_torchvision_fcos
-    if cfg.model.num_classes is None:  # taken from the training annotation file
-        cfg = with_num_classes(cfg, read_categories(annotation_file(cfg, "train")), annotation_file(cfg, "train"))
+    cfg = resolve_num_classes(cfg)
     kwargs = migrate_config(cfg.to_dict())["model"]
     kind, num_classes = kwargs.pop("type"), kwargs.pop("num_classes")
     if kind not in ("fcos", "torchvision_fcos"):
@@ -122,18 +121,24 @@ def read_categories(ann_file: str) -> list[dict[str, Any]]:
     return [{"id": int(c["id"]), "name": str(c["name"])} for c in coco.loadCats(sorted(coco.cats))]
 
 
-def with_num_classes(cfg: Config, categories: Sequence[dict[str, Any]], source: str) -> Config:
-    """``cfg`` with ``model.num_classes`` = the number of ``categories`` (those of ``source``); an
-    explicit value that disagrees is an error naming both."""
+def resolve_num_classes(cfg: Config, categories: Sequence[dict[str, Any]] | None = None,
+                        source: str | None = None) -> Config:
+    """``cfg`` with ``model.num_classes`` = the number of ``categories`` (those of ``source``: a
+    checkpoint's, the training set's). Without ``categories``: an explicit value as it is, else the
+    categories of the training annotation file. An explicit value that disagrees with the
+    categories is an error naming both. The one place that sets ``model.num_classes``."""
     explicit = cfg.model.num_classes
+    if categories is None:
+        if explicit is not None:
+            return cfg
+        source = annotation_file(cfg, "train")
+        categories = read_categories(source)
     if explicit is not None and explicit != len(categories):
         names = ", ".join(c["name"] for c in categories[:10]) + (", ..." if len(categories) > 10 else "")
         raise ValueError(f"config key model.num_classes is {explicit}, but {source} has {len(categories)} "
                          f"categories ({names}); set model.num_classes={len(categories)}, or leave the key out of "
                          f"the config to take the number from the file")
-    data = cfg.to_dict()
-    data["model"]["num_classes"] = len(categories)
-    return Config(data)
+    return cfg.merge({"model": {"num_classes": len(categories)}})
 
 
 def build_dataset(cfg: Config, split: str) -> Any:
@@ -211,8 +216,8 @@ def load_detector(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
             f"ANNOTATIONS.json)")
     cfg = apply_overrides(ckpt["config"] if cfg is None else migrate_config(cfg.to_dict()), overrides)
     if "backbone_weights" in cfg.model:
-        cfg = apply_overrides(cfg, ["model.backbone_weights=None"])
-    cfg = with_num_classes(cfg, categories, source)
+        cfg = cfg.merge({"model": {"backbone_weights": None}})
+    cfg = resolve_num_classes(cfg, categories, source)
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt["model"])

@@ -38,11 +38,12 @@ class Progress:
 
 @dataclasses.dataclass(frozen=True)
 class StepOptions:
-    """The per-iteration settings of ``train``."""
-    amp: str = "none"
-    clip_grad_norm: float = 0.0
-    nonfinite: str = "stop"
-    log_interval: int = 20
+    """The per-iteration settings of ``train`` (their defaults are the config's, in
+    configs/_base_/schedule_1x.py)."""
+    amp: str
+    clip_grad_norm: float
+    nonfinite: str
+    log_interval: int
 
     def __post_init__(self) -> None:
         if self.nonfinite not in ("stop", "skip"):

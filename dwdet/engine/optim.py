@@ -33,10 +33,10 @@ def decay_free_parameters(model: nn.Module) -> set[nn.Parameter]:
 OPTIMIZERS = ("sgd", "adamw")
 
 
-def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float,
-                    kind: str = "sgd") -> torch.optim.Optimizer:
-    """``kind`` "sgd" (with ``momentum``) or "adamw" (``momentum`` is its beta1; beta2 0.999), with two
-    parameter groups: decayed, and :func:`decay_free_parameters` (no decay)."""
+def build_optimizer(model: nn.Module, kind: str, *, lr: float, weight_decay: float, sgd_momentum: float,
+                    adamw_betas: Sequence[float]) -> torch.optim.Optimizer:
+    """``kind`` "sgd" (with ``sgd_momentum``) or "adamw" (with ``adamw_betas``), with two parameter
+    groups: decayed, and :func:`decay_free_parameters` (no decay)."""
     if kind not in OPTIMIZERS:
         raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {kind!r}")
     free = decay_free_parameters(model)
@@ -44,8 +44,8 @@ def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: 
     groups = [g for g in ({"params": [p for p in trainable if p not in free], "weight_decay": weight_decay},
                           {"params": [p for p in trainable if p in free], "weight_decay": 0.0}) if g["params"]]
     if kind == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(adamw_betas))
+    return torch.optim.SGD(groups, lr=lr, momentum=sgd_momentum)
 
 
 class WarmupStepSchedule:

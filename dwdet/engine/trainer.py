@@ -5,7 +5,7 @@ process or torchrun DDP (inside :func:`dwdet.utils.dist.process_group`).
 The config keys read here (``train`` and ``eval`` sections):
 
     train.epochs, train.batch_size (per process), train.lr (for a total batch of 16; scaled
-    linearly), train.optimizer ("sgd" | "adamw"), train.momentum (AdamW's beta1),
+    linearly), train.optimizer ("sgd" | "adamw"), train.sgd_momentum, train.adamw_betas,
     train.weight_decay, train.warmup_iters, train.warmup_ratio, train.lr_steps (epochs after which
     the lr drops), train.lr_gamma, train.clip_grad_norm (0 = off), train.ema, train.ema_decay,
     train.ema_tau (:mod:`dwdet.engine.ema`), train.amp ("none" | "bf16" | "fp16"), train.nonfinite
@@ -95,7 +95,7 @@ class Trainer:
         # categories (then model.num_classes must be given)
         self.categories = getattr(dataset, "categories", None)
         if self.categories is not None:
-            cfg = builders.with_num_classes(cfg, self.categories, getattr(dataset, "ann_file", "the training set"))
+            cfg = builders.resolve_num_classes(cfg, self.categories, getattr(dataset, "ann_file", "the training set"))
         self.cfg = cfg
 
         seed_everything(train.seed, train.deterministic)  # the same initial weights on every rank
@@ -116,7 +116,8 @@ class Trainer:
         lr = scaled_lr(train.lr, self.total_batch)
         logger.info("lr %.4g: train.lr=%g is for a total batch of 16; this run's is %d (%d process(es) x "
                     "train.batch_size=%d)", lr, train.lr, self.total_batch, world_size, train.batch_size)
-        optimizer = build_optimizer(self.model, lr, train.momentum, train.weight_decay, train.optimizer)
+        optimizer = build_optimizer(self.model, train.optimizer, lr=lr, weight_decay=train.weight_decay,
+                                    sgd_momentum=train.sgd_momentum, adamw_betas=train.adamw_betas)
         self.state = TrainState(
             module=module, optimizer=optimizer,
             lr_scheduler=build_lr_scheduler(optimizer, len(self.loader), train.warmup_iters, train.warmup_ratio,

@@ -23,7 +23,7 @@ class FCOSDetector(nn.Module):
     ``images`` is a list of (3, H, W) float tensors in [0, 1]; targets are ``{"boxes" (G, 4) xyxy
     pixels, "labels" (G,) int64}`` per image (G may be 0).
 
-    Inference: score = sigmoid(cls) * sigmoid(centerness); per level the (point, class) pairs
+    Inference: score = sigmoid(cls) * sigmoid(objectness); per level the (point, class) pairs
     with score > ``score_thresh``, at most ``pre_nms_top_n`` of them; boxes clipped to the image,
     class-aware NMS at ``nms_thresh``, the best ``detections_per_img`` kept.
     """
@@ -77,14 +77,14 @@ class FCOSDetector(nn.Module):
         return loss_batch.prepare_batch(*outputs, targets, self.head.strides)
 
     @torch.no_grad()
-    def postprocess(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], centerness: List[Tensor],
+    def postprocess(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], objectness: List[Tensor],
                     image_sizes: Sequence[Tuple[int, int]]) -> Detections:
         """Detections of each image of the batch, in the pixels of the (resized, unpadded) image."""
         detections = []
         for i, image_size in enumerate(image_sizes):
             boxes, scores, labels = [], [], []
-            for cls, dist, ctr, stride in zip(cls_logits, bbox_preds, centerness, self.head.strides):
-                level_boxes, level_scores, level_labels = self._level_candidates(cls[i], dist[i], ctr[i], stride)
+            for cls, dist, obj, stride in zip(cls_logits, bbox_preds, objectness, self.head.strides):
+                level_boxes, level_scores, level_labels = self._level_candidates(cls[i], dist[i], obj[i], stride)
                 boxes.append(level_boxes)
                 scores.append(level_scores)
                 labels.append(level_labels)
@@ -98,11 +98,11 @@ class FCOSDetector(nn.Module):
             detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
         return detections
 
-    def _level_candidates(self, cls: Tensor, dist: Tensor, ctr: Tensor, stride: int
+    def _level_candidates(self, cls: Tensor, dist: Tensor, obj: Tensor, stride: int
                           ) -> Tuple[Tensor, Tensor, Tensor]:
         """The top (point, class) pairs of one level of one image: boxes, scores, labels."""
         num_classes, height, width = cls.shape
-        scores = (cls.sigmoid() * ctr.sigmoid()).permute(1, 2, 0).reshape(-1)  # (H * W * C,) point-major
+        scores = (cls.sigmoid() * obj.sigmoid()).permute(1, 2, 0).reshape(-1)  # (H * W * C,) point-major
         # the best pre_nms_top_n, then those above the threshold: the same pairs as the other way
         # round, with a size known before the data, so that the graph exports (ONNX)
         scores, candidates = scores.topk(min(self.pre_nms_top_n, len(scores)))

@@ -69,7 +69,9 @@ class FCOSHead(nn.Module):
     """Shared FCOS head over the FPN levels.
 
     Two towers of ``num_convs`` x (3x3 conv, GroupNorm 32, ReLU); classification logits from the
-    cls tower; (l, t, r, b) distances and the centerness logit from the reg tower. Distances are
+    cls tower; (l, t, r, b) distances and the objectness logit from the reg tower (FCOS and ATSS
+    train it towards the centerness target, the other losses as the factor of the joint score
+    ``sigmoid(cls) * sigmoid(objectness)``, which inference ranks by). Distances are
     ``relu(scale_level * x) * stride`` in pixels (float32), refined when ``refine`` is set.
     ``portable = True`` refines with :func:`boundary_sample_grid` instead of the custom op, so that
     the head exports to ONNX (inference only: it has no fused backward).
@@ -86,7 +88,7 @@ class FCOSHead(nn.Module):
         self.reg_tower = _tower(in_channels, num_convs)
         self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
-        self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
+        self.objectness = nn.Conv2d(in_channels, 1, 3, padding=1)  # "centerness" in older checkpoints (compat.py)
         self.reg_offsets = nn.Conv2d(in_channels, 8, 3, padding=1) if refine else None
         self.scales = nn.Parameter(torch.ones(len(self.strides)))  # one learnable Scale per level
         self.portable = False
@@ -102,11 +104,11 @@ class FCOSHead(nn.Module):
         return self.reg_offsets is not None
 
     def forward(self, features: List[Tensor]) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
-        """Per-level (N, C, H, W) class logits, (N, 4, H, W) distances and (N, 1, H, W) centerness logits."""
+        """Per-level (N, C, H, W) class logits, (N, 4, H, W) distances and (N, 1, H, W) objectness logits."""
         if len(features) != len(self.strides):
             raise ValueError(f"the head has {len(self.strides)} levels (strides {self.strides}) "
                              f"but got {len(features)} feature maps")
-        cls_logits, bbox_preds, centerness = [], [], []
+        cls_logits, bbox_preds, objectness = [], [], []
         for level, (feature, stride) in enumerate(zip(features, self.strides)):
             cls_feature = self.cls_tower(feature)
             reg_feature = self.reg_tower(feature)
@@ -117,5 +119,5 @@ class FCOSHead(nn.Module):
                 distances = refine_distances(distances, self.reg_offsets(reg_feature), stride, sample)
             cls_logits.append(self.cls_logits(cls_feature))
             bbox_preds.append(distances)
-            centerness.append(self.centerness(reg_feature))
-        return cls_logits, bbox_preds, centerness
+            objectness.append(self.objectness(reg_feature))
+        return cls_logits, bbox_preds, objectness

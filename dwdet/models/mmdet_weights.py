@@ -17,7 +17,7 @@ MMDetection                                dwdet
 ``bbox_head.reg_convs.{k}.conv|gn.{p}``    ``head.reg_tower.{3k}|{3k+1}.{p}``
 ``bbox_head.conv_cls.{p}``                 ``head.cls_logits.{p}``
 ``bbox_head.conv_reg.{p}``                 ``head.bbox_pred.{p}``
-``bbox_head.conv_centerness.{p}``          ``head.centerness.{p}``
+``bbox_head.conv_centerness.{p}``          ``head.objectness.{p}``
 ``bbox_head.reg_offset.{p}``               ``head.reg_offsets.{p}`` (box refinement)
 ``bbox_head.scales.{i}.scale``             ``head.scales[i]`` (one scalar per level)
 =========================================  ==================================================
@@ -50,7 +50,7 @@ _RULES: list[tuple[re.Pattern, str]] = [(re.compile(pattern), replacement) for p
     (r"neck\.fpn_convs\.4\.conv\.(weight|bias)", r"backbone.fpn.extra_blocks.p7.\1"),
     (r"bbox_head\.conv_cls\.(weight|bias)", r"head.cls_logits.\1"),
     (r"bbox_head\.conv_reg\.(weight|bias)", r"head.bbox_pred.\1"),
-    (r"bbox_head\.conv_centerness\.(weight|bias)", r"head.centerness.\1"),
+    (r"bbox_head\.conv_centerness\.(weight|bias)", r"head.objectness.\1"),
     (r"bbox_head\.reg_offset\.(weight|bias)", r"head.reg_offsets.\1"),
 ]]
 _TOWER = re.compile(r"bbox_head\.(cls|reg)_convs\.(\d+)\.(conv|gn)\.(weight|bias)")
