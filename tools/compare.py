@@ -121,8 +121,8 @@ def train_command(method: Method, seed: int, work_dir: Path, opts: list[str]) ->
     init = []
     if method.init_from is not None:
         init = [f"train.init_from={work_dir.parent.parent / method.init_from / f'seed{seed}' / 'last.pth'}"]
-    return [sys.executable, str(REPO / "tools" / "train.py"), str(REPO / method.config), *method.overrides, *init,
-            *opts, f"train.seed={seed}", "--work-dir", str(work_dir), "--resume"]
+    return [sys.executable, str(REPO / "tools" / "train.py"), str(REPO / method.config), "--opts", *method.overrides,
+            *init, *opts, f"train.seed={seed}", "--work-dir", str(work_dir), "--resume"]
 
 
 def final_eval(work_dir: Path) -> dict | None:
@@ -184,7 +184,7 @@ def split_overrides(method: Method, opts: list[str], split: str) -> list[str]:
         images, annotations = ensure_synthetic(REPO / data.root, seed=data.seed, **params)[split]
     else:
         keys = data.to_dict()
-        if f"{split}_images" not in keys or f"{split}_ann" not in keys:
+        if not keys.get(f"{split}_images") or not keys.get(f"{split}_ann"):
             raise RuntimeError(f"{method.config}: no data.{split}_images and data.{split}_ann, no {split} split")
         images, annotations = REPO / data.root / keys[f"{split}_images"], REPO / data.root / keys[f"{split}_ann"]
     return ["data.type=coco", f"data.val_images={images}", f"data.val_ann={annotations}"]
@@ -198,7 +198,7 @@ def evaluate_split(method: Method, seed: int, out: str, opts: list[str], threads
     if split in result:
         return result
     command = [sys.executable, str(REPO / "tools" / "test.py"), str(work_dir / "config.json"),
-               str(work_dir / "last.pth"), *split_overrides(method, opts, split), "--work-dir", str(work_dir / split)]
+               str(work_dir / "last.pth"), "--opts", *split_overrides(method, opts, split), "--work-dir", str(work_dir / split)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     say(f"{method.name} seed {seed}: evaluating on {split} ({work_dir}/{split}.log)")
     with open(work_dir / f"{split}.log", "w") as log:

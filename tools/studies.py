@@ -64,7 +64,8 @@ def schedule(epochs: int, step_fraction: float = 5 / 6) -> tuple[str, ...]:
 
 
 # the patterns80 AdamW configs' recipe as overrides, for the other benchmarks
-ADAMW_RECIPE = (*ADAMW, "train.lr=4e-4", "train.amp=bf16", *schedule(PATTERNS80_ADAMW_EPOCHS))
+ADAMW_RECIPE = (*ADAMW, "train.lr=4e-4", "train.amp=bf16", "train.ema_decay=0.995", "train.ema_tau=100",
+                *schedule(PATTERNS80_ADAMW_EPOCHS))
 
 
 def length_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
