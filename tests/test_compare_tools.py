@@ -121,6 +121,10 @@ def test_length_report_draws_ap_against_length(tmp_path):
     assert (tmp_path / "ap_vs_length.png").stat().st_size > 1000
     # a curve's points share its label; tables and bar charts name each point's length
     assert summary["s80_fcos_e2"]["label"] == "FCOS, 2 epochs" and summary["s80_dw"]["label"] == "DW (released), 6 epochs"
+    # each point of DW's curve is paired with FCOS's point of the same length; FCOS's own points are not
+    assert summary["s80_dw_e2"]["paired"]["baseline"] == "s80_fcos_e2"
+    assert summary["s80_dw"]["paired"]["baseline"] == "s80_fcos"
+    assert summary["s80_dw"]["paired"]["gap"]["AP"][0] == pytest.approx(5.0) and "paired" not in summary["s80_fcos"]
 
 
 def _fake_run(out, method, seed, ap, losses):

@@ -206,6 +206,8 @@ STUDIES = {
                  schedule(epochs, 34 / 40) if epochs != 40 else (), curve="FCOS", x=epochs)
           for epochs in (12, 20, 40, 80)),
         Method("tc_fcos_x2", "FCOS, tiles upsampled x2", TREECROWNS_FCOS, TREECROWNS_X2),
+        Method("tc_fcos_x2_e12", "FCOS, tiles upsampled x2, 12 epochs", TREECROWNS_FCOS,
+               (*TREECROWNS_X2, *schedule(12, 10 / 12))),
         Method("tc_fcos_p80", "FCOS, patterns80 backbone", TREECROWNS_FCOS,
                ("model.backbone_weights=weights/resnet10_patterns80.pth",)),
     ),
