@@ -245,3 +245,19 @@ def test_the_configs_log_to_tensorboard_by_default():
     configs = Path(__file__).resolve().parents[1] / "configs"
     assert load_config(configs / "dw_r50_fpn_1x_coco.py").train.tensorboard is True
     assert load_config(configs / "dw_r18_synthetic.py").train.tensorboard is True
+
+
+def test_an_untracked_file_makes_the_checkout_dirty(tmp_path):
+    from dwdet.engine.runtime import checkout_state
+    git = lambda *args: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,  # noqa: E731
+                                       check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("commit", "-qm", "a")
+    revision, dirty = checkout_state(str(tmp_path))
+    assert len(revision) == 40 and dirty is False
+    (tmp_path / "new_module.py").write_text("y = 2\n")
+    assert checkout_state(str(tmp_path)) == (revision, True)
+    (tmp_path / ".gitignore").write_text("new_module.py\n.gitignore\n")
+    assert checkout_state(str(tmp_path)) == (revision, False)  # ignored files are build outputs, not changes

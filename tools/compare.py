@@ -64,7 +64,7 @@ from tools.studies import AXES, STUDIES, Method  # noqa: E402
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # what of a run's environment.json its record keeps: what decides its arithmetic
-RUN_ENVIRONMENT = ("git_revision", "git_dirty", "torch", "python", "threads", "cpu", "cpu_capability",
+RUN_ENVIRONMENT = ("git_revision", "git_dirty", "torch", "python", "threads", "cpu", "cpu_id", "cpu_capability",
                    "onednn_max_cpu_isa", "world_size")
 # two-sided 95 % quantiles of Student's t for 1 to 30 degrees of freedom (scipy is no dependency)
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,

@@ -94,15 +94,22 @@ def stop_signals_blocked() -> Iterator[None]:
 
 def save_environment(path: str, total_batch: int) -> None:
     """Git revision, versions and the launch command, beside the checkpoints for reproducibility."""
-    revision = _git("rev-parse", "HEAD")
-    changes = _git("status", "--porcelain", "--untracked-files=no")
+    revision, dirty = checkout_state()
     with open(path, "w") as f:
         # the threads and the CPU too: a run's float rounding, and so its trajectory, depends on them
-        json.dump({"git_revision": revision or None, "git_dirty": None if changes is None else bool(changes),
+        json.dump({"git_revision": revision or None, "git_dirty": dirty,
                    "torch": torch.__version__, "python": sys.version.split()[0], "threads": torch.get_num_threads(),
-                   "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                   "cpu": _cpu_model(), "cpu_id": _cpu_id(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                    "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
                    "world_size": get_world_size(), "total_batch": total_batch, "argv": sys.argv}, f, indent=2)
+
+
+def checkout_state(cwd: str | None = None) -> tuple[str | None, bool | None]:
+    """The checkout's revision and whether it differs from it, untracked files included (a new
+    module changes a run as much as an edited one); None, None outside a checkout or without git."""
+    revision = _git("rev-parse", "HEAD", cwd=cwd)
+    changes = _git("status", "--porcelain", cwd=cwd)
+    return revision or None, None if changes is None or not revision else bool(changes)
 
 
 def _cpu_model() -> str | None:
@@ -114,11 +121,33 @@ def _cpu_model() -> str | None:
         return None
 
 
-def _git(*args: str) -> str | None:
-    """The output of a git command in this package's checkout; None outside one or without git."""
+def _cpu_id() -> str | None:
+    """Vendor, family, model and stepping (Linux): what tells two CPUs apart whose model names are
+    as generic as "AMD EPYC"."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "cpu family", "model", "stepping") and key not in fields:
+                    fields[key] = value.strip()
+                elif not key and fields:
+                    break  # the first processor's block is enough
+    except OSError:
+        return None
+    if not fields:
+        return None
+    return " ".join(f"{k.replace('cpu ', '')} {fields[k]}" if k != "vendor_id" else fields[k]
+                    for k in ("vendor_id", "cpu family", "model", "stepping") if k in fields)
+
+
+def _git(*args: str, cwd: str | None = None) -> str | None:
+    """The output of a git command in this package's checkout (or ``cwd``); None outside one or
+    without git."""
     try:
         done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                              cwd=os.path.dirname(os.path.abspath(__file__)))
+                              cwd=cwd or os.path.dirname(os.path.abspath(__file__)))
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
