@@ -101,7 +101,7 @@ def test_refined_dw_and_fcos_training_lower_the_loss(tmp_path, base):
 def test_tools_test_prints_the_ap_table_of_the_checkpoint(dw_run, tmp_path, capsys):
     checkpoint = dw_run["work_dir"] / "last.pth"
     results_path = tmp_path / "results.json"
-    argv = [str(dw_run["config"]), str(checkpoint), *dw_run["overrides"], "--out", str(results_path),
+    argv = [str(dw_run["config"]), str(checkpoint), "--opts", *dw_run["overrides"], "--out", str(results_path),
             "--work-dir", str(tmp_path)]
     assert load_tool("test").main(argv) == 0
     out = capsys.readouterr().out
