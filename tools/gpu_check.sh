@@ -211,7 +211,9 @@ bench_train() {
 }
 
 train_pair() {  # FCOS and DW side by side on the GPU; a run its deadline stops is evaluated from last.pth
-  local begin=$SECONDS run opts=(data.root="$WORK/patterns80" train.num_workers=4 eval.num_workers=4 train.log_interval=50)
+  # no test split: the check evaluates on val, and every second of generation is taken from training
+  local begin=$SECONDS run opts=(data.root="$WORK/patterns80" data.params.num_test=0 train.num_workers=4 eval.num_workers=4
+                                train.log_interval=50)
   ((DRY)) && opts+=(data.params.num_train=8 data.params.num_val=4 train.epochs=1 train.batch_size=4
                     train.warmup_iters=1 eval.interval=1 eval.batch_size=4 train.num_workers=0 eval.num_workers=0
                     train.log_interval=1)
