@@ -479,3 +479,9 @@ def test_a_seed_gives_fcos_and_dw_the_same_initial_weights(study, names):
         weights.append(build_model(load_config(os.path.join(ROOT, method.config), list(method.overrides))).state_dict())
     assert len(weights) == 2 and weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_runs_are_planned_seed_by_seed_so_a_stopped_study_leaves_whole_pairs():
+    runs = compare.planned_runs(compare.selected_methods("patterns80_ema"), [3, 4])
+    assert [(m.name, s) for m, s in runs] == [("p80a_fcos_ema", 3), ("p80a_dw_ema", 3),
+                                              ("p80a_fcos_ema", 4), ("p80a_dw_ema", 4)]

@@ -110,7 +110,8 @@ def selected_methods(study: str) -> list[Method]:
 
 
 def planned_runs(methods: list[Method], seeds: list[int]) -> list[tuple[Method, int]]:
-    return [(m, s) for m in methods for s in (seeds if m.all_seeds else seeds[:1])]
+    """Every method's runs, seed by seed, so that a study stopped part-way leaves whole pairs."""
+    return [(m, s) for s in seeds for m in methods if m.all_seeds or s == seeds[0]]
 
 
 def run_dir(out: str, method: Method, seed: int) -> Path:

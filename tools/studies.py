@@ -188,6 +188,12 @@ STUDIES = {
     # the recipe's lr swept for FCOS and DW separately (on val)
     "patterns80_lr": lr_study((("p80a_fcos", "FCOS", PATTERNS80_ADAMW_FCOS),
                                ("p80a_dw", "DW (released)", PATTERNS80_ADAMW_DW))),
+    # the recipe with the weight average on: its checkpoints hold both the average and the trained
+    # weights (the trajectory is the recipe's own), so each run is a pair of its own
+    "patterns80_ema": (
+        Method("p80a_fcos_ema", "FCOS, weight average", PATTERNS80_ADAMW_FCOS, ("train.ema=True",)),
+        Method("p80a_dw_ema", "DW (released), weight average", PATTERNS80_ADAMW_DW, ("train.ema=True",)),
+    ),
     # real aerial images of tree crowns, one class, val and test at places not trained on
     "treecrowns": (
         Method("tc_fcos", "FCOS", TREECROWNS_FCOS),
