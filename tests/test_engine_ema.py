@@ -142,3 +142,12 @@ def test_the_average_of_the_real_detector_covers_every_weight_and_buffer():
     for name, value in ema.state_dict().items():
         expected = before[name] + 0.5 if name in trainable else model.state_dict()[name]
         torch.testing.assert_close(value, expected, msg=name)
+
+
+def test_the_average_leaves_the_training_trajectory_untouched(tmp_path, ema_run):
+    """A run with train.ema ends with the trained weights of the same run without it, so one run
+    measures both (the study of the average pairs each run with itself)."""
+    trainer, _, _ = ema_run
+    plain = Trainer(tiny_config(tmp_path, ["eval.interval=2"]), tmp_path / "plain", **BUILDERS)
+    plain.fit()
+    assert same_weights(plain.model.state_dict(), trainer.model.state_dict())

@@ -299,3 +299,22 @@ def test_captions_are_sized_to_the_image_and_sit_on_a_filled_box(size):
     assert rows.sum() >= caption_size(size, size) >= max(12, size // 40)
     caption = drawn[:, :top][:, rows]
     assert ((caption == 255).all(0) | (caption == 0).all(0)).any()  # white or black text on it
+
+
+def test_test_evaluates_the_trained_weights_of_a_run_with_ema_on_request(stand_ins, tmp_path):
+    config, work_dir = str(stand_ins), tmp_path / "run"
+    ema = ["train.epochs=1", "train.ema=True", "train.ema_decay=0.9", "train.ema_tau=2.0"]
+    assert load_tool("train").main([config, "--opts", *ema, "--work-dir", str(work_dir)]) == 0
+    ckpt = load_checkpoint(work_dir / "last.pth")
+    for trained, key in ((False, "model"), (True, "train_model")):
+        model, _, _ = builders.load_detector(work_dir / "last.pth", trained_weights=trained)
+        loaded = model.state_dict()
+        assert all(torch.equal(loaded[k], ckpt[key][k]) for k in ckpt[key])
+    assert any(not torch.equal(ckpt["model"][k], ckpt["train_model"][k]) for k in ckpt["model"])
+    assert load_tool("test").main([config, str(work_dir / "last.pth"), "--trained-weights"]) == 0
+    assert json.loads((work_dir / "metrics_last_trained.json").read_text())["checkpoint"] == str(work_dir / "last.pth")
+    # a run without the average has nothing else to offer
+    plain = tmp_path / "plain"
+    assert load_tool("train").main([config, "--opts", "train.epochs=1", "--work-dir", str(plain)]) == 0
+    with pytest.raises(CheckpointError, match="no weight average beside its trained weights"):
+        builders.load_detector(plain / "last.pth", trained_weights=True)

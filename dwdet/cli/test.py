@@ -7,6 +7,8 @@ more GPUs.
 
 The config describes the model and the validation data (``model.num_classes`` comes from the
 checkpoint's classes; inference settings can be overridden, e.g. ``--opts model.score_thresh=0.01``).
+A run trained with ``train.ema`` is evaluated with its weight average, or with ``--trained-weights``
+with the weights it trained.
 Output folders are created; a file that cannot be written goes to the temporary folder instead,
 and the log says where.
 """
@@ -41,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="also write the COCO results JSON here")
     parser.add_argument("--class-agnostic", action="store_true",
                         help="match detections to boxes whatever their classes (localisation and ranking only)")
+    parser.add_argument("--trained-weights", action="store_true",
+                        help="for a run trained with train.ema: evaluate its trained weights, not their average")
     return parser.parse_intermixed_args(argv)  # the positional arguments may come before or after the options
 
 
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging()
         dataset, evaluator = builders.build_val_data(cfg)
         # a checkpoint older than version 2 names no classes: the validation set's are assumed
-        model, _, categories = builders.load_detector(args.checkpoint, cfg=cfg,
+        model, _, categories = builders.load_detector(args.checkpoint, cfg=cfg, trained_weights=args.trained_weights,
                                                       categories=getattr(dataset, "categories", None))
         if [c["id"] for c in categories] != list(evaluator.category_ids):
             raise ValueError(f"{args.checkpoint} was trained on category ids {[c['id'] for c in categories]} but "
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = evaluate(model.to(device), loader, evaluator, device, cfg.train.amp, results_path=args.out,
                            class_agnostic=args.class_agnostic)
         if is_main_process():  # (while the process group tells the ranks apart)
-            suffix = "_class_agnostic" if args.class_agnostic else ""
+            suffix = "_trained" * args.trained_weights + "_class_agnostic" * args.class_agnostic
             path = os.path.join(work_dir, f"metrics_{Path(args.checkpoint).stem}{suffix}.json")
             written = write_json({"checkpoint": os.path.abspath(args.checkpoint), **metrics}, path, indent=2)
             logger.info("metrics written to %s", written)

@@ -197,17 +197,21 @@ def apply_input_spec(model: nn.Module, spec: dict[str, Any] | None, source: str)
 
 
 def load_detector(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
-                  categories: Sequence[dict[str, Any]] | None = None, cfg: Config | None = None
-                  ) -> tuple[nn.Module, Config, list[dict[str, Any]]]:
+                  categories: Sequence[dict[str, Any]] | None = None, cfg: Config | None = None,
+                  trained_weights: bool = False) -> tuple[nn.Module, Config, list[dict[str, Any]]]:
     """(model in eval mode on the CPU, its config, its categories in label order) from a checkpoint
     alone: the resolved config, class names and input normalisation it carries.
 
     ``cfg`` replaces the checkpoint's config (e.g. the one tools/test.py is given) and ``overrides``
     change it (e.g. ``model.score_thresh=0.1``); ``categories`` names the classes of a checkpoint
     written before checkpoints carried them. The backbone's pretrained weights are not loaded: the
-    checkpoint's weights replace them."""
+    checkpoint's weights replace them. ``trained_weights`` loads the trained weights of a run with
+    ``train.ema`` instead of their average (which is what the checkpoint's ``model`` holds)."""
     source = os.fspath(checkpoint)
     ckpt = load_checkpoint(source)
+    if trained_weights and "train_model" not in ckpt:
+        raise CheckpointError(f"{source} holds no weight average beside its trained weights (it was trained "
+                              f"without train.ema, or exported): load it without asking for the trained weights")
     categories = ckpt.get("categories") or categories
     if categories is None:
         raise CheckpointError(
@@ -220,7 +224,7 @@ def load_detector(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
     cfg = resolve_num_classes(cfg, categories, source)
     model = build_model(cfg)
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["train_model" if trained_weights else "model"])
     except RuntimeError as err:  # missing, unexpected or differently shaped parameters
         raise CheckpointError(f"the weights of {source} do not fit the model its config describes: {err}") from None
     apply_input_spec(model, ckpt.get("input"), source)
