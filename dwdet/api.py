@@ -12,7 +12,7 @@ float in [0, 1] or uint8. ``dwdet-infer`` is this API plus the files it writes.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -110,14 +110,15 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, device: str | torch.device | None = None,
-                        batch_size: int = 8, overrides: Sequence[str] = (),
+                        batch_size: int = 8, config: Mapping[str, Any] | None = None,
                         categories: Sequence[dict[str, Any]] | None = None) -> Detector:
         """The detector of a checkpoint written by dwdet-train, dwdet-export or dwdet-convert-mmdet.
 
-        ``overrides`` change its config (e.g. ``["model.test_min_size=600"]``); ``categories``
-        names the classes of a checkpoint from before dwdet 0.2, which does not carry them."""
+        ``config`` changes its config as :meth:`dwdet.config.Config.merge` does (e.g.
+        ``{"model": {"test_min_size": 600}}``); ``categories`` names the classes of a checkpoint from
+        before dwdet 0.2, which does not carry them."""
         from dwdet.engine.builders import load_detector
-        model, cfg, categories = load_detector(checkpoint, overrides, categories)
+        model, cfg, categories = load_detector(checkpoint, categories=categories, changes=config)
         return cls(model, categories, device, batch_size, cfg)
 
     @torch.inference_mode()

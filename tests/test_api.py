@@ -8,6 +8,7 @@ from torchvision.ops import box_iou
 
 from dwdet import Detections, Detector
 from dwdet.api import ImageReadError
+from dwdet.config import ConfigError
 from tests.demo_images import DEMO_MODEL, demo_images
 
 
@@ -109,3 +110,13 @@ def test_device_and_batch_size_are_checked():
         Detector.from_checkpoint(DEMO_MODEL, device="cpu", batch_size=0)
     detector = Detector.from_checkpoint(DEMO_MODEL, device=torch.device("cpu"))
     assert next(detector.model.parameters()).device.type == "cpu" and detector.config.model.num_classes == 16
+
+
+def test_config_changes_are_nested_dicts_checked_as_config_files_are(detector, scene):
+    images, _, _ = scene
+    strict = Detector.from_checkpoint(DEMO_MODEL, device="cpu", config={"model": {"score_thresh": 0.5}})
+    assert strict.config.model.score_thresh == 0.5
+    for everything, kept in zip(detector.predict(images), strict.predict(images)):
+        assert torch.equal(kept.scores, everything.scores[everything.scores >= 0.5])
+    with pytest.raises(ConfigError, match="score_thres"):
+        Detector.from_checkpoint(DEMO_MODEL, device="cpu", config={"model": {"score_thres": 0.5}})

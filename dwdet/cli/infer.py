@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = list_images(args.inputs) if args.inputs else []  # before the model: a typo fails fast
     setup_logging()
     categories = builders.read_categories(args.categories) if args.categories else None
-    detector = Detector.from_checkpoint(args.checkpoint, args.device, args.batch_size, args.opts, categories)
+    model, cfg, categories = builders.load_detector(args.checkpoint, args.opts, categories)
+    detector = Detector(model, categories, args.device, args.batch_size, cfg)
     if args.print_config:
         return print_config(detector.config)
     out_dir = output_folder(args.out_dir)

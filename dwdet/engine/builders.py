@@ -6,7 +6,7 @@ import logging
 import os
 import urllib.error
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -198,12 +198,14 @@ def apply_input_spec(model: nn.Module, spec: dict[str, Any] | None, source: str)
 
 def load_detector(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
                   categories: Sequence[dict[str, Any]] | None = None, cfg: Config | None = None,
-                  trained_weights: bool = False) -> tuple[nn.Module, Config, list[dict[str, Any]]]:
+                  trained_weights: bool = False, changes: Mapping[str, Any] | None = None
+                  ) -> tuple[nn.Module, Config, list[dict[str, Any]]]:
     """(model in eval mode on the CPU, its config, its categories in label order) from a checkpoint
     alone: the resolved config, class names and input normalisation it carries.
 
-    ``cfg`` replaces the checkpoint's config (e.g. the one tools/test.py is given) and ``overrides``
-    change it (e.g. ``model.score_thresh=0.1``); ``categories`` names the classes of a checkpoint
+    ``cfg`` replaces the checkpoint's config (e.g. the one tools/test.py is given), ``overrides``
+    change it (command-line strings, e.g. ``model.score_thresh=0.1``) and then ``changes`` (nested
+    dicts, :meth:`Config.merge`); ``categories`` names the classes of a checkpoint
     written before checkpoints carried them. The backbone's pretrained weights are not loaded: the
     checkpoint's weights replace them. ``trained_weights`` loads the trained weights of a run with
     ``train.ema`` instead of their average (which is what the checkpoint's ``model`` holds)."""
@@ -219,6 +221,8 @@ def load_detector(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
             f"before 0.2); name them with the annotation file it was trained on (tools/infer.py --categories "
             f"ANNOTATIONS.json)")
     cfg = apply_overrides(ckpt["config"] if cfg is None else migrate_config(cfg.to_dict()), overrides)
+    if changes:
+        cfg = cfg.merge(changes)
     if "backbone_weights" in cfg.model:
         cfg = cfg.merge({"model": {"backbone_weights": None}})
     cfg = resolve_num_classes(cfg, categories, source)
