@@ -33,10 +33,12 @@ class Batch(NamedTuple):
         return self.cls.shape[1]
 
     def per_point(self, values: Sequence) -> Tensor:
-        """A table with one row per level, repeated to one row per point."""
-        table = torch.as_tensor(values, dtype=self.points.dtype, device=self.points.device)
-        sizes = torch.tensor([h * w for h, w in self.level_shapes], device=self.points.device)
-        return table.repeat_interleave(sizes, dim=0, output_size=self.num_points)
+        """A value, or a row of values, per level, repeated to one per point: (P,) or (P, K). Filled
+        on the device from the host's numbers, since a copy from the host would wait for the GPU."""
+        rows = [tuple(v) if isinstance(v, Sequence) else (v,) for v in values]
+        columns = [torch.cat([self.points.new_full((h * w,), float(row[k])) for row, (h, w) in zip(rows, self.level_shapes)])
+                   for k in range(len(rows[0]))]
+        return torch.stack(columns, dim=1) if isinstance(values[0], Sequence) else columns[0]
 
 
 def prepare_batch(cls_logits: List[Tensor], bbox_preds: List[Tensor], objectness: List[Tensor],
