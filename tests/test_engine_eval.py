@@ -9,6 +9,7 @@ from dwdet.engine.evaluation import METRIC_NAMES, CocoEvaluator, coco_bbox_eval,
 from dwdet.engine.loaders import eval_loader
 
 CATEGORY_IDS = [5, 9]  # labels 0 and 1
+IOUS = [f"{0.5 + 0.05 * k:.2f}" for k in range(10)]  # COCO's IoU thresholds, as AP_per_iou names them
 # Per image (id, width, height, [(x1, y1, x2, y2, label)]): small (< 32^2), medium and large boxes,
 # both classes, and one image without boxes.
 IMAGES = [
@@ -75,6 +76,7 @@ def test_ground_truth_as_detections_scores_ap_one(coco_gt, capsys):
     metrics = evaluate(EchoGroundTruth(), eval_loader(GroundTruthDataset(), batch_size=2, num_workers=0),
                        CocoEvaluator(coco_gt, CATEGORY_IDS), torch.device("cpu"))
     assert metrics == {**{name: pytest.approx(1.0) for name in METRIC_NAMES},
+                       "AP_per_iou": {iou: pytest.approx(1.0) for iou in IOUS},
                        "AP_per_class": {"cat5": pytest.approx(1.0), "cat9": pytest.approx(1.0)}}
     printed = capsys.readouterr().out
     assert "Average Precision" in printed and "AP50" in printed and "100.0" in printed
@@ -108,15 +110,24 @@ def test_swapped_categories_and_shifted_boxes_score_lower(coco_gt):
     # without the classes the swapped detections are perfect again
     agnostic = evaluate(EchoGroundTruth(), loader, CocoEvaluator(coco_gt, CATEGORY_IDS[::-1]), torch.device("cpu"),
                         verbose=False, class_agnostic=True)
-    assert agnostic == {name: pytest.approx(1.0) for name in METRIC_NAMES}
+    assert agnostic == {**{name: pytest.approx(1.0) for name in METRIC_NAMES},
+                        "AP_per_iou": {iou: pytest.approx(1.0) for iou in IOUS}}
     # A 4-pixel shift drops the small boxes below IoU 0.5 but keeps the large ones above 0.9.
     shifted = evaluate(EchoGroundTruth(shift=4.0), loader, CocoEvaluator(coco_gt, CATEGORY_IDS),
                        torch.device("cpu"), verbose=False)
     assert shifted["APs"] == 0.0 and shifted["APl"] == pytest.approx(0.9) and 0.0 < shifted["AP"] < 1.0
+    # the AP at each IoU threshold: COCOeval's AP50 and AP75 among them, AP their mean, and nothing
+    # above 0.93, the best IoU of a shifted box (200 x 210 moved by 4: 40376 / 43624)
+    per_iou = shifted["AP_per_iou"]
+    assert list(per_iou) == IOUS and per_iou["0.50"] == shifted["AP50"] and per_iou["0.75"] == shifted["AP75"]
+    assert sum(per_iou.values()) / 10 == pytest.approx(shifted["AP"])
+    assert per_iou["0.95"] == 0.0 and per_iou["0.90"] > 0.0
+    assert all(a >= b for a, b in zip(list(per_iou.values()), list(per_iou.values())[1:]))
 
 
 def test_no_detections_score_zero(coco_gt):
     assert coco_bbox_eval(coco_gt, [], verbose=False) == {**dict.fromkeys(METRIC_NAMES, 0.0),
+                                                          "AP_per_iou": dict.fromkeys(IOUS, 0.0),
                                                           "AP_per_class": {"cat5": 0.0, "cat9": 0.0}}
     assert coco_bbox_eval(coco_gt, [], image_ids=[13], verbose=False)["AP_per_class"] == {"cat5": None,
                                                                                           "cat9": None}

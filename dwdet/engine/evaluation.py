@@ -26,6 +26,7 @@ __all__ = ["METRIC_NAMES", "CocoEvaluator", "coco_bbox_eval", "detections_to_coc
 # The first six of COCOeval.stats, in its order.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 PER_CLASS = "AP_per_class"  # {class name: AP at IoU 0.50:0.95, all areas; None without ground truth}
+PER_IOU = "AP_per_iou"  # {"0.50": AP at that IoU threshold, ...}: where along the IoU axis a gain lies
 
 
 def detections_to_coco(image_id: int, detections: dict[str, torch.Tensor], category_ids: Sequence[int]
@@ -48,7 +49,8 @@ def coco_bbox_eval(coco_gt: COCO, results: list[dict], image_ids: Iterable[int] 
     ``useCats = 0``): what the boxes and the ranking are worth without the classification.
 
     Returns AP, AP50, AP75, APs, APm, APl as fractions (COCOeval's -1 where an area range has no
-    ground truth) and, unless ``class_agnostic``, ``AP_per_class``: each category's AP by name
+    ground truth), ``AP_per_iou``: the AP at each of COCO's ten IoU thresholds (all areas; their
+    mean is AP) and, unless ``class_agnostic``, ``AP_per_class``: each category's AP by name
     (``None`` for a category without ground truth among ``image_ids``). With ``verbose`` prints
     COCOeval's summary and :func:`metrics_table`.
     """
@@ -65,18 +67,19 @@ def coco_bbox_eval(coco_gt: COCO, results: list[dict], image_ids: Iterable[int] 
         with contextlib.redirect_stdout(summary):
             evaluator.summarize()
         stats: dict[str, Any] = dict(zip(METRIC_NAMES, (float(x) for x in evaluator.stats[:6])))
+        # precision: (IoU thresholds, recall points, categories, area ranges, max dets); "all" areas,
+        # 100 detections, as stats[0]; -1 marks recall points of a category without ground truth
+        precision = evaluator.eval["precision"][:, :, :, 0, -1]
+        stats[PER_IOU] = {f"{iou:.2f}": _mean_valid(p) for iou, p in zip(evaluator.params.iouThrs, precision)}
         if not class_agnostic:
-            # precision: (IoU thresholds, recall points, categories, area ranges, max dets); "all" areas,
-            # 100 detections, as stats[0]; -1 marks recall points of a category without ground truth
-            precision = evaluator.eval["precision"][:, :, :, 0, -1]
             per_class = {}
             for k, cat_id in enumerate(evaluator.params.catIds):
-                valid = precision[:, :, k][precision[:, :, k] > -1]
-                per_class[names[cat_id]] = float(valid.mean()) if valid.size else None
+                per_class[names[cat_id]] = _mean_valid(precision[:, :, k])
             stats[PER_CLASS] = per_class
     else:
         summary = io.StringIO("no detections: every AP is 0\n")
         stats = dict.fromkeys(METRIC_NAMES, 0.0)
+        stats[PER_IOU] = {f"{iou:.2f}": 0.0 for iou in COCOeval(iouType="bbox").params.iouThrs}
         if not class_agnostic:
             with_gt = {ann["category_id"] for ann in coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=image_ids))}
             stats[PER_CLASS] = {names[c]: 0.0 if c in with_gt else None for c in sorted(coco_gt.cats)}
@@ -84,6 +87,12 @@ def coco_bbox_eval(coco_gt: COCO, results: list[dict], image_ids: Iterable[int] 
         print(summary.getvalue(), end="")
         print(metrics_table(stats))
     return stats
+
+
+def _mean_valid(precision) -> float | None:
+    """The mean of COCOeval's precision entries that are not -1 (None when all are)."""
+    valid = precision[precision > -1]
+    return float(valid.mean()) if valid.size else None
 
 
 def _class_names(coco_gt: COCO) -> dict[int, str]:
