@@ -129,9 +129,9 @@ def import_custom_modules(cfg: Config | Mapping[str, Any]) -> None:
             if err.name is None or not (name == err.name or name.startswith(err.name + ".")):
                 raise  # the module was found but lacks one of its own dependencies: its own error says which
             raise ConfigError(
-                f"config key {CUSTOM_IMPORTS}: cannot import module {name!r} ({err}). It must be importable from "
-                f"Python: run from the repository root (python -m ..., or tools/*.py of the checkout), or put "
-                f"the folder that holds it (for 'lab.*', the checkout) on PYTHONPATH") from None
+                f"config key {CUSTOM_IMPORTS}: cannot import module {name!r} ({err}). Run from the repository "
+                f"root that holds it, with the checkout's tools/*.py or python -m (the installed dwdet-* commands "
+                f"do not look in the current folder), or put that folder on PYTHONPATH") from None
 
 
 def apply_overrides(cfg: Config | Mapping[str, Any], overrides: Sequence[str]) -> Config:

@@ -4,7 +4,6 @@ cell of such a table, and every shipped weight file has the sha256 the docs stat
 import hashlib
 import json
 import re
-from pathlib import Path
 
 import pytest
 
