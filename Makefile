@@ -37,7 +37,7 @@ test: build emu
 # of the shapes80 benchmark by `make demo-train`) on that cut's validation split, which it generates
 # (its training images are not needed), print the COCO AP table and draw the detections on eight
 # validation images (work_dirs/demo/detections.png).
-DEMO_CONFIG := configs/demo_dw_r10_shapes80.py
+DEMO_CONFIG := configs/lab/demo_dw_r10_shapes80.py
 DEMO_MODEL := weights/dw_r10_shapes16_demo.pth
 DEMO_IMAGES := $(foreach i,1 2 3 4 5 6 7 8,data/shapes16-demo/val/00000$(i).jpg)
 demo: build
@@ -55,7 +55,7 @@ demo-train: build
 # The tree-crown benchmark in data/treecrowns: the annotated aerial images of the pinned deepforest
 # 2.1.0 wheel (downloaded by pip into data/downloads, sha256 checked, never installed), tiled.
 treecrowns: venv
-	$(PY) tools/make_treecrowns.py --out data/treecrowns
+	$(PY) -m lab.make_treecrowns --out data/treecrowns
 
 bench: build
 	$(PY) tools/bench_ops.py --json docs/bench_ops_cpu.json

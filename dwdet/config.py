@@ -16,6 +16,11 @@ is ``None`` takes anything. Neither a file with ``_base_`` nor a command-line ov
 leaves empty, such as ``data.params``); an unknown key is an error that suggests the closest known
 one. Every error names the key.
 
+The top-level key ``custom_imports`` (a list of module names, ``[]`` by default) names modules that
+:func:`load_config` imports once the config is resolved, before anything is built: code outside
+dwdet that registers itself with dwdet, such as a data source for ``data.type``
+(``dwdet.data.register_data_source``). A file's list adds to its bases' lists.
+
     cfg = load_config("configs/dw_r50_fpn_1x_coco.py", ["train.lr=0.02", "model.backbone=resnet18"])
     cfg.train.lr            # 0.02
     cfg = cfg.merge({"model": {"backbone_weights": None}})  # an edit in code: a new Config, checked alike
@@ -30,6 +35,7 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
+import importlib
 import json
 import os
 import runpy
@@ -38,9 +44,11 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["Config", "ConfigError", "apply_overrides", "format_config", "load_config", "save_config"]
+__all__ = ["Config", "ConfigError", "apply_overrides", "format_config", "import_custom_modules", "load_config",
+           "save_config"]
 
 _REPLACE_KEYS = ("_replace_", "_delete_")  # the documented marker, and MMEngine's (deprecated here)
+CUSTOM_IMPORTS = "custom_imports"  # the top-level key of the modules load_config imports
 
 
 def _replaces(value: Any) -> bool:
@@ -99,9 +107,31 @@ class Config(Mapping):
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
-    """Load a ``.py`` config (following ``_base_``) or a saved ``.json`` one, then apply
-    ``key.sub=value`` overrides (values parsed as Python literals, bare words as strings)."""
-    return apply_overrides(_load_file(os.fspath(path), chain=())[0], overrides)
+    """Load a ``.py`` config (following ``_base_``) or a saved ``.json`` one, apply ``key.sub=value``
+    overrides (values parsed as Python literals, bare words as strings), then import the modules of
+    its ``custom_imports``."""
+    data = _load_file(os.fspath(path), chain=())[0]
+    data.setdefault(CUSTOM_IMPORTS, [])  # a saved config of a dwdet before the key
+    cfg = apply_overrides(data, overrides)
+    import_custom_modules(cfg)
+    return cfg
+
+
+def import_custom_modules(cfg: Config | Mapping[str, Any]) -> None:
+    """Import each module that ``cfg``'s ``custom_imports`` names; one that cannot be imported is a
+    ConfigError naming it."""
+    names = cfg.get(CUSTOM_IMPORTS) or []
+    _check_custom_imports(names, "the resolved config")
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is None or not (name == err.name or name.startswith(err.name + ".")):
+                raise  # the module was found but lacks one of its own dependencies: its own error says which
+            raise ConfigError(
+                f"config key {CUSTOM_IMPORTS}: cannot import module {name!r} ({err}). Run from the repository "
+                f"root that holds it, with the checkout's tools/*.py or python -m (the installed dwdet-* commands "
+                f"do not look in the current folder), or put that folder on PYTHONPATH") from None
 
 
 def apply_overrides(cfg: Config | Mapping[str, Any], overrides: Sequence[str]) -> Config:
@@ -151,19 +181,31 @@ def _load_file(path: str, chain: tuple[str, ...]) -> tuple[dict[str, Any], set[s
     namespace = runpy.run_path(path)
     own = _renamed({k: v for k, v in namespace.items() if not k.startswith("_") and not _is_code(v)}, path)
     _warn_delete_marker(own, path)
+    imports = _check_custom_imports(own.pop(CUSTOM_IMPORTS, []), path)
     bases = namespace.get("_base_", [])
     bases = [bases] if isinstance(bases, str) else list(bases)
     if not bases:
-        return _strip_replace(own), _empty_sections(own, "")
+        return {**_strip_replace(own), CUSTOM_IMPORTS: imports}, _empty_sections(own, "")
     merged: dict[str, Any] = {}
     open_sections: set[str] = set()
+    inherited: list[str] = []
     for base in bases:
         data, base_open = _load_file(os.path.join(os.path.dirname(path), base), chain + (path,))
+        inherited += data.pop(CUSTOM_IMPORTS, [])
         _merge(merged, data, "", allow_new=True)
         open_sections |= base_open
+    # the bases' modules and then the file's own, each once
+    merged[CUSTOM_IMPORTS] = list(dict.fromkeys(inherited + imports))
     # a file that inherits may only set keys its bases define: a typo is an error, as on the command line
     _merge(merged, own, "", allow_new=False, source=path, open_sections=open_sections)
     return merged, open_sections
+
+
+def _check_custom_imports(value: Any, source: str) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(name, str) and name for name in value):
+        raise ConfigError(f"config key '{CUSTOM_IMPORTS}' (in {source}) must be a list of module names such as "
+                          f"[\"lab.synthetic\"], got {value!r}")
+    return list(value)
 
 
 def _compat() -> types.ModuleType:

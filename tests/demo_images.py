@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from dwdet.data.synthetic import SyntheticConfig, class_names, render_image
+from lab.synthetic import SyntheticConfig, class_names, render_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_MODEL = os.path.join(ROOT, "weights", "dw_r10_shapes16_demo.pth")

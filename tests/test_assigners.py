@@ -241,19 +241,19 @@ def test_task_aligned_point_of_two_gts_goes_to_the_higher_iou():
 
 def test_every_loss_type_builds_from_its_config():
     for kind in ("atss", "gfl", "vfl", "tood"):
-        for path in (f"configs/compare_{kind}_r18_synthetic.py", f"configs/{kind}_r50_fpn_1x_coco.py"):
+        for path in (f"configs/lab/compare_{kind}_r18_synthetic.py", f"configs/{kind}_r50_fpn_1x_coco.py"):
             cfg = load_config(os.path.join(ROOT, path), ["model.num_classes=80"])  # COCO: from the annotations otherwise
             assert cfg.loss.type == kind
             assert isinstance(build_loss(cfg), LOSSES[kind])
 
 
 def test_bad_config_values_name_the_key():
-    path = os.path.join(ROOT, "configs/compare_atss_r18_synthetic.py")
+    path = os.path.join(ROOT, "configs/lab/compare_atss_r18_synthetic.py")
     with pytest.raises(ValueError, match=r"config key loss\.type must be one of .*'atss'.*got 'atsss'"):
         build_loss(load_config(path, ["loss.type=atsss"]))
     with pytest.raises(ValueError, match=r"config key loss \(type 'atss'\): topk must be an integer >= 1, got 0"):
         build_loss(load_config(path, ["loss.topk=0"]))
-    tood = os.path.join(ROOT, "configs/compare_tood_r18_synthetic.py")
+    tood = os.path.join(ROOT, "configs/lab/compare_tood_r18_synthetic.py")
     with pytest.raises(ValueError, match=r"config key loss \(type 'tood'\): warmup_epochs must be an integer >= 0"):
         build_loss(load_config(tood, ["loss.warmup_epochs=-1"]))
     with pytest.raises(ValueError, match=r"beta must be > 0, got 0"):

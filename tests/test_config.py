@@ -1,4 +1,5 @@
 """Config files: overrides with type checks, inheritance, saving and reloading."""
+import sys
 import textwrap
 import warnings
 
@@ -31,7 +32,7 @@ def base(tmp_path):
 
 def test_loads_sections_and_skips_private_names_modules_and_functions(base):
     cfg = load_config(base)
-    assert set(cfg) == {"model", "train"}
+    assert set(cfg) == {"model", "train", "custom_imports"} and cfg.custom_imports == []  # the one key of every config
     assert cfg.model.norm.groups == 32 and cfg["train"]["lr"] == 0.01
     assert isinstance(cfg.model, Config)
 
@@ -228,3 +229,61 @@ def test_a_saved_config_of_an_older_dwdet_loads_under_the_new_names_silently(tmp
         warnings.simplefilter("error")
         cfg = load_config(tmp_path / "config.json", ["train.sgd_momentum=0.8"])
     assert cfg.train.to_dict() == {"optimizer": "sgd", "sgd_momentum": 0.8, "adamw_betas": (0.9, 0.999), "lr": 0.01}
+
+
+# ---- custom_imports -------------------------------------------------------------------------------
+
+REGISTERING_MODULE = """
+from dwdet.data import register_data_source
+
+@register_data_source("{name}")
+def split(data, split):
+    return data["root"] + "/" + split, data["root"] + "/" + split + ".json"
+"""
+
+
+def test_custom_imports_are_imported_by_load_config_and_add_up_through_bases(tmp_path, monkeypatch):
+    from dwdet.engine.builders import split_files
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("cfgtest_source_a", "cfgtest_source_b"):
+        write(tmp_path, f"{name}.py", REGISTERING_MODULE.format(name=name))
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    write(tmp_path, "root.py", 'custom_imports = ["cfgtest_source_a"]\ndata = dict(type="coco", root="r")\n')
+    child = write(tmp_path, "child.py", '_base_ = "root.py"\ncustom_imports = ["cfgtest_source_b", "cfgtest_source_a"]\n'
+                                        'data = dict(type="cfgtest_source_b")\n')
+    assert "cfgtest_source_b" not in sys.modules
+    cfg = load_config(child)
+    assert cfg.custom_imports == ["cfgtest_source_a", "cfgtest_source_b"]  # the bases' first, each once
+    assert {"cfgtest_source_a", "cfgtest_source_b"} <= set(sys.modules)
+    assert split_files(cfg, "val") == ("r/val", "r/val.json")
+    # saved and reloaded, the config imports the same modules
+    save_config(cfg, tmp_path / "saved.json")
+    assert load_config(tmp_path / "saved.json").custom_imports == ["cfgtest_source_a", "cfgtest_source_b"]
+
+
+def test_custom_imports_typos_and_bad_values_are_named(tmp_path, base):
+    child = write(tmp_path, "child.py", '_base_ = "base.py"\ncustom_import = ["lab.synthetic"]\n')
+    with pytest.raises(ConfigError, match=r"unknown config key 'custom_import'; did you mean 'custom_imports'\?"):
+        load_config(child)
+    child = write(tmp_path, "child.py", '_base_ = "base.py"\ncustom_imports = "lab.synthetic"\n')
+    with pytest.raises(ConfigError, match=r"config key 'custom_imports' \(in .*child.py\) must be a list of module "
+                                          r"names"):
+        load_config(child)
+
+
+def test_a_custom_import_that_is_not_found_names_the_key_the_module_and_the_fix(tmp_path, base):
+    child = write(tmp_path, "child.py", '_base_ = "base.py"\ncustom_imports = ["no_such_pkg.sources"]\n')
+    with pytest.raises(ConfigError, match=r"config key custom_imports: cannot import module 'no_such_pkg.sources' "
+                                          r"\(.*\).*repository root.*PYTHONPATH"):
+        load_config(child)
+    # the override adds a module to a config (or to a saved config of a dwdet before the key)
+    with pytest.raises(ConfigError, match="cannot import module 'no_such_pkg'"):
+        load_config(base, ["custom_imports=['no_such_pkg']"])
+
+
+def test_a_custom_import_that_lacks_a_dependency_raises_its_own_error(tmp_path, base, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    write(tmp_path, "cfgtest_needs_more.py", "import cfgtest_missing_dependency\n")
+    child = write(tmp_path, "child.py", '_base_ = "base.py"\ncustom_imports = ["cfgtest_needs_more"]\n')
+    with pytest.raises(ModuleNotFoundError, match="cfgtest_missing_dependency"):
+        load_config(child)

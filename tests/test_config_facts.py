@@ -16,7 +16,8 @@ from dwdet.losses import LOSSES
 from dwdet.models import build_fcos, build_torchvision_fcos
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SHIPPED = sorted(p.name for p in CONFIGS.glob("*.py"))
+# every shipped config, the lab's (configs/lab/) included, by its path under configs/
+SHIPPED = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.py") if "_base_" not in p.parts)
 BASES = sorted((CONFIGS / "_base_").glob("*.py"))
 MODEL_BUILDERS = {"fcos": build_fcos, "torchvision_fcos": build_torchvision_fcos}
 # constructor arguments that no config sets, and why
@@ -45,6 +46,18 @@ def resolved():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a shipped config with a renamed key or '_delete_' would warn
         return {name: load_config(CONFIGS / name) for name in SHIPPED}
+
+
+def test_the_lab_configs_are_found_and_import_the_lab():
+    lab = [name for name in SHIPPED if name.startswith("lab/")]
+    assert len(lab) >= 20 and "lab/dw_r10_patterns80.py" in lab and "own_data_cpu.py" in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_synthetic_config_imports_the_module_that_registers_its_data(resolved, name):
+    cfg = resolved[name]
+    assert cfg.custom_imports == (["lab.synthetic"] if name.startswith("lab/") else [])
+    assert cfg.data.type in ("coco", "synthetic") and (cfg.data.type == "coco" or name.startswith("lab/"))
 
 
 def test_every_key_of_the_base_files_has_exactly_one_default():

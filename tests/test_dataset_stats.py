@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from dwdet.data import ensure_synthetic
+from lab.synthetic import ensure_synthetic
 from dwdet.models import build_fcos
 from tests.test_tools import load_tool
 

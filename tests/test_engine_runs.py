@@ -152,7 +152,7 @@ def test_a_new_run_in_a_folder_that_holds_one_is_refused(tmp_path, finished):
 
     # the command refuses before touching anything, and says so in the folder's train.log
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.name != "train.log"}
-    assert train_cli.main([str(CONFIGS / "dw_r18_synthetic.py"), "--work-dir", str(run_dir)]) == 1
+    assert train_cli.main([str(CONFIGS / "lab" / "dw_r18_synthetic.py"), "--work-dir", str(run_dir)]) == 1
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.name != "train.log"} == before
     assert "already holds a run" in (run_dir / "train.log").read_text()
 

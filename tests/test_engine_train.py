@@ -244,7 +244,7 @@ def test_the_configs_log_to_tensorboard_by_default():
     from pathlib import Path
     configs = Path(__file__).resolve().parents[1] / "configs"
     assert load_config(configs / "dw_r50_fpn_1x_coco.py").train.tensorboard is True
-    assert load_config(configs / "dw_r18_synthetic.py").train.tensorboard is True
+    assert load_config(configs / "lab" / "dw_r18_synthetic.py").train.tensorboard is True
 
 
 def test_an_untracked_file_makes_the_checkout_dirty(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from dwdet.config import load_config
-from dwdet.data import ensure_synthetic
+from lab.synthetic import ensure_synthetic
 from dwdet.engine import Trainer, load_checkpoint
 from dwdet.engine.evaluation import METRIC_NAMES
 from tests.tool_loader import load_tool
@@ -61,7 +61,7 @@ def dw_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dw")
     shapes = folder / "shapes"
     ensure_synthetic(shapes, seed=0, **SHAPES)
-    config = write_config(folder, "dw_r18_synthetic.py", dict(
+    config = write_config(folder, "lab/dw_r18_synthetic.py", dict(
         type="coco", root=str(shapes), train_images="train", train_ann="annotations/instances_train.json",
         val_images="train", val_ann="annotations/instances_train.json", flip=0.0))
     overrides = OVERRIDES + ["train.epochs=20", "eval.interval=20"]
@@ -86,7 +86,7 @@ def test_dw_training_lowers_the_loss_and_fits_the_training_images(dw_run):
     assert sorted(p.name for p in work_dir.glob("*.pth")) == ["last.pth"]
 
 
-@pytest.mark.parametrize("base", ["dw_r18_refine_synthetic.py", "fcos_r18_synthetic.py"])
+@pytest.mark.parametrize("base", ["lab/dw_r18_refine_synthetic.py", "lab/fcos_r18_synthetic.py"])
 def test_refined_dw_and_fcos_training_lower_the_loss(tmp_path, base):
     """Trained on a split that ``build_dataset`` generates itself, with random flips. Refinement
     learns more slowly and noisily at this size (over seeds, the last losses are 0.7-0.92 of the

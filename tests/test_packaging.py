@@ -8,6 +8,7 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def test_the_stated_python_range_is_the_checked_one():
     assert f"Python {oldest[0]}.{oldest[1]} or newer" in (ROOT / "README.md").read_text()
     assert f"Python ≥ {oldest[0]}.{oldest[1]}" in (ROOT / "README.md").read_text()
     assert sys.version_info[:2] >= oldest
-    sources = [p for folder in ("dw_ops", "dwdet", "tools", "tests", "configs") for p in (ROOT / folder).rglob("*.py")]
+    sources = [p for folder in ("dw_ops", "dwdet", "lab", "tools", "tests", "configs") for p in (ROOT / folder).rglob("*.py")]
     assert len(sources) > 50
     for path in sources:  # syntax newer than the oldest supported Python fails here
         ast.parse(path.read_text(), filename=str(path), feature_version=oldest)
@@ -59,6 +60,14 @@ def fresh_venv(tmp_path_factory):
     subprocess.run([*pip, "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)], check=True,
                    env=env, capture_output=True, timeout=300)
     return venv, tmp
+
+
+def test_the_wheel_holds_dw_ops_and_dwdet_only(fresh_venv):
+    _, tmp = fresh_venv
+    wheel, = (tmp / "dist").glob("dwdet-*.whl")
+    packages = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    assert packages == {"dw_ops", "dwdet"}  # not the lab, the tools, the tests or the configs of the checkout
+    assert "dwdet/data/sources.py" in zipfile.ZipFile(wheel).namelist()
 
 
 def test_the_installed_package_works_outside_the_checkout(fresh_venv):

@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dwdet, and lab for custom_imports
 
-import dw_ops
-from dwdet.config import load_config
-from dwdet.utils.io import write_json
-from dwdet.engine import builders
-from dwdet.losses import DWLoss
-from dwdet.models import FCOSDetector
+import torch  # noqa: E402
+
+import dw_ops  # noqa: E402
+from dwdet.config import load_config  # noqa: E402
+from dwdet.utils.io import write_json  # noqa: E402
+from dwdet.engine import builders  # noqa: E402
+from dwdet.losses import DWLoss  # noqa: E402
+from dwdet.models import FCOSDetector  # noqa: E402
 
 COLUMNS = ("gts", "bag", "best IoU", "IoU>=0.5", "P_neg=1", "score", "ctr bg", "ctr in", "s>0.05", "right", "wrong",
            "bg")

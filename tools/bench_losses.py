@@ -15,7 +15,7 @@ import platform
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dwdet, and lab for custom_imports
 
 import torch  # noqa: E402
 import torch.utils.benchmark as tbench  # noqa: E402

@@ -27,17 +27,20 @@ import os
 import sys
 import tempfile
 import warnings
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-import torch
-import torch.utils.benchmark as tbench
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dwdet, and lab for custom_imports
 
-import dw_ops
-from dw_ops import reference
-from dwdet.losses import DWLoss, assign_dw, assign_task_aligned, prepare_batch
-from dwdet.models.points import anchor_points
-from dwdet.utils.env import describe_device
-from dwdet.utils.io import write_json
+import torch  # noqa: E402
+import torch.utils.benchmark as tbench  # noqa: E402
+
+import dw_ops  # noqa: E402
+from dw_ops import reference  # noqa: E402
+from dwdet.losses import DWLoss, assign_dw, assign_task_aligned, prepare_batch  # noqa: E402
+from dwdet.models.points import anchor_points  # noqa: E402
+from dwdet.utils.env import describe_device  # noqa: E402
+from dwdet.utils.io import write_json  # noqa: E402
 
 SIZES = [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)]
 STRIDES = (8, 16, 32, 64, 128)

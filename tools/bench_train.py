@@ -18,16 +18,19 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, List
 
-import torch
-from torch import nn
-from torchvision.models.detection import fcos_resnet50_fpn
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dwdet, and lab for custom_imports
 
-from dwdet.losses import DWLoss, FCOSLoss
-from dwdet.models import build_fcos
-from dwdet.utils.env import describe_device
-from dwdet.utils.io import write_json
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torchvision.models.detection import fcos_resnet50_fpn  # noqa: E402
+
+from dwdet.losses import DWLoss, FCOSLoss  # noqa: E402
+from dwdet.models import build_fcos  # noqa: E402
+from dwdet.utils.env import describe_device  # noqa: E402
+from dwdet.utils.io import write_json  # noqa: E402
 
 NUM_CLASSES = 80
 MODELS = ("fcos", "dw", "dw_refine", "torchvision_fcos")

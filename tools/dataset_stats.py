@@ -1,6 +1,6 @@
 """The statistics of a config's dataset that bear on label assignment, as the model sees it.
 
-    python tools/dataset_stats.py configs/dw_r10_shapes80.py            # shapes80
+    python tools/dataset_stats.py configs/lab/dw_r10_shapes80.py            # shapes80
     python tools/dataset_stats.py configs/dw_r50_fpn_1x_coco.py          # COCO (annotations only)
 
 Read from the annotation file alone (no image is opened); sizes are those after the model's
@@ -18,12 +18,15 @@ import io
 import json
 import math
 import sys
+from pathlib import Path
 
-from pycocotools.coco import COCO
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dwdet, and lab for custom_imports
 
-from dwdet.config import load_config
-from dwdet.engine.builders import annotation_file
-from dwdet.models.transform import fit_size
+from pycocotools.coco import COCO  # noqa: E402
+
+from dwdet.config import load_config  # noqa: E402
+from dwdet.engine.builders import annotation_file  # noqa: E402
+from dwdet.models.transform import fit_size  # noqa: E402
 
 STRIDES = (8, 16, 32, 64, 128)
 

@@ -22,7 +22,7 @@ TRAIN_MIN_S=90        # the training pair gets what the other steps leave, at le
 # less than 20 s are left.
 declare -A LIMIT=([env]=10 [wheels]=15 [build]=100 [cuda_tests]=70 [sanitizers]=45 [bench_ops]=40 [bench_train]=35)
 CUDA_TESTS=(tests/test_ops_build.py tests/test_ops_cuda.py tests/test_ops_cuda_kernels.py tests/test_ops_cuda_async.py)
-TRAIN_RUNS=(fcos dw)  # configs/{fcos,dw}_r10_patterns80_adamw.py
+TRAIN_RUNS=(fcos dw)  # configs/lab/{fcos,dw}_r10_patterns80_adamw.py
 EVAL_RESERVE_S=45     # after a training stopped by its deadline: evaluating its last checkpoint
 
 DRY=0
@@ -219,16 +219,16 @@ train_pair() {  # FCOS and DW side by side on the GPU; a run its deadline stops 
                     train.log_interval=1)
   "$PY" -c "import sys, time
 from dwdet.config import load_config
-from dwdet.data import ensure_synthetic
+from lab.synthetic import ensure_synthetic
 cfg = load_config(sys.argv[1], sys.argv[2:])
 start = time.time()
 ensure_synthetic(cfg.data.root, seed=cfg.data.seed, **cfg.data.params.to_dict())
-print(f'patterns80 generated in {time.time() - start:.0f} s')" "configs/dw_r10_patterns80_adamw.py" "${opts[@]}" || return 1
+print(f'patterns80 generated in {time.time() - start:.0f} s')" "configs/lab/dw_r10_patterns80_adamw.py" "${opts[@]}" || return 1
   local train_s=$((STEP_LIMIT - (SECONDS - begin) - EVAL_RESERVE_S))
   echo "training deadline: ${train_s}s"
   for run in "${TRAIN_RUNS[@]}"; do
     OMP_NUM_THREADS=2 timeout -s TERM --kill-after=30 "$train_s" "$PY" tools/train.py \
-      "configs/${run}_r10_patterns80_adamw.py" --work-dir "$WORK/train_$run" --opts "${opts[@]}" >"$WORK/train_$run.log" 2>&1 &
+      "configs/lab/${run}_r10_patterns80_adamw.py" --work-dir "$WORK/train_$run" --opts "${opts[@]}" >"$WORK/train_$run.log" 2>&1 &
     eval "pid_$run=$!"
   done
   local rc=0
@@ -239,7 +239,7 @@ print(f'patterns80 generated in {time.time() - start:.0f} s')" "configs/dw_r10_p
     tail -n 5 "$WORK/train_$run.log"
     if ! grep -q '"type": "val"' "$WORK/train_$run/metrics.jsonl" 2>/dev/null; then
       # stopped by the deadline (SIGTERM saves last.pth): the AP of the last checkpoint, side by side
-      "$PY" tools/test.py "configs/${run}_r10_patterns80_adamw.py" "$WORK/train_$run/last.pth" --opts "${opts[@]}" \
+      "$PY" tools/test.py "configs/lab/${run}_r10_patterns80_adamw.py" "$WORK/train_$run/last.pth" --opts "${opts[@]}" \
         >"$WORK/test_$run.log" 2>&1 &
       eval "pid_test_$run=$!"
     fi

@@ -258,7 +258,7 @@ def train_section(out: Path) -> List[str]:
         records = [json.loads(line) for line in (out / "train_metrics.jsonl").read_text().splitlines() if line]
     except (OSError, ValueError):
         return ["Training: no train_metrics.jsonl."]
-    lines = ["patterns80 with AdamW (configs/{fcos,dw}_r10_patterns80_adamw.py, seed 0, 1750 iterations in full; "
+    lines = ["patterns80 with AdamW (configs/lab/{fcos,dw}_r10_patterns80_adamw.py, seed 0, 1750 iterations in full; "
              "both runs side by side on the one GPU):", "",
              "| run | iterations | s/iter (median) | AP | AP50 | peak MB |", "| --- | --- | --- | --- | --- | --- |"]
     for run in dict.fromkeys(r.get("run", "?") for r in records):

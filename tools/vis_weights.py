@@ -29,8 +29,11 @@ The losses' normalisers (number of positives, sum of t^, number of objects) are 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Dict, List, NamedTuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dwdet, and lab for custom_imports
 
 import matplotlib  # noqa: E402
 

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 def _with_known_num_classes(cfg: Config) -> Config:
     """``cfg`` with ``model.num_classes`` read from a COCO training annotation file, as training
     will take it (left as it is for other data, or when the file cannot be read)."""
-    if cfg.get("data", {}).get("type") != "coco":  # (a synthetic set would be generated to read it)
+    if cfg.get("data", {}).get("type") != "coco":  # (another source may have to generate its data to read it)
         return cfg
     try:
         return builders.resolve_num_classes(cfg)

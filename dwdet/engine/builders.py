@@ -97,15 +97,11 @@ def init_weights(model: nn.Module, path: str, num_classes: int) -> None:
 
 
 def split_files(cfg: Config, split: str) -> tuple[str, str]:
-    """(image folder, annotation file) of a split; generates the synthetic set if it is not there yet."""
-    from dwdet.data import ensure_synthetic
-    data = cfg.data
-    if data.type == "synthetic":
-        paths = ensure_synthetic(data.root, seed=data.seed, **data.params.to_dict())[split]
-        return str(paths.images), str(paths.annotations)
-    if data.type == "coco":
-        return os.path.join(data.root, data[f"{split}_images"]), os.path.join(data.root, data[f"{split}_ann"])
-    raise ValueError(f"config key data.type must be 'coco' or 'synthetic', got {data.type!r}")
+    """(image folder, annotation file) of a split, from the data source that ``cfg.data.type`` names
+    (``dwdet.data.sources``: "coco", or one registered by a module of ``cfg.custom_imports``)."""
+    from dwdet.data.sources import data_source
+    images, annotations = data_source(cfg.data.type, cfg.get("custom_imports"))(cfg.data, split)
+    return str(images), str(annotations)
 
 
 def annotation_file(cfg: Config, split: str) -> str:
@@ -142,8 +138,8 @@ def resolve_num_classes(cfg: Config, categories: Sequence[dict[str, Any]] | None
 
 
 def build_dataset(cfg: Config, split: str) -> Any:
-    """``cfg.data.type``: "coco" (``root`` + ``{split}_images`` / ``{split}_ann``) or "synthetic"
-    (generated under ``root`` from ``seed`` and ``params`` if not there yet). Training images are
+    """``cfg.data.type``: "coco" (``root`` + ``{split}_images`` / ``{split}_ann``) or a registered data
+    source (``dwdet.data.sources``, e.g. the lab's "synthetic"). Training images are
     flipped with probability ``flip``; images without boxes are skipped in training only."""
     from dwdet.data import CocoDetection, RandomHorizontalFlip
     data = cfg.data

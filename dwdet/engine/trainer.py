@@ -360,7 +360,9 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _warn_config_changes(saved: dict[str, Any], current: dict[str, Any]) -> None:
-    old, new = _flatten(saved), _flatten(current)
+    # custom_imports names the code that provides the data, not the run's settings (and runs saved
+    # before the key have none)
+    old, new = (_flatten({k: v for k, v in c.items() if k != "custom_imports"}) for c in (saved, current))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed and is_main_process():
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:10])

@@ -20,7 +20,7 @@ BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resne
 # Backbones torchvision has no builder (and no weights) for: one BasicBlock per stage, half of
 # ResNet-18's depth and twice its speed, for CPU-sized benchmarks.
 CUSTOM_RESNETS = {"resnet10": (BasicBlock, [1, 1, 1, 1])}
-BACKBONE_FORMAT = "dwdet-backbone"  # the "format" entry of a file written by tools/pretrain_backbone.py
+BACKBONE_FORMAT = "dwdet-backbone"  # the "format" entry of a file written by lab/pretrain_backbone.py
 DETECTOR_FORMAT = "dwdet-checkpoint"  # that of a detector checkpoint (dwdet.engine.checkpoint)
 DETECTOR_BACKBONE = "backbone.body."  # the prefix of the ResNet's weights in a detector's state dict
 STAGE_MODULES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))  # stem, stages 1-4
@@ -38,14 +38,14 @@ def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn", fr
         name: one of :data:`BACKBONES`.
         weights: None for random init; a torchvision weights name or enum of that model (e.g.
             ``"IMAGENET1K_V1"``, ``"DEFAULT"``; downloaded to torchvision's cache on first use); or
-            the path of a local checkpoint: a backbone file of ``tools/pretrain_backbone.py``
+            the path of a local checkpoint: a backbone file of ``lab/pretrain_backbone.py``
             (which names its architecture, checked against ``name``), a detector checkpoint of
             dwdet (its backbone's weights), or a file holding the ResNet's state dict (the
             classifier ``fc.*`` may be absent).
         norm: ``"frozen_bn"`` (the paper's, for pretrained weights) or ``"gn"``: trainable
             GroupNorm(32) everywhere and nothing frozen, for training from scratch; or ``"bn"``:
             trainable BatchNorm, nothing frozen, for pretraining a backbone
-            (``dwdet.engine.pretrain``).
+            (``lab.pretrain``).
         frozen_stages: with ``"frozen_bn"``, the stem and stages 1 .. ``frozen_stages`` get no
             gradient (MMDetection's meaning: -1 none, 0 the stem, 1 the released model's stem and
             stage 1, 4 the whole backbone); the other norms train everything.
@@ -63,7 +63,7 @@ def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn", fr
     if name in CUSTOM_RESNETS:
         if weights is not None and path is None:
             raise ValueError(f"{name} has no torchvision weights ({weights!r}); use None or the path of a "
-                             "backbone file (tools/pretrain_backbone.py writes one)")
+                             "backbone file (lab/pretrain_backbone.py writes one)")
         model = ResNet(*CUSTOM_RESNETS[name], norm_layer=norm_layer)
     else:
         model = torchvision.models.get_model(name, weights=None if path else _verify_weights(name, weights),
@@ -118,7 +118,7 @@ def _load_checkpoint(model: ResNet, path: str, name: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a torch file, ...
         raise ValueError(f"backbone checkpoint {path!r} cannot be read ({type(error).__name__}: {error}); "
-                         "re-create it (tools/pretrain_backbone.py) or fix the path") from error
+                         "re-create it (lab/pretrain_backbone.py) or fix the path") from error
     if not isinstance(state, dict):
         raise ValueError(f"backbone checkpoint {path!r} holds a {type(state).__name__}, not a state dict")
     if state.get("format") == BACKBONE_FORMAT:

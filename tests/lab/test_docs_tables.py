@@ -1,17 +1,15 @@
 """The docs agree with their records: every generated table in docs/benchmarks.md is what
-tools/compare.py reports from docs/results/*.jsonl, every "mean ± std" figure of the README is a
+lab/compare.py reports from docs/results/*.jsonl, every "mean ± std" figure of the README is a
 cell of such a table, and every shipped weight file has the sha256 the docs state."""
 import hashlib
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-from tests.tool_loader import ROOT, load_tool
+from lab import docs_tables
 
-docs_tables = load_tool("docs_tables")
-REPO = Path(ROOT)
+REPO = docs_tables.REPO
 BENCHMARKS = REPO / "docs" / "benchmarks.md"
 README = REPO / "README.md"
 
@@ -20,7 +18,7 @@ def test_generated_docs_tables_equal_their_records():
     text = BENCHMARKS.read_text()
     assert len(docs_tables.BLOCK.findall(text)) >= 3
     _, changed = docs_tables.refresh(text)
-    assert changed == [], f"regenerate with: python tools/docs_tables.py {BENCHMARKS.relative_to(REPO)}"
+    assert changed == [], f"regenerate with: python -m lab.docs_tables {BENCHMARKS.relative_to(REPO)}"
 
 
 def test_readme_figures_are_cells_of_the_record_tables():

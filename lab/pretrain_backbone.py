@@ -1,13 +1,13 @@
 """Pretrain a backbone on the synthetic benchmark's objects (the stand-in for ImageNet weights).
 
-    OMP_NUM_THREADS=1 python tools/pretrain_backbone.py --out weights/resnet10_shapes80.pth   # shapes80's
-    python tools/pretrain_backbone.py --steps 2200 --out weights/resnet10_shapes80_long.pth  # the demo's
-    python tools/pretrain_backbone.py --arch resnet18 --steps 3000 --out my_r18.pth
+    OMP_NUM_THREADS=1 python -m lab.pretrain_backbone --out weights/resnet10_shapes80.pth   # shapes80's
+    python -m lab.pretrain_backbone --steps 2200 --out weights/resnet10_shapes80_long.pth  # the demo's
+    python -m lab.pretrain_backbone --arch resnet18 --steps 3000 --out my_r18.pth
 
 The classifier learns shape x hue (80 classes with ``--colours 10``; pattern x hue with
 ``--patterns``) and background from crops drawn
 like the benchmark's images; the file it writes goes into ``model.backbone_weights`` of a config
-with ``model.backbone_norm="frozen_bn"``. See dwdet/engine/pretrain.py.
+with ``model.backbone_norm="frozen_bn"``. See lab/pretrain.py.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import argparse
 import hashlib
 import sys
 
-from dwdet.engine.pretrain import PretrainConfig, pretrain_backbone
+from lab.pretrain import PretrainConfig, pretrain_backbone
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

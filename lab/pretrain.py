@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dwdet.data.synthetic import SyntheticConfig, num_classes, render_crop
 from dwdet.models.backbone import BACKBONE_FORMAT, build_resnet
 from dwdet.models.transform import IMAGENET_MEAN, IMAGENET_STD
+from lab.synthetic import SyntheticConfig, num_classes, render_crop
 
 CROP_SPLITS = {"train": 2, "val": 3}  # stream ids beside the detection images' splits 0 and 1
 BACKBONE_FILE_VERSION = 1

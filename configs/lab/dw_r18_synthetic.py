@@ -1,6 +1,6 @@
 # DW on the synthetic shapes benchmark, sized for a CPU: ResNet-18 trained from scratch (no
 # download), 256 px images, 64-channel FPN and head. `make demo` runs this.
-_base_ = "dw_r50_fpn_1x_coco.py"
+_base_ = "_base_/lab.py"
 model = dict(num_classes=8, backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=64,
              min_size=(256,), max_size=256)
 data = dict(type="synthetic", root="data/synthetic", seed=0,

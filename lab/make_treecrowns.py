@@ -1,8 +1,8 @@
 """The tree-crown benchmark: real aerial images of tree crowns (one class), tiled to COCO format, with
 train / val / test split by area, so that val and test are ground the detector never saw.
 
-    python tools/make_treecrowns.py                 # downloads the pinned wheel with pip; data/treecrowns
-    python tools/make_treecrowns.py --wheel deepforest-2.1.0-py3-none-any.whl --out data/treecrowns
+    python -m lab.make_treecrowns                 # downloads the pinned wheel with pip; data/treecrowns
+    python -m lab.make_treecrowns --wheel deepforest-2.1.0-py3-none-any.whl --out data/treecrowns
 
 The images are the annotated examples that ship inside the ``deepforest==2.1.0`` wheel (NEON
 airborne RGB at 10 cm, Pascal VOC boxes): the wheel is fetched with ``pip download --no-deps`` (never
@@ -180,6 +180,7 @@ def build(wheel_path: Path, out: Path, tile: int = 320, train_stride: int = 160,
     found = sha256(wheel_path)
     if found != expected_sha256:
         raise ValueError(f"{wheel_path}: sha256 {found}, expected {expected_sha256}: not the pinned {WHEEL}")
+    # the generator named as it was when it first wrote the folders: they still match
     manifest = {"generator": "tools/make_treecrowns.py", "version": VERSION, "source": WHEEL,
                 "sha256": expected_sha256, "tile": tile, "train_stride": train_stride,
                 "splits": {name: [vars(r) for r in regions] for name, regions in splits.items()}}

@@ -1,6 +1,6 @@
 """Generate the synthetic shapes benchmark (COCO format), deterministically from a seed.
 
-    python tools/make_synthetic.py --out data/synthetic --seed 0 --num-train 400 --num-val 100
+    python -m lab.make_synthetic --out data/synthetic --seed 0 --num-train 400 --num-val 100
 
 Nothing is rewritten when --out already holds a dataset generated with the same parameters.
 """
@@ -13,7 +13,7 @@ from dataclasses import fields
 from pycocotools.coco import COCO
 
 from dwdet.data.coco import load_coco
-from dwdet.data.synthetic import SyntheticConfig, ensure_synthetic
+from lab.synthetic import SyntheticConfig, ensure_synthetic
 
 AREA_RANGES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, float("inf")))
 

@@ -1,4 +1,4 @@
-# GFL in tools/compare.py's "assigners" study: configs/compare_r18_synthetic.py with GFL's loss
+# GFL in lab/compare.py's "assigners" study: configs/lab/compare_r18_synthetic.py with GFL's loss
 # (the settings of configs/gfl_r50_fpn_1x_coco.py).
 _base_ = "compare_r18_synthetic.py"
 loss = dict(_replace_=True, type="gfl", topk=9, anchor_scale=8.0, beta=2.0, box_weight=2.0)

@@ -1,13 +1,13 @@
 """The docs' result tables, made from their run records: every table between
 ``<!-- compare: ARGS -->`` and ``<!-- /compare -->`` in a Markdown file is the report that
-``tools/compare.py ARGS --report-only`` gives from the records that ARGS names (``--records``; the
+``python -m lab.compare ARGS --report-only`` gives from the records that ARGS names (``--records``; the
 table of means, then the paired gaps), and nothing else.
 
-    python tools/docs_tables.py docs/benchmarks.md                   # rewrite the tables from their records
-    python tools/docs_tables.py --check docs/benchmarks.md README.md # exit 1 naming each table that differs
+    python -m lab.docs_tables docs/benchmarks.md                   # rewrite the tables from their records
+    python -m lab.docs_tables --check docs/benchmarks.md README.md # exit 1 naming each table that differs
 
 A figure elsewhere in a page ("37.8 ± 1.0") can be checked against the tables with
-``figures_without_table``: tests/test_docs_tables.py does so for the README.
+``figures_without_table``: tests/lab/test_docs_tables.py does so for the README.
 """
 from __future__ import annotations
 
@@ -17,26 +17,25 @@ import shlex
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # tools.compare, when run as a script from a checkout
+from lab import compare, report, runner
 
-from tools import compare  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 BLOCK = re.compile(r"(?P<head><!-- compare: (?P<args>[^\n]*?) -->\n)(?P<table>.*?)(?P<tail><!-- /compare -->)", re.S)
 FIGURE = re.compile(r"(\d+\.\d) ± (\d+\.\d)")
 
 
 def generate(args_text: str) -> str:
-    """The Markdown that ``compare.py ARGS`` reports from the records named in ARGS."""
+    """The Markdown that ``python -m lab.compare ARGS`` reports from the records named in ARGS."""
     args = compare.parse_args(shlex.split(args_text))
     if not args.records:
         raise ValueError(f"<!-- compare: {args_text} -->: a docs table needs --records (run folders are not kept)")
-    methods = [m for m in compare.selected_methods(args.study) if args.methods is None or m.name in args.methods]
-    records = compare.read_records([str(REPO / path) for path in args.records])
-    summary = compare.summarize(methods, None, records, args.split)
+    methods = [m for m in runner.selected_methods(args.study) if args.methods is None or m.name in args.methods]
+    records = runner.read_records([str(REPO / path) for path in args.records])
+    summary = report.summarize(methods, None, records, args.split)
     if not summary:
         raise ValueError(f"<!-- compare: {args_text} -->: none of its methods has a record")
-    return compare.tables(summary, args.baseline)
+    return report.tables(summary, args.baseline)
 
 
 def refresh(text: str) -> tuple[str, list[str]]:

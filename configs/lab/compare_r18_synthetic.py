@@ -1,4 +1,4 @@
-# The label-assignment comparison of tools/compare.py, sized so that one run takes a few minutes on
+# The label-assignment comparison of lab/compare.py, sized so that one run takes a few minutes on
 # a 2-core CPU: ResNet-18 (GroupNorm, from scratch), 128 px images of the synthetic shapes without
 # clutter strokes. Every method of the comparison is this config plus a few overrides.
 _base_ = "dw_r18_synthetic.py"

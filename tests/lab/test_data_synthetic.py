@@ -1,5 +1,4 @@
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -7,9 +6,10 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-import dwdet.data.synthetic as synthetic
+import lab.make_synthetic as make_synthetic
+import lab.synthetic as synthetic
 from dwdet.data.coco import CocoDetection
-from dwdet.data.synthetic import SHAPE_CLASSES, SyntheticConfig, ensure_synthetic, generate_synthetic
+from lab.synthetic import SHAPE_CLASSES, SyntheticConfig, ensure_synthetic, generate_synthetic
 
 TINY = dict(num_train=3, num_val=2, image_size=64, min_object_size=6)
 
@@ -215,10 +215,7 @@ def test_bad_configuration_is_named(params, message):
 
 
 def test_command_line_tool(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("make_synthetic", Path("tools/make_synthetic.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    tool.main(["--out", str(tmp_path / "cli"), "--seed", "7", "--num-train", "2", "--num-val", "1",
+    make_synthetic.main(["--out", str(tmp_path / "cli"), "--seed", "7", "--num-train", "2", "--num-val", "1",
                "--image-size", "64", "--min-object-size", "6", "--aspect-ratios", "1", "--image-format", "png"])
     manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
     assert manifest["config"] == {**manifest["config"], "seed": 7, "num_train": 2, "num_val": 1, "image_size": 64,

@@ -1,34 +1,34 @@
-"""The studies of tools/compare.py: which methods (a config plus overrides each) it trains and
+"""The studies of lab/compare.py: which methods (a config plus overrides each) it trains and
 compares, by study name. A method's name is its run folder, so a method shared by several studies
 (the FCOS baseline, say) is trained once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-DW_CONFIG = "configs/compare_r18_synthetic.py"  # from scratch, 128 px, 8 classes
-FCOS_CONFIG = "configs/compare_fcos_r18_synthetic.py"
-SHAPES80_DW = "configs/dw_r10_shapes80.py"  # COCO's statistics, pretrained backbone
-SHAPES80_FCOS = "configs/fcos_r10_shapes80.py"
+DW_CONFIG = "configs/lab/compare_r18_synthetic.py"  # from scratch, 128 px, 8 classes
+FCOS_CONFIG = "configs/lab/compare_fcos_r18_synthetic.py"
+SHAPES80_DW = "configs/lab/dw_r10_shapes80.py"  # COCO's statistics, pretrained backbone
+SHAPES80_FCOS = "configs/lab/fcos_r10_shapes80.py"
 SHAPES80_EPOCHS = 6
-PATTERNS80_DW = "configs/dw_r10_patterns80.py"  # the same statistics, classes readable as textures
-PATTERNS80_FCOS = "configs/fcos_r10_patterns80.py"
-PATTERNS80_ADAMW_DW = "configs/dw_r10_patterns80_adamw.py"  # the recipe that fits 20 minutes of this CPU
-PATTERNS80_ADAMW_FCOS = "configs/fcos_r10_patterns80_adamw.py"
+PATTERNS80_DW = "configs/lab/dw_r10_patterns80.py"  # the same statistics, classes readable as textures
+PATTERNS80_FCOS = "configs/lab/fcos_r10_patterns80.py"
+PATTERNS80_ADAMW_DW = "configs/lab/dw_r10_patterns80_adamw.py"  # the recipe that fits 20 minutes of this CPU
+PATTERNS80_ADAMW_FCOS = "configs/lab/fcos_r10_patterns80_adamw.py"
 PATTERNS80_ADAMW_EPOCHS = 14
-TREECROWNS_DW = "configs/dw_r10_treecrowns.py"  # real aerial images, one class (tools/make_treecrowns.py)
-TREECROWNS_FCOS = "configs/fcos_r10_treecrowns.py"
+TREECROWNS_DW = "configs/lab/dw_r10_treecrowns.py"  # real aerial images, one class (lab/make_treecrowns.py)
+TREECROWNS_FCOS = "configs/lab/fcos_r10_treecrowns.py"
 # the tree-crown tiles at twice their size (crowns 16-214 px), jittered by +-20 % as at 1x
 TREECROWNS_X2 = ("model.min_size=(512,576,640,704,768)", "model.max_size=768", "model.test_min_size=640")
 ADAMW_LRS = ("2e-4", "4e-4", "8e-4", "1.6e-3")  # the AdamW recipes' lr sweep (per 16 images); 4e-4 is theirs
 ADAMW = ("train.optimizer=adamw", "train.weight_decay=0.05")  # AdamW on the SGD recipe's schedule (6 epochs, fp32)
 COCO_SCORES_PER_OBJECT = 2.4e5  # docs/benchmarks.md, the shapes80 statistics
-PATTERNS80_SCORES_PER_OBJECT = 1.41e5  # tools/dataset_stats.py configs/dw_r10_patterns80.py
+PATTERNS80_SCORES_PER_OBJECT = 1.41e5  # tools/dataset_stats.py configs/lab/dw_r10_patterns80.py
 PATTERNS80_MORE_OBJECTS = ("data.params.min_objects=4", "data.params.max_objects=6", "data.root=data/patterns80-o4to6")
 PATTERNS80_MORE_OBJECTS_SCORES = 4.38e4  # the same, with the overrides above (4.70 objects per image)
 # the "assigners" study's configs: point them at another benchmark by changing these
-ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/compare_atss_r18_synthetic.py",
-                    "gfl": "configs/compare_gfl_r18_synthetic.py", "vfl": "configs/compare_vfl_r18_synthetic.py",
-                    "tood": "configs/compare_tood_r18_synthetic.py", "dw": DW_CONFIG}
+ASSIGNER_CONFIGS = {"fcos": FCOS_CONFIG, "atss": "configs/lab/compare_atss_r18_synthetic.py",
+                    "gfl": "configs/lab/compare_gfl_r18_synthetic.py", "vfl": "configs/lab/compare_vfl_r18_synthetic.py",
+                    "tood": "configs/lab/compare_tood_r18_synthetic.py", "dw": DW_CONFIG}
 # DW's negative term at the strength it has on COCO, whatever the scores per object (loss.neg_reference_scores)
 NEG_AS_ON_COCO = (f"loss.neg_reference_scores={COCO_SCORES_PER_OBJECT:g}",)
 # a curve's axis: label, plot file, log scale, a reference (x, label) or None, and how a point on
@@ -175,7 +175,7 @@ STUDIES = {
     # the assigners on shapes80, as the paper compares them (its tables 1 and 6)
     "shapes80_assigners": (
         Method("s80_fcos", "FCOS", SHAPES80_FCOS),
-        *(Method(f"s80_{kind}", kind.upper(), f"configs/{kind}_r10_shapes80.py") for kind in ("atss", "gfl", "vfl", "tood")),
+        *(Method(f"s80_{kind}", kind.upper(), f"configs/lab/{kind}_r10_shapes80.py") for kind in ("atss", "gfl", "vfl", "tood")),
         Method("s80_dw", "DW (released)", SHAPES80_DW),
     ),
     # patterns80: shapes80's statistics, classes a detector can read at every point of an object
@@ -200,7 +200,7 @@ STUDIES = {
         Method("tc_dw", "DW (released)", TREECROWNS_DW),
     ),
     # a whole place held out for val and test (its own val set: no pairing with the above); needs
-    # python tools/make_treecrowns.py --layout sites --out data/treecrowns-sites
+    # python -m lab.make_treecrowns --layout sites --out data/treecrowns-sites
     "treecrowns_sites": (
         Method("tc_fcos_sites_e12", "FCOS, 12 epochs, a whole place held out", TREECROWNS_FCOS,
                ("data.root=data/treecrowns-sites", *schedule(12, 10 / 12))),
@@ -224,7 +224,7 @@ STUDIES = {
     ),
     "patterns80_assigners": (
         Method("p80_fcos", "FCOS", PATTERNS80_FCOS),
-        *(Method(f"p80_{kind}", kind.upper(), f"configs/{kind}_r10_patterns80.py") for kind in ("atss", "gfl", "vfl", "tood")),
+        *(Method(f"p80_{kind}", kind.upper(), f"configs/lab/{kind}_r10_patterns80.py") for kind in ("atss", "gfl", "vfl", "tood")),
         Method("p80_dw", "DW (released)", PATTERNS80_DW),
     ),
     # AP against (point, class) scores per object: the same images and backbone, the annotations

@@ -19,6 +19,10 @@ Objects are drawn in order, later ones over earlier ones; an object hidden by mo
 ``max_occlusion`` of its pixels is left out of the image, and every annotated box is the full
 extent of its object. ``area`` is the box area.
 
+Importing this module registers the data source "synthetic" with dwdet (``data.type="synthetic"``,
+generated under ``data.root`` from ``data.seed`` and ``data.params``): configs ask for it with
+``custom_imports = ["lab.synthetic"]``.
+
 Every image draws from its own ``numpy`` Generator seeded by (seed, split, index), and files are
 written without timestamps, so the same configuration gives byte-identical files. The test split
 (``num_test`` images, none by default) draws from its own seed, ``test_seed``: it can be added to a
@@ -49,10 +53,12 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dwdet.data.sources import register_data_source
+
 GENERATOR_VERSION = 1
 SPLITS = ("train", "val", "test")
 # The random stream of each split (its place in every image's seed); 2 and 3 are the backbone
-# pretraining crops' (dwdet/engine/pretrain.py).
+# pretraining crops' (lab/pretrain.py).
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 4}
 # The fields of the test split: a folder generated without them is the same folder as before.
 TEST_FIELDS = ("num_test", "test_seed")
@@ -213,6 +219,13 @@ def ensure_synthetic(root: str | os.PathLike, seed: int = 0, **params) -> dict[s
     return {split: split_paths(root, split) for split in splits}
 
 
+@register_data_source("synthetic")
+def synthetic_split(data, split: str) -> SplitPaths:
+    """``data.type="synthetic"``: the split of the set under ``data.root``, generated from ``data.seed``
+    and ``data.params`` (:class:`SyntheticConfig` fields) if it is not there yet."""
+    return ensure_synthetic(data["root"], seed=data["seed"], **dict(data["params"]))[split]
+
+
 def _move_test_split(staging: Path, root: Path) -> None:
     """Put the test split generated in ``staging`` into ``root`` (replacing its test split, if any),
     the manifest last, so that a folder whose manifest names a test split holds it."""
@@ -246,6 +259,7 @@ def _manifest(config: SyntheticConfig) -> dict:
     # out of "config", so that the manifests of folders generated before it existed still match.
     fields = asdict(config)
     test = {k: fields.pop(k) for k in TEST_FIELDS}
+    # the module that first wrote it, kept so that the folders generated since still match
     manifest = {"generator": "dwdet.data.synthetic", "version": GENERATOR_VERSION, "config": fields}
     if config.num_test:
         manifest["test"] = test

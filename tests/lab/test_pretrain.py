@@ -1,6 +1,5 @@
-"""Backbone pretraining (dwdet.engine.pretrain, tools/pretrain_backbone.py) and the backbone files it
+"""Backbone pretraining (lab.pretrain, lab/pretrain_backbone.py) and the backbone files it
 writes, as the detector reads them."""
-import importlib.util
 from dataclasses import replace
 from pathlib import Path
 
@@ -8,18 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from dwdet.data.synthetic import SyntheticConfig, class_names, render_crop
-from dwdet.engine.pretrain import PretrainConfig, learning_rate, pretrain_backbone, render_crops
+import lab.pretrain_backbone as pretrain_backbone_tool
 from dwdet.models.backbone import build_backbone, build_resnet
+from lab.pretrain import PretrainConfig, learning_rate, pretrain_backbone, render_crops
+from lab.synthetic import SyntheticConfig, class_names, render_crop
 
 TINY = PretrainConfig(arch="resnet10", data={"colours": 2}, crop_size=32, steps=3, batch_size=6, val_crops=8)
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("pretrain_backbone", Path("tools/pretrain_backbone.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +119,9 @@ def test_resnet10_has_no_torchvision_weights():
 
 def test_command_line_tool(tmp_path, capsys):
     out = tmp_path / "sub" / "r10.pth"
-    load_tool().main(["--out", str(out), "--colours", "2", "--crop-size", "32", "--steps", "2", "--batch-size", "4",
+    pretrain_backbone_tool.main(["--out", str(out), "--colours", "2", "--crop-size", "32", "--steps", "2", "--batch-size", "4",
                       "--val-crops", "4"])
     printed = capsys.readouterr().out
     assert out.is_file() and "validation accuracy" in printed and "sha256" in printed
     with pytest.raises(SystemExit):
-        load_tool().main(["--out", str(out), "--steps", "0"])
+        pretrain_backbone_tool.main(["--out", str(out), "--steps", "0"])

@@ -1,7 +1,7 @@
 """Judge backbone files by how well their frozen features classify a config's objects, on the
-detector's own images (a linear probe at each object's box centre; see dwdet/engine/probe.py).
+detector's own images (a linear probe at each object's box centre; see lab/probe.py).
 
-    python tools/probe_backbone.py configs/dw_r10_shapes80.py weights/resnet10_shapes80.pth \\
+    python -m lab.probe_backbone configs/lab/dw_r10_shapes80.py weights/resnet10_shapes80.pth \\
         weights/resnet10_shapes80_long.pth none                  # none: random initialisation
 
 The probe is fitted on the objects of the config's training images and scored on its validation
@@ -19,14 +19,14 @@ from torch.utils.data import Subset
 from dwdet.config import load_config
 from dwdet.data import CocoDetection
 from dwdet.engine.builders import split_files
-from dwdet.engine.probe import probe_backbone
 from dwdet.models.transform import DetectionTransform
+from lab.probe import probe_backbone
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="the detector config whose data, backbone and input size are probed")
-    parser.add_argument("weights", nargs="+", help="backbone files (tools/pretrain_backbone.py), or none")
+    parser.add_argument("weights", nargs="+", help="backbone files (lab/pretrain_backbone.py), or none")
     parser.add_argument("--max-train-images", type=int, default=None, help="probe-training images (default all)")
     parser.add_argument("--max-val-images", type=int, default=None, help="probe-scoring images (default all)")
     parser.add_argument("--weight-decay", type=float, default=1e-3, help="L2 factor of the probe")

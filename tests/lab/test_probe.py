@@ -1,4 +1,4 @@
-"""The backbone probe (dwdet.engine.probe, tools/probe_backbone.py): features sampled where the
+"""The backbone probe (lab.probe, lab/probe_backbone.py): features sampled where the
 objects are, the linear fit, and the tool end to end on a tiny synthetic set."""
 import json
 import os
@@ -9,11 +9,11 @@ from torch import nn
 
 from torch.utils.data import Subset
 
+import lab.probe_backbone as probe_backbone_tool
 from dwdet.data import CocoDetection
-from dwdet.data.synthetic import ensure_synthetic
-from dwdet.engine.probe import centre_features, fit_linear, probe_backbone
 from dwdet.models.transform import DetectionTransform
-from tool_loader import load_tool
+from lab.probe import centre_features, fit_linear, probe_backbone
+from lab.synthetic import ensure_synthetic
 
 TINY = dict(colours=2, num_train=12, num_val=6, image_size=96, min_objects=1, max_objects=3, min_object_size=12)
 
@@ -98,7 +98,7 @@ def test_probe_backbone_reports_top1_by_size_and_by_shape_and_hue(tiny_set):
 def tiny_config(tmp_path, root):
     config = tmp_path / "tiny.py"
     params = ", ".join(f"{k}={v!r}" for k, v in TINY.items())
-    config.write_text(f'_base_ = "{os.path.abspath("configs/dw_r10_shapes80.py")}"\n'
+    config.write_text(f'_base_ = "{os.path.abspath("configs/lab/dw_r10_shapes80.py")}"\n'
                       f'model = dict(num_classes=16, min_size=(96,), max_size=96)\n'
                       f'data = dict(root="{root}", params=dict({params}))\n')
     return str(config)
@@ -106,7 +106,7 @@ def tiny_config(tmp_path, root):
 
 def test_probe_tool_prints_a_line_per_backbone(tiny_set, capsys, tmp_path):
     config = tiny_config(tmp_path, tiny_set[0])
-    assert load_tool("probe_backbone").main([config, "none", "--max-train-images", "8"]) == 0
+    assert probe_backbone_tool.main([config, "none", "--max-train-images", "8"]) == 0
     line = json.loads(capsys.readouterr().out.strip())
     assert line["weights"] == "none" and 0 <= line["top1"] <= 1
 
@@ -114,4 +114,4 @@ def test_probe_tool_prints_a_line_per_backbone(tiny_set, capsys, tmp_path):
 def test_probe_tool_names_a_missing_backbone_file(tiny_set, tmp_path):
     config = tiny_config(tmp_path, tiny_set[0])
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        load_tool("probe_backbone").main([config, str(tmp_path / "missing.pth")])
+        probe_backbone_tool.main([config, str(tmp_path / "missing.pth")])

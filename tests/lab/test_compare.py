@@ -1,27 +1,19 @@
-"""tools/compare.py, tools/vis_weights.py and tools/bench_train.py: the comparison's bookkeeping and
-report, an end-to-end comparison at toy scale, the weight maps against quantities recomputed
-independently, and one timed step of every benchmarked model."""
+"""The comparison (lab/compare.py, lab/runner.py, lab/report.py, lab/studies.py): its studies'
+configs, the bookkeeping of runs and records, the report and its paired gaps, and an end-to-end
+comparison at toy scale."""
 import json
 import math
 import os
 
 import pytest
 import torch
-from torchvision.ops import box_iou
 
-from dense_assigners import _inside, _level_ids, dense_atss_assign
-from dense_dw import _points
-from dwdet.config import load_config, save_config
+from dwdet.config import load_config
 from dwdet.engine.builders import build_loss, build_model
-from dwdet.engine.checkpoint import save_checkpoint
-from dwdet.losses import LOSSES, DWLoss
-from dwdet.models import FCOSDetector, build_fcos
-from tests.tool_loader import ROOT, load_tool
-
-compare = load_tool("compare")
-from tools import studies  # noqa: E402  (the module compare.py reads its studies from)
-vis_weights = load_tool("vis_weights")
-bench_train = load_tool("bench_train")
+from dwdet.losses import DWLoss
+from dwdet.models import FCOSDetector
+from lab import compare, report, runner, studies
+from lab.runner import REPO as ROOT
 
 # A comparison that trains in seconds: 8 images of 64 px, one epoch of 4 iterations.
 TOY_OPTS = ["data.params.num_train=8", "data.params.num_val=4", "data.params.num_test=3", "data.params.image_size=64",
@@ -30,7 +22,7 @@ TOY_OPTS = ["data.params.num_train=8", "data.params.num_val=4", "data.params.num
 
 
 def test_every_method_config_loads_and_builds():
-    for method in compare.selected_methods("all"):
+    for method in runner.selected_methods("all"):
         cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
         model = build_model(cfg)
         if method.name == "torchvision_fcos":
@@ -66,9 +58,9 @@ def test_every_method_config_loads_and_builds():
 
 
 def test_methods_are_shared_between_studies_and_single_seed_ones_run_once():
-    names = [m.name for m in compare.selected_methods("all")]
+    names = [m.name for m in runner.selected_methods("all")]
     assert len(names) == len(set(names)) and "dw" in names and "wneg_pneg" in names
-    runs = compare.planned_runs(compare.selected_methods("wneg"), [0, 1, 2])
+    runs = runner.planned_runs(runner.selected_methods("wneg"), [0, 1, 2])
     assert sorted((m.name, s) for m, s in runs if m.name != "dw") == [
         ("wneg_ineg", 0), ("wneg_none", 0), ("wneg_one_minus_wpos", 0), ("wneg_pneg", 0)]
     assert [s for m, s in runs if m.name == "dw"] == [0, 1, 2]
@@ -76,20 +68,20 @@ def test_methods_are_shared_between_studies_and_single_seed_ones_run_once():
 
 def test_length_study_keeps_the_lr_step_at_the_same_fraction():
     steps = {}
-    for method in compare.selected_methods("shapes80_length"):
+    for method in runner.selected_methods("shapes80_length"):
         cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
         assert method.curve in ("FCOS", "DW (released)") and cfg.train.epochs == method.x
         steps[method.x] = cfg.train.lr_steps[0] / cfg.train.epochs
         assert method.all_seeds == (method.x == studies.SHAPES80_EPOCHS)  # the full length has 3 seeds
     assert sorted(steps) == [2, 4, 6, 12] and all(abs(f - 5 / 6) <= 1 / 6 for f in steps.values())
-    names = {m.name for m in compare.selected_methods("shapes80_length")}
+    names = {m.name for m in runner.selected_methods("shapes80_length")}
     assert {"s80_fcos", "s80_dw", "s80_fcos_e2", "s80_dw_e12"} <= names  # the full length is the main study's run
 
 
 def test_adamw_study_changes_only_the_optimizer_and_its_schedule():
     plain = load_config(os.path.join(ROOT, studies.PATTERNS80_FCOS))
     steps, lrs = {}, set()
-    for method in compare.selected_methods("patterns80_adamw"):
+    for method in runner.selected_methods("patterns80_adamw"):
         cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
         assert (cfg.train.optimizer, cfg.train.weight_decay) == ("adamw", 0.05)
         assert cfg.model == plain.model and cfg.data == plain.data  # same backbone weights, same images
@@ -106,7 +98,7 @@ def test_adamw_study_changes_only_the_optimizer_and_its_schedule():
 
 def test_shapes80_adamw_study_is_the_patterns80_recipe_on_shapes80():
     recipe = load_config(os.path.join(ROOT, studies.PATTERNS80_ADAMW_FCOS))
-    for method in compare.selected_methods("shapes80_adamw"):
+    for method in runner.selected_methods("shapes80_adamw"):
         plain = load_config(os.path.join(ROOT, method.config))
         cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
         assert method.config in (studies.SHAPES80_FCOS, studies.SHAPES80_DW)
@@ -117,7 +109,7 @@ def test_shapes80_adamw_study_is_the_patterns80_recipe_on_shapes80():
 def test_length_report_draws_ap_against_length(tmp_path):
     for name, ap in (("s80_fcos_e2", 0.1), ("s80_fcos", 0.3), ("s80_dw_e2", 0.05), ("s80_dw", 0.35)):
         _fake_run(tmp_path, name, 0, ap, [2.0, 1.0])
-    summary = compare.report(compare.selected_methods("shapes80_length"), str(tmp_path))
+    summary = report.report(runner.selected_methods("shapes80_length"), str(tmp_path))
     assert (tmp_path / "ap_vs_length.png").stat().st_size > 1000
     # a curve's points share its label; tables and bar charts name each point's length
     assert summary["s80_fcos_e2"]["label"] == "FCOS, 2 epochs" and summary["s80_dw"]["label"] == "DW (released), 6 epochs"
@@ -130,7 +122,7 @@ def test_length_report_draws_ap_against_length(tmp_path):
 def _fake_run(out, method, seed, ap, losses):
     folder = out / method / f"seed{seed}"
     folder.mkdir(parents=True)
-    metrics = {k: ap / (i + 1) for i, k in enumerate(compare.METRICS)}
+    metrics = {k: ap / (i + 1) for i, k in enumerate(runner.METRICS)}
     metrics["APl"] = -1.0 if method == "dw" else metrics["APl"]
     (folder / "result.json").write_text(json.dumps({"method": method, "seed": seed, "opts": [], "minutes": 2.0,
                                                      **metrics}))
@@ -143,7 +135,7 @@ def test_report_gives_mean_and_sample_std_over_seeds(tmp_path):
     for seed, ap in enumerate((0.30, 0.32, 0.34)):
         _fake_run(tmp_path, "dw", seed, ap, [2.0, 1.0 + seed])
     _fake_run(tmp_path, "fcos", 0, 0.25, [3.0, 2.0])
-    summary = compare.report(compare.selected_methods("methods"), str(tmp_path))
+    summary = report.report(runner.selected_methods("methods"), str(tmp_path))
     assert list(summary) == ["fcos", "dw"]  # finished methods only, in study order
     assert summary["dw"]["mean"]["AP"] == pytest.approx(32.0)
     assert summary["dw"]["std"]["AP"] == pytest.approx(2.0)  # sample std of 30, 32, 34
@@ -160,7 +152,7 @@ def test_report_gives_mean_and_sample_std_over_seeds(tmp_path):
 
 def t_quantile(df, p=0.975):
     """Student's t quantile by bisection on its CDF, the density integrated numerically (Simpson):
-    independent of compare.py's table."""
+    independent of lab/report.py's table."""
     density = lambda t: math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2)) \
         * (1 + t * t / df) ** (-(df + 1) / 2)  # noqa: E731
 
@@ -177,15 +169,15 @@ def t_quantile(df, p=0.975):
 
 @pytest.mark.parametrize("df", [1, 2, 3, 4, 9, 29, 30, 31, 60])
 def test_t_quantile_matches_the_t_distribution(df):
-    assert compare.t975(df) == pytest.approx(t_quantile(df), abs=2e-3)
+    assert report.t975(df) == pytest.approx(t_quantile(df), abs=2e-3)
 
 
 def test_paired_gap_and_its_interval():
-    mean, low, high = compare.paired_gap([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])  # gaps 1, 2, 3: sd 1
+    mean, low, high = report.paired_gap([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])  # gaps 1, 2, 3: sd 1
     assert mean == 2.0 and high - mean == pytest.approx(4.303 / math.sqrt(3)) and mean - low == pytest.approx(high - mean)
-    assert math.isnan(compare.paired_gap([2.0], [1.0])[1])
+    assert math.isnan(report.paired_gap([2.0], [1.0])[1])
     with pytest.raises(ValueError):
-        compare.paired_gap([1.0, 2.0], [1.0])
+        report.paired_gap([1.0, 2.0], [1.0])
 
 
 def test_report_gives_the_paired_gap_on_shared_seeds_and_calls_wins(tmp_path):
@@ -194,7 +186,7 @@ def test_report_gives_the_paired_gap_on_shared_seeds_and_calls_wins(tmp_path):
         _fake_run(tmp_path, "dw", seed, dw, [1.0])
         if fcos is not None:
             _fake_run(tmp_path, "fcos", seed, fcos, [1.0])
-    summary = compare.report(compare.selected_methods("methods"), str(tmp_path))
+    summary = report.report(runner.selected_methods("methods"), str(tmp_path))
     paired = summary["dw"]["paired"]
     assert paired["baseline"] == "fcos" and paired["seeds"] == [0, 1, 2]
     mean, low, high = paired["gap"]["AP"]
@@ -203,17 +195,17 @@ def test_report_gives_the_paired_gap_on_shared_seeds_and_calls_wins(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| DW (released) − FCOS | 3 | +3.0 [+0.5, +5.5] win |" in table
     # against DW as the baseline, the same gap is a loss
-    summary = compare.report(compare.selected_methods("methods"), str(tmp_path), baseline="dw")
+    summary = report.report(runner.selected_methods("methods"), str(tmp_path), baseline="dw")
     assert "| FCOS − DW (released) | 3 | -3.0 [-5.5, -0.5] loss |" in (tmp_path / "results.md").read_text()
 
 
 def test_report_of_the_test_split_uses_the_test_metrics_and_marks_transcribed_records(tmp_path):
-    records = [{"method": "fcos", "seed": 0, "AP": 0.5, "test": {k: 0.2 for k in compare.METRICS}},
-               {"method": "fcos", "seed": 1, "AP": 0.5, "transcribed": True, "test": {k: 0.3 for k in compare.METRICS}},
+    records = [{"method": "fcos", "seed": 0, "AP": 0.5, "test": {k: 0.2 for k in runner.METRICS}},
+               {"method": "fcos", "seed": 1, "AP": 0.5, "transcribed": True, "test": {k: 0.3 for k in runner.METRICS}},
                {"method": "dw", "seed": 0, "AP": 0.5}]  # not evaluated on test: not in its report
     (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    summary = compare.report(compare.selected_methods("methods"), str(tmp_path / "out"),
-                             compare.read_records([str(tmp_path / "runs.jsonl")]), split="test")
+    summary = report.report(runner.selected_methods("methods"), str(tmp_path / "out"),
+                             runner.read_records([str(tmp_path / "runs.jsonl")]), split="test")
     assert list(summary) == ["fcos"] and summary["fcos"]["mean"]["AP"] == pytest.approx(25.0)
     assert "| FCOS | 2 (1 transcribed) | 25.0 ± 7.1 |" in (tmp_path / "out" / "results_test.md").read_text()
     assert not (tmp_path / "out" / "results.md").exists()
@@ -221,13 +213,13 @@ def test_report_of_the_test_split_uses_the_test_metrics_and_marks_transcribed_re
 
 def test_split_overrides_name_each_benchmarks_test_split(tmp_path):
     tc = studies.STUDIES["treecrowns"][0]
-    assert compare.split_overrides(tc, [], "test") == [
-        "data.type=coco", f"data.val_images={compare.REPO / 'data/treecrowns/test'}",
-        f"data.val_ann={compare.REPO / 'data/treecrowns/annotations/instances_test.json'}"]
+    assert runner.split_overrides(tc, [], "test") == [
+        "data.type=coco", f"data.val_images={runner.REPO / 'data/treecrowns/test'}",
+        f"data.val_ann={runner.REPO / 'data/treecrowns/annotations/instances_test.json'}"]
     fcos = studies.STUDIES["methods"][0]
     with pytest.raises(RuntimeError, match="data.params.num_test is 0, the benchmark has no test split"):
-        compare.split_overrides(fcos, ["data.params.num_test=0"], "test")
-    overrides = compare.split_overrides(fcos, TOY_OPTS + ["data.params.num_test=2", f"data.root={tmp_path}"], "test")
+        runner.split_overrides(fcos, ["data.params.num_test=0"], "test")
+    overrides = runner.split_overrides(fcos, TOY_OPTS + ["data.params.num_test=2", f"data.root={tmp_path}"], "test")
     assert overrides[1:] == [f"data.val_images={tmp_path / 'test'}",
                              f"data.val_ann={tmp_path / 'annotations' / 'instances_test.json'}"]
     assert len(list((tmp_path / "test").iterdir())) == 2  # generated for the evaluation
@@ -238,12 +230,12 @@ def test_run_records_rebuild_the_report_without_the_run_folders(tmp_path):
     for seed, ap in enumerate((0.30, 0.32, 0.34)):
         _fake_run(first, "dw", seed, ap, [2.0, 1.0])
     _fake_run(first, "fcos", 0, 0.25, [3.0, 2.0])
-    before = compare.report(compare.selected_methods("methods"), str(first))
-    records = compare.read_records([str(first / "runs.jsonl")])
+    before = report.report(runner.selected_methods("methods"), str(first))
+    records = runner.read_records([str(first / "runs.jsonl")])
     assert sorted(records) == [("dw", 0), ("dw", 1), ("dw", 2), ("fcos", 0)]
     # another checkout: its own run of dw seed 1 (AP 0.40) wins over the record of that seed
     _fake_run(second, "dw", 1, 0.40, [2.0, 1.5])
-    after = compare.report(compare.selected_methods("methods"), str(second), records)
+    after = report.report(runner.selected_methods("methods"), str(second), records)
     assert before["fcos"]["mean"] == after["fcos"]["mean"]
     assert after["dw"]["ap_per_seed"] == pytest.approx([30.0, 40.0, 34.0])
     assert after["dw"]["mean"]["AP"] == pytest.approx(104 / 3)
@@ -252,21 +244,21 @@ def test_run_records_rebuild_the_report_without_the_run_folders(tmp_path):
 
 def test_a_record_without_a_metric_gives_na_not_a_number(tmp_path):
     (tmp_path / "runs.jsonl").write_text(json.dumps({"method": "fcos", "seed": 0, "AP": 0.2, "AP50": 0.4}) + "\n")
-    summary = compare.report(compare.selected_methods("methods"), str(tmp_path / "out"),
-                             compare.read_records([str(tmp_path / "runs.jsonl")]))
+    summary = report.report(runner.selected_methods("methods"), str(tmp_path / "out"),
+                             runner.read_records([str(tmp_path / "runs.jsonl")]))
     assert summary["fcos"]["mean"]["AP"] == pytest.approx(20.0) and math.isnan(summary["fcos"]["mean"]["AP75"])
     assert "| FCOS | 1 | 20.0 | 40.0 | n/a |" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_bad_record_files_are_named(tmp_path):
     with pytest.raises(SystemExit, match="missing.jsonl: cannot read it"):
-        compare.read_records([str(tmp_path / "missing.jsonl")])
+        runner.read_records([str(tmp_path / "missing.jsonl")])
     (tmp_path / "bad.jsonl").write_text('{"method": "dw", "seed": 0, "AP": 0.1}\n{"seed": 1, "AP": 0.1}\n')
     with pytest.raises(SystemExit, match="bad.jsonl, line 2: not a run record"):
-        compare.read_records([str(tmp_path / "bad.jsonl")])
+        runner.read_records([str(tmp_path / "bad.jsonl")])
     (tmp_path / "no_ap.jsonl").write_text('{"method": "dw", "seed": 0}\n')
     with pytest.raises(SystemExit, match="no_ap.jsonl, line 1: .*'AP'"):
-        compare.read_records([str(tmp_path / "no_ap.jsonl")])
+        runner.read_records([str(tmp_path / "no_ap.jsonl")])
 
 
 def test_report_without_runs_says_so(tmp_path):
@@ -329,145 +321,6 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path):
         assert config["train"]["init_from"] == str(out / "fcos" / "seed0" / "last.pth")
 
 
-def boxes_inside(dist, stride, box):
-    """For one level's (4, H, W) distances: the mask of points strictly inside ``box`` and the
-    boxes those points predict, decoded here independently of dwdet."""
-    height, width = dist.shape[-2:]
-    ys, xs = torch.meshgrid((torch.arange(height) + 0.5) * stride, (torch.arange(width) + 0.5) * stride, indexing="ij")
-    x1, y1, x2, y2 = box.tolist()
-    inside = (xs > x1) & (xs < x2) & (ys > y1) & (ys < y2)
-    d = dist.permute(1, 2, 0)[inside]
-    return inside, torch.stack([xs[inside] - d[:, 0], ys[inside] - d[:, 1], xs[inside] + d[:, 2],
-                                ys[inside] + d[:, 3]], 1)
-
-
-def tiny_model(kind, num_classes=3):
-    torch.manual_seed(0)
-    loss = LOSSES[kind](num_classes)
-    return build_fcos(num_classes, loss, backbone="resnet18", backbone_weights=None, backbone_norm="gn",
-                      channels=64, min_size=96, max_size=128)
-
-
-def head_of(model, image):
-    model.eval()
-    with torch.no_grad():
-        batch, _ = model.transform([image])
-        return model.head(list(model.backbone(batch.tensors).values()))
-
-
-VIS_IMAGE = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))  # resized x2 to 96 x 128
-VIS_TARGET = {"boxes": torch.tensor([[4.0, 6.0, 40.0, 30.0], [30.0, 20.0, 60.0, 46.0]]), "labels": torch.tensor([2, 0])}
-VIS_BOXES = VIS_TARGET["boxes"] * 2  # in the pixels of the resized input
-
-
-@pytest.mark.parametrize("kind", ["fcos", "atss", "gfl", "vfl", "tood", "dw"])
-def test_weight_maps_give_each_loss_its_own_weights(kind):
-    model = tiny_model(kind)
-    maps, map_box = vis_weights.weight_maps(model, VIS_IMAGE, VIS_TARGET, gt=0)
-    torch.testing.assert_close(map_box, VIS_BOXES[0])
-    cls, _, ctr = head_of(model, VIS_IMAGE)
-    sizes = [tuple(x.shape[-2:]) for x in cls]
-    points, strides = _points(sizes, model.head.strides, torch.float32)
-    flat = {name: torch.cat([m[name].flatten() for m in maps]) for name in ("score", "w_pos", "w_neg")}
-    cls_prob = torch.cat([x[0, 2].flatten() for x in cls]).sigmoid()
-    joint = cls_prob * torch.cat([x[0, 0].flatten() for x in ctr]).sigmoid()
-    score = cls_prob if kind in ("fcos", "atss") else joint
-    torch.testing.assert_close(flat["score"], score)
-    inside = _inside(points, VIS_BOXES)  # (P, 2)
-    # positives of box 0 lie inside it; the points inside neither box are negatives of every loss
-    assert (flat["w_pos"] > 0).any() and (flat["w_pos"][~inside[:, 0]] == 0).all()
-    background = {"fcos": 0.75 * score ** 2, "atss": 0.75 * score ** 2, "gfl": score ** 2, "vfl": 0.75 * score ** 2,
-                  "tood": score ** 2, "dw": score ** 2}[kind]
-    outside = ~inside.any(dim=1)
-    torch.testing.assert_close(flat["w_neg"][outside], background[outside])
-    if kind in ("atss", "gfl", "vfl"):  # exactly the dense oracle's ATSS positives of box 0
-        owner = dense_atss_assign(points.double(), strides.double(), _level_ids(sizes), VIS_BOXES.double())
-        assert torch.equal(flat["w_pos"] > 0, owner == 0)
-    if kind == "vfl":  # w_pos = q^2 and w_neg = q (1 - q) at the positives
-        q = flat["w_pos"][owner == 0].sqrt()
-        torch.testing.assert_close(flat["w_neg"][owner == 0], q * (1 - q))
-
-
-def test_weight_maps_need_the_loss_and_a_valid_box():
-    model = build_fcos(3, None, backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=32)
-    with pytest.raises(ValueError, match="has no loss"):
-        vis_weights.weight_maps(model, VIS_IMAGE, VIS_TARGET, 0)
-    with pytest.raises(ValueError, match="--gt 5"):
-        vis_weights.weight_maps(tiny_model("atss"), VIS_IMAGE, VIS_TARGET, gt=5)
-
-
-def test_vis_weights_draws_tiny_checkpoints_side_by_side(tmp_path):
-    runs = []
-    for kind in ("atss", "tood", "dw"):
-        path = "configs/compare_r18_synthetic.py" if kind == "dw" else f"configs/compare_{kind}_r18_synthetic.py"
-        cfg = load_config(os.path.join(ROOT, path), [*TOY_OPTS, f"data.root={tmp_path / 'data'}"])
-        run = tmp_path / kind
-        run.mkdir()
-        save_config(cfg, run / "config.json")
-        save_checkpoint({"model": build_model(cfg).state_dict()}, run / "last.pth")
-        runs.append(str(run))
-    out = tmp_path / "weights.png"
-    vis_weights.main([*runs, "--index", "0", "--out", str(out)])
-    assert out.stat().st_size > 10_000
-    with pytest.raises(SystemExit, match="not a finished run folder"):
-        vis_weights.main([str(tmp_path), "--out", str(out)])
-
-
-def test_bench_train_times_every_model(tmp_path):
-    out = tmp_path / "bench.json"
-    bench_train.main(["--height", "64", "--width", "96", "--steps", "1", "--warmup", "0", "--gts", "3",
-                      "--json", str(out)])
-    report = json.loads(out.read_text())
-    assert set(report["results"]) == set(bench_train.MODELS)
-    assert all(r["median_s"] > 0 for r in report["results"].values())
-    assert set(report["ratios"]) == {"dw / fcos", "dw_refine / fcos", "fcos / torchvision_fcos"}
-
-
-def test_assign_stats_against_boxes_decoded_independently():
-    assign_stats = load_tool("assign_stats")
-    torch.manual_seed(0)
-    model = build_fcos(3, None, backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=64,
-                       min_size=64, max_size=64)
-    # the second box lies between the stride-8 points (4, 12, ...) in x: no point strictly inside
-    target = {"boxes": torch.tensor([[6.0, 6.0, 58.0, 50.0], [13.0, 30.0, 19.0, 40.0]]), "labels": torch.tensor([1, 2])}
-    image = torch.rand(3, 64, 64)
-    stats = assign_stats.bag_stats(model, [(image, target)], DWLoss(3))
-    assert stats["gts"] == 2 and stats["bag"] == 0.5
-    model.eval()
-    with torch.no_grad():
-        batch, _ = model.transform([image])
-        _, dist, _ = model.head(list(model.backbone(batch.tensors).values()))
-    # best IoU over the big box's points, decoded here level by level
-    best = 0.0
-    for level, stride in zip(dist, model.head.strides):
-        _, pred = boxes_inside(level[0], stride, target["boxes"][0])
-        if len(pred):
-            best = max(best, float(box_iou(pred, target["boxes"][:1]).max()))
-    assert stats["best IoU"] == pytest.approx(best / 2, rel=1e-4)  # the other GT counts as 0
-    assert stats["IoU>=0.5"] == (0.5 if best >= 0.5 else 0.0)
-    assert 0 <= stats["P_neg=1"] <= 1 and 0 <= stats["score"] <= 1
-    # the score statistics, recomputed level by level from the head's maps
-    with torch.no_grad():
-        cls, _, ctr = model.head(list(model.backbone(batch.tensors).values()))
-    counts, ctr_in, ctr_out = {"right": 0, "wrong": 0, "bg": 0}, [], []
-    for cls_level, ctr_level, stride in zip(cls, ctr, model.head.strides):
-        height, width = cls_level.shape[-2:]
-        for i in range(height):
-            for j in range(width):
-                x, y = (j + 0.5) * stride, (i + 0.5) * stride
-                holding = [g for g, (x0, y0, x1, y1) in enumerate(target["boxes"].tolist()) if x0 < x < x1 and y0 < y < y1]
-                c = float(ctr_level[0, 0, i, j].sigmoid())
-                (ctr_in if holding else ctr_out).append(c)
-                for k in range(3):
-                    if float(cls_level[0, k, i, j].sigmoid()) * c > model.score_thresh:
-                        key = "right" if any(int(target["labels"][g]) == k for g in holding) else (
-                            "wrong" if holding else "bg")
-                        counts[key] += 1
-    assert stats["ctr in"] == pytest.approx(sum(ctr_in) / len(ctr_in), rel=1e-5)
-    assert stats["ctr bg"] == pytest.approx(sum(ctr_out) / len(ctr_out), rel=1e-5)
-    assert {k: stats[k] for k in counts} == counts and stats["s>0.05"] == sum(counts.values())
-
-
 @pytest.mark.parametrize("study, names", [("patterns80_adamw", ("p80a_fcos", "p80a_dw")),
                                           ("treecrowns", ("tc_fcos", "tc_dw"))])
 def test_a_seed_gives_fcos_and_dw_the_same_initial_weights(study, names):
@@ -482,6 +335,6 @@ def test_a_seed_gives_fcos_and_dw_the_same_initial_weights(study, names):
 
 
 def test_runs_are_planned_seed_by_seed_so_a_stopped_study_leaves_whole_pairs():
-    runs = compare.planned_runs(compare.selected_methods("patterns80_ema"), [3, 4])
+    runs = runner.planned_runs(runner.selected_methods("patterns80_ema"), [3, 4])
     assert [(m.name, s) for m, s in runs] == [("p80a_fcos_ema", 3), ("p80a_dw_ema", 3),
                                               ("p80a_fcos_ema", 4), ("p80a_dw_ema", 4)]

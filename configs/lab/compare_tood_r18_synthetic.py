@@ -1,4 +1,4 @@
-# TOOD in tools/compare.py's "assigners" study: configs/compare_r18_synthetic.py with TOOD's loss.
+# TOOD in lab/compare.py's "assigners" study: configs/lab/compare_r18_synthetic.py with TOOD's loss.
 # The ATSS warm-up keeps the recipe's share of the schedule: 4 of 12 epochs there, 2 of 6 here.
 _base_ = "compare_r18_synthetic.py"
 loss = dict(_replace_=True, type="tood", topk=13, alpha=1.0, beta=6.0, qfl_beta=2.0, box_weight=2.0,

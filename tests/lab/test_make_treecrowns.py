@@ -1,4 +1,4 @@
-"""tools/make_treecrowns.py on a tiny wheel-like zip of Pascal VOC images made here (no network)."""
+"""lab/make_treecrowns.py on a tiny wheel-like zip of Pascal VOC images made here (no network)."""
 import hashlib
 import io
 import json
@@ -12,11 +12,10 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+import lab.make_treecrowns as treecrowns
 from dwdet.data.coco import CocoDetection
-from tool_loader import load_tool
 
-REPO = Path(__file__).resolve().parents[1]
-treecrowns = load_tool("make_treecrowns")
+REPO = Path(__file__).resolve().parents[2]
 Region = treecrowns.Region
 
 # (xmin, ymin, xmax, ymax) on a 100 x 80 image
@@ -124,8 +123,8 @@ def test_refuses_another_wheel_a_foreign_folder_and_bad_xml(tmp_path, wheel):
 
 def test_the_command_checks_the_pinned_sha256(tmp_path, wheel):
     path, digest, _ = wheel
-    done = subprocess.run([sys.executable, str(REPO / "tools" / "make_treecrowns.py"), "--wheel", str(path),
-                           "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-m", "lab.make_treecrowns", "--wheel", str(path),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO)
     assert done.returncode != 0
     assert f"sha256 {digest}, expected {treecrowns.WHEEL_SHA256}: not the pinned deepforest" in done.stderr
     assert not (tmp_path / "out").exists()
