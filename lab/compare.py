@@ -89,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         runs = planned_runs([m for m in methods if args.methods is None or m.name in args.methods], args.seeds)
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
-        # runs that start from another run's weights go second, once those have finished; the
-        # evaluation on the test split last, on every finished run
-        phases = [(train, [r for r in runs if r[0].init_from is None]),
-                  (train, [r for r in runs if r[0].init_from is not None])]
+        # runs that need another run (its weights to start from, or to evaluate) go second, once
+        # those have finished; the evaluation on the test split last, on every finished run
+        phases = [(train, [r for r in runs if r[0].depends_on is None]),
+                  (train, [r for r in runs if r[0].depends_on is not None])]
         if args.split != "val":
             phases.append((evaluate_split, runs))
         for step, phase in phases:

@@ -77,7 +77,8 @@ def training_minutes(work_dir: Path) -> float:
 
 
 def train(method: Method, seed: int, out: str, opts: list[str], threads: int) -> dict:
-    """Train one run (or resume it) unless it has finished; returns its result.json."""
+    """Train one run (or resume it) unless it has finished; returns its result.json. A method that
+    evaluates another's trained weights is not trained: those are evaluated on val instead."""
     work_dir = run_dir(out, method, seed)
     result_path = work_dir / "result.json"
     if result_path.is_file():
@@ -87,6 +88,8 @@ def train(method: Method, seed: int, out: str, opts: list[str], threads: int) ->
                                "use another --out (or delete that run)")
         return result
     work_dir.mkdir(parents=True, exist_ok=True)
+    if method.trained_weights_of is not None:
+        return evaluate_trained_weights(method, seed, out, opts, threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = train_command(method, seed, work_dir, opts)
     say(f"{method.name} seed {seed}: training ({work_dir}/train.log)")
@@ -122,6 +125,49 @@ def split_overrides(method: Method, opts: list[str], split: str) -> list[str]:
     return ["data.type=coco", f"data.val_images={images}", f"data.val_ann={annotations}"]
 
 
+def weights_source(method: Method, seed: int, out: str) -> tuple[Path, bool]:
+    """The run folder whose last.pth holds the method's weights, and whether they are its trained
+    weights rather than its weight average."""
+    if method.trained_weights_of is not None:
+        return Path(out) / method.trained_weights_of / f"seed{seed}", True
+    return run_dir(out, method, seed), False
+
+
+def run_test(method: Method, seed: int, out: str, opts: list[str], threads: int, split: str) -> tuple[dict, list[str]]:
+    """The method's weights of ``seed`` evaluated on ``split`` by tools/test.py: (metrics, command)."""
+    source, trained = weights_source(method, seed, out)
+    work_dir = run_dir(out, method, seed)
+    command = [sys.executable, str(REPO / "tools" / "test.py"), str(source / "config.json"), str(source / "last.pth"),
+               *(["--trained-weights"] if trained else []), "--opts", *split_overrides(method, opts, split),
+               "--work-dir", str(work_dir / split)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    say(f"{method.name} seed {seed}: evaluating on {split} ({work_dir}/{split}.log)")
+    with open(work_dir / f"{split}.log", "w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
+    metrics = work_dir / split / f"metrics_last{'_trained' * trained}.json"
+    if code != 0 or not metrics.is_file():
+        raise RuntimeError(f"{method.name} seed {seed}: the {split} evaluation failed (exit code {code}); "
+                           f"see {work_dir}/{split}.log")
+    return json.loads(metrics.read_text()), command
+
+
+def evaluate_trained_weights(method: Method, seed: int, out: str, opts: list[str], threads: int) -> dict:
+    """The result of a method that is another's finished run evaluated on val with its trained
+    weights: that run's record, with these metrics and the command that measured them."""
+    source, _ = weights_source(method, seed, out)
+    if not (source / "result.json").is_file():
+        raise RuntimeError(f"{method.name} seed {seed} evaluates the trained weights of {source}, "
+                           "which has not finished")
+    trained = json.loads((source / "result.json").read_text())
+    evaluation, command = run_test(method, seed, out, opts, threads, "val")
+    result = {**{k: v for k, v in trained.items() if k != "test"},  # (the source's test metrics: of its average)
+              "method": method.name, "opts": opts, "command": command[1:],
+              **{k: evaluation[k] for k in METRICS}, "trained_weights_of": str(source)}
+    (run_dir(out, method, seed) / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    say(f"{method.name} seed {seed}: AP {100 * result['AP']:.1f} (the trained weights of {source})")
+    return result
+
+
 def evaluate_split(method: Method, seed: int, out: str, opts: list[str], threads: int, split: str) -> dict:
     """A finished run's metrics on ``split`` (its last.pth through tools/test.py), kept in its
     result.json under the split's name, so that each run is evaluated there once."""
@@ -129,17 +175,7 @@ def evaluate_split(method: Method, seed: int, out: str, opts: list[str], threads
     result = json.loads((work_dir / "result.json").read_text())
     if split in result:
         return result
-    command = [sys.executable, str(REPO / "tools" / "test.py"), str(work_dir / "config.json"),
-               str(work_dir / "last.pth"), "--opts", *split_overrides(method, opts, split), "--work-dir", str(work_dir / split)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    say(f"{method.name} seed {seed}: evaluating on {split} ({work_dir}/{split}.log)")
-    with open(work_dir / f"{split}.log", "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
-    metrics = work_dir / split / "metrics_last.json"
-    if code != 0 or not metrics.is_file():
-        raise RuntimeError(f"{method.name} seed {seed}: the {split} evaluation failed (exit code {code}); "
-                           f"see {work_dir}/{split}.log")
-    evaluation = json.loads(metrics.read_text())
+    evaluation, command = run_test(method, seed, out, opts, threads, split)
     result[split] = {**{k: evaluation[k] for k in METRICS}, "command": command[1:]}
     (work_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     say(f"{method.name} seed {seed}: {split} AP {100 * evaluation['AP']:.1f}")

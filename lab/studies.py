@@ -54,6 +54,14 @@ class Method:
     curve: str | None = None  # methods of one curve label are one method at several points of an axis
     x: float | None = None  # its place on the curve's axis
     axis: str = "length"  # the curve's axis, a key of AXES
+    # a method whose runs (trained with train.ema) this one evaluates with their trained weights
+    # instead of their average: the plain recipe's runs, since the average never feeds back
+    trained_weights_of: str | None = None
+
+    @property
+    def depends_on(self) -> str | None:
+        """The method whose finished run of the same seed this one needs, if any."""
+        return self.init_from or self.trained_weights_of
 
 
 def schedule(epochs: int, step_fraction: float = 5 / 6) -> tuple[str, ...]:
@@ -191,6 +199,10 @@ STUDIES = {
     # the recipe with the weight average on: its checkpoints hold both the average and the trained
     # weights (the trajectory is the recipe's own), so each run is a pair of its own
     "patterns80_ema": (
+        Method("p80a_fcos_trained", "FCOS", PATTERNS80_ADAMW_FCOS, ("train.ema=True",),
+               trained_weights_of="p80a_fcos_ema"),
+        Method("p80a_dw_trained", "DW (released)", PATTERNS80_ADAMW_DW, ("train.ema=True",),
+               trained_weights_of="p80a_dw_ema"),
         Method("p80a_fcos_ema", "FCOS, weight average", PATTERNS80_ADAMW_FCOS, ("train.ema=True",)),
         Method("p80a_dw_ema", "DW (released), weight average", PATTERNS80_ADAMW_DW, ("train.ema=True",)),
     ),

@@ -281,7 +281,7 @@ def test_methods_outside_the_study_are_named(capsys):
     assert "--methods wneg_none: not in study 'shapes80'" in capsys.readouterr().err
 
 
-def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path):
+def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path, monkeypatch):
     out = tmp_path / "compare"
     opts = TOY_OPTS + [f"data.root={tmp_path / 'data'}"]
     assert compare.main(["--out", str(out), "--seeds", "0", "--jobs", "2", "--opts", *opts]) == 0
@@ -319,6 +319,22 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path):
     for name in ("warm_fcos", "warm_dw"):
         config = json.loads((out / name / "seed0" / "config.json").read_text())
         assert config["train"]["init_from"] == str(out / "fcos" / "seed0" / "last.pth")
+    # a run with the weight average, and its trained weights as a method of their own: those are
+    # the plain run's weights (the average never feeds back), so they score what "fcos" scored
+    fcos = studies.STUDIES["methods"][0]
+    ema = (*fcos.overrides, "train.ema=True", "train.ema_decay=0.5", "train.ema_tau=1.0")
+    monkeypatch.setitem(studies.STUDIES, "toy_ema", (
+        studies.Method("fcos_trained", "FCOS", fcos.config, ema, trained_weights_of="fcos_ema"),
+        studies.Method("fcos_ema", "FCOS, weight average", fcos.config, ema)))
+    assert compare.main(["--out", str(out), "--study", "toy_ema", "--seeds", "0", "--split", "test", "--opts", *opts]) == 0
+    plain = json.loads((out / "fcos" / "seed0" / "result.json").read_text())
+    trained = json.loads((out / "fcos_trained" / "seed0" / "result.json").read_text())
+    average = json.loads((out / "fcos_ema" / "seed0" / "result.json").read_text())
+    assert trained["trained_weights_of"] == str(out / "fcos_ema" / "seed0") and "--trained-weights" in trained["command"]
+    assert {k: trained[k] for k in runner.METRICS} == {k: plain[k] for k in runner.METRICS}
+    assert trained["test"]["AP"] == plain["test"]["AP"] and "--trained-weights" in trained["test"]["command"]
+    assert "--trained-weights" not in average["test"]["command"]
+    assert trained["environment"] == average["environment"] and trained["config"] == average["config"]
 
 
 @pytest.mark.parametrize("study, names", [("patterns80_adamw", ("p80a_fcos", "p80a_dw")),
@@ -336,5 +352,5 @@ def test_a_seed_gives_fcos_and_dw_the_same_initial_weights(study, names):
 
 def test_runs_are_planned_seed_by_seed_so_a_stopped_study_leaves_whole_pairs():
     runs = runner.planned_runs(runner.selected_methods("patterns80_ema"), [3, 4])
-    assert [(m.name, s) for m, s in runs] == [("p80a_fcos_ema", 3), ("p80a_dw_ema", 3),
-                                              ("p80a_fcos_ema", 4), ("p80a_dw_ema", 4)]
+    names = ["p80a_fcos_trained", "p80a_dw_trained", "p80a_fcos_ema", "p80a_dw_ema"]
+    assert [(m.name, s) for m, s in runs] == [(name, seed) for seed in (3, 4) for name in names]
