@@ -1,7 +1,7 @@
 # DW for your own COCO-format data on a CPU (README, "Your own data"): ResNet-18 with ImageNet
 # weights (downloaded once into torch's cache; offline, set model.backbone_weights to a local .pth,
 # a dwdet checkpoint, or None to train from scratch), 512 px images, a 64-channel FPN and head, and
-# AdamW, which reaches a usable model in far fewer iterations than SGD on a CPU (docs/benchmarks.md).
+# AdamW, which reaches a usable model in far fewer iterations than SGD on a CPU (docs/studies/patterns80.md).
 # The paths below are examples: set data.root and the four file names for your data.
 _base_ = "dw_r50_fpn_1x_coco.py"
 model = dict(backbone="resnet18", channels=64, min_size=(512,), max_size=512)

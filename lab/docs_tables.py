@@ -3,8 +3,8 @@
 ``python -m lab.compare ARGS --report-only`` gives from the records that ARGS names (``--records``; the
 table of means, then the paired gaps), and nothing else.
 
-    python -m lab.docs_tables docs/benchmarks.md                   # rewrite the tables from their records
-    python -m lab.docs_tables --check docs/benchmarks.md README.md # exit 1 naming each table that differs
+    python -m lab.docs_tables docs/studies/*.md                # rewrite the tables from their records
+    python -m lab.docs_tables --check docs/studies/*.md README.md  # exit 1 naming each table that differs
 
 A figure elsewhere in a page ("37.8 ± 1.0") can be checked against the tables with
 ``figures_without_table``: tests/lab/test_docs_tables.py does so for the README.

@@ -19,7 +19,7 @@ read straight from it (a zip). Nothing of it is committed to this repository.
 That is the default ``--layout area``: val and test are ground the detector never saw, at the
 places it trains on. ``--layout sites`` holds a whole place out instead (train on the first
 Yellowstone crop, OSBS and SOAP; val and test the west and east halves of the second crop), a
-transfer to another place that FCOS learns far less well from this little data (docs/benchmarks.md).
+transfer to another place that FCOS learns far less well from this little data (docs/studies/treecrowns.md).
 
 Every split is cut into ``tile`` x ``tile`` tiles: training tiles overlap (``train_stride`` apart,
 so each crown is seen at several places in a tile), val and test tiles cover their region once (the
@@ -80,7 +80,7 @@ LAYOUTS = {
         "val": (Region(YELL_A, y0=1832, y1=2152), Region(YELL_B, y0=395, y1=715)),
         "test": (Region(YELL_A, y0=2152), Region(YELL_B, y0=715)),
     },
-    # val and test: the two halves of a place not trained on (a harder transfer: see docs/benchmarks.md)
+    # val and test: the two halves of a place not trained on (a harder transfer: see docs/studies/treecrowns.md)
     "sites": {
         "train": (Region(YELL_A), Region("OSBS_029"), Region("SOAP_061")),
         "val": (Region(YELL_B, x1=624),),

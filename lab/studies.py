@@ -21,7 +21,7 @@ TREECROWNS_FCOS = "configs/lab/fcos_r10_treecrowns.py"
 TREECROWNS_X2 = ("model.min_size=(512,576,640,704,768)", "model.max_size=768", "model.test_min_size=640")
 ADAMW_LRS = ("2e-4", "4e-4", "8e-4", "1.6e-3")  # the AdamW recipes' lr sweep (per 16 images); 4e-4 is theirs
 ADAMW = ("train.optimizer=adamw", "train.weight_decay=0.05")  # AdamW on the SGD recipe's schedule (6 epochs, fp32)
-COCO_SCORES_PER_OBJECT = 2.4e5  # docs/benchmarks.md, the shapes80 statistics
+COCO_SCORES_PER_OBJECT = 2.4e5  # docs/studies/shapes80.md, the shapes80 statistics
 PATTERNS80_SCORES_PER_OBJECT = 1.41e5  # tools/dataset_stats.py configs/lab/dw_r10_patterns80.py
 PATTERNS80_MORE_OBJECTS = ("data.params.min_objects=4", "data.params.max_objects=6", "data.root=data/patterns80-o4to6")
 PATTERNS80_MORE_OBJECTS_SCORES = 4.38e4  # the same, with the overrides above (4.70 objects per image)

@@ -33,5 +33,5 @@ loss = dict(
     focal_alpha=0.25,
     neg_scale=1.0,  # factor of the negative term (1 = released)
     neg_reference_scores=None,  # None = released; e.g. 2.4e5: the negative term's strength as on COCO
-    neg_reference_power=0.5,  # at any (point, class) scores per object (docs/benchmarks.md)
+    neg_reference_power=0.5,  # at any (point, class) scores per object (docs/studies/synthetic128.md)
 )

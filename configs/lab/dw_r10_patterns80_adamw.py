@@ -1,7 +1,6 @@
 # DW on patterns80 with the recipe that fits 20 minutes on a 2-core CPU: AdamW (lr 4e-4 per 16
 # images, weight decay 0.05) instead of SGD, bf16 autocast, 14 epochs (1750 iterations of 8 images)
-# with the lr step after 12. SGD at lr 0.02 leaves the head far behind in the same time (FCOS 4.7 AP
-# after 6 epochs, against 19.4 with AdamW). See docs/benchmarks.md.
+# with the lr step after 12; why AdamW rather than SGD here: docs/studies/patterns80.md.
 _base_ = "dw_r10_patterns80.py"
 # With train.ema=True, the weight average spans about 200 of the 1750 iterations (README, "Training
 # and evaluation"); the defaults, sized for COCO's 90k iterations, would barely average here.

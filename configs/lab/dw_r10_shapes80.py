@@ -3,7 +3,7 @@
 # as on COCO), objects from COCO-small to -large; ResNet-10 pretrained on the benchmark's own objects
 # (weights/resnet10_shapes80.pth, made by lab/pretrain_backbone.py) with frozen BatchNorm, as the
 # paper's ResNets start from ImageNet. The test split (500 images from its own seed, data.params.test_seed)
-# is for reported numbers only: choices are made on val. See docs/benchmarks.md.
+# is for reported numbers only: choices are made on val. See docs/studies/shapes80.md.
 _base_ = "_base_/lab.py"
 model = dict(num_classes=80, backbone="resnet10", backbone_weights="weights/resnet10_shapes80.pth",
              backbone_norm="frozen_bn", channels=64, min_size=(384,), max_size=384)

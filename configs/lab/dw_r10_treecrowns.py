@@ -4,7 +4,7 @@
 # is the ResNet-10 pretrained on synthetic shapes (weights/resnet10_shapes80_long.pth): other
 # classes than the detector's, and no trees. Scale jitter of +-20 % around the tiles' own size
 # (crowns 8-107 px), flips, AdamW as on patterns80, 40 epochs of 20 iterations (800). See
-# docs/benchmarks.md.
+# docs/studies/treecrowns.md.
 _base_ = "_base_/lab.py"
 model = dict(num_classes=1, backbone="resnet10", backbone_weights="weights/resnet10_shapes80_long.pth",
              backbone_norm="frozen_bn", channels=64, min_size=(256, 288, 320, 352, 384), max_size=384,

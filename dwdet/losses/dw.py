@@ -78,7 +78,7 @@ class DWLoss(PointLoss):
         pos_reweight: factor of both positive terms (released: 0.25; paper: 1).
         focal_alpha: the paper variant's focal loss outside the bag is ``(1 - alpha) s^gamma2 BCE``.
         neg_scale: factor of the negative term (1: the released loss; larger values test how much
-            background pressure the detector needs, see docs/benchmarks.md).
+            background pressure the detector needs, see docs/studies/synthetic128.md).
         neg_reference_scores: None (default) keeps the released normaliser. A number S_ref makes
             the negative term's strength follow the (point, class) scores per object of the batch,
             S = N * P * C / (number of GTs): it is multiplied by ``(S_ref / S) ** neg_reference_power``,
@@ -86,7 +86,7 @@ class DWLoss(PointLoss):
             data with fewer scores per object (smaller images, fewer classes, more objects).
         neg_reference_power: the exponent of that factor (0.5: the square root, chosen from the
             ``neg_scale`` runs at 530 and 1.4e5 scores per object; 1: a strength per object
-            independent of S, which the same runs rule out). See docs/benchmarks.md.
+            independent of S, which the same runs rule out). See docs/studies/synthetic128.md.
 
     Normalisers (both variants): the positive terms by the number of GTs in the batch, the
     negative term by sum(1 - P_neg), each averaged over DDP ranks and clamped to >= 1.

@@ -78,7 +78,7 @@ def test_backbone_file_loads_into_the_detector_backbone(backbone_file):
 
 def test_pretraining_is_reproducible(tmp_path, backbone_file):
     # The shipped weights are documented by their command: the same run gives the same weights
-    # (how well they classify is a benchmark: docs/benchmarks.md).
+    # (how well they classify is a benchmark: docs/studies/shapes80.md).
     again = pretrain_backbone(tmp_path / "again.pth", TINY, log=lambda line: None)
     first = torch.load(backbone_file[0], weights_only=True)["state_dict"]
     second = torch.load(tmp_path / "again.pth", weights_only=True)["state_dict"]
