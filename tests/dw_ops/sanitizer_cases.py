@@ -1,20 +1,16 @@
 """Small calls of every dw_ops operator, forward and backward, for compute-sanitizer (tools/gpu_check.sh):
 
-    compute-sanitizer --tool memcheck python tests/sanitizer_cases.py
+    PYTHONPATH=. compute-sanitizer --tool memcheck python tests/dw_ops/sanitizer_cases.py
 
 Sizes are small (the sanitizers run the kernels hundreds of times slower) but take the kernels'
 paths: a bag longer than a block and an empty one, entries, samples off the map, a NaN offset, and
 16-bit logits and boxes. --device cpu runs the same calls on the CPU (a check of this script).
 """
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import dw_ops  # noqa: E402
+import dw_ops
 
 
 def run(device: str) -> None:

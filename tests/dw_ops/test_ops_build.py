@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import dw_ops
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT
 
 
 def test_build_info_reports_how_it_was_built():

@@ -2,7 +2,6 @@
 term, boundary sampling, forward and backward) runs under torch.cuda.set_sync_debug_mode("error")
 and can be captured in a CUDA graph. Bad index values, which the host no longer reads, fail a
 device-side check that names the argument. Needs a GPU."""
-import os
 import subprocess
 import sys
 
@@ -12,9 +11,9 @@ import torch.nn.functional as F
 
 import dw_ops
 from ops_problems import random_problem
+from tests.paths import ROOT
 
 DEVICE = "cuda"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ops = torch.ops.dw_ops
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -5,7 +5,6 @@ a few blocks that each stride more than once, one thread per element, and more t
 Every output element must be stored exactly once, and bad index values must fail the in-kernel
 checks with their messages. These tests need no GPU."""
 import math
-import os
 import sys
 
 import pytest
@@ -14,8 +13,9 @@ from torch.testing import assert_close
 
 import dw_ops
 from ops_problems import make_points, random_boxes
+from tests.paths import ROOT
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_emu"))
+sys.path.insert(0, str(ROOT / "tests" / "cuda_emu"))
 try:
     import _cuda_emu as emu
 except ImportError as err:  # `make test` builds it; a bare pytest run may not have

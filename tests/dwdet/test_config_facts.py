@@ -6,7 +6,6 @@ import inspect
 import math
 import runpy
 import warnings
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,9 @@ from dwdet.config import load_config
 from dwdet.engine.loop import StepOptions
 from dwdet.losses import LOSSES
 from dwdet.models import build_fcos, build_torchvision_fcos
+from tests.paths import ROOT
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = ROOT / "configs"
 SHIPPED = sorted(p.name for p in CONFIGS.glob("*.py"))
 BASES = sorted((CONFIGS / "_base_").glob("*.py"))
 MODEL_BUILDERS = {"fcos": build_fcos, "torchvision_fcos": build_torchvision_fcos}

@@ -19,9 +19,10 @@ from dwdet.config import load_config
 from dwdet.data import ensure_synthetic
 from dwdet.engine import Trainer, load_checkpoint
 from dwdet.engine.evaluation import METRIC_NAMES
+from tests.paths import ROOT
 from tests.tool_loader import load_tool
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = ROOT / "configs"
 
 # Few large shapes on clean backgrounds: something a from-scratch ResNet-18 can fit in seconds.
 SHAPES = dict(num_train=4, num_val=2, image_size=96, aspect_ratios=[1.0], min_objects=1, max_objects=2,

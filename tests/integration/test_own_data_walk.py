@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from dwdet.cli import train as train_cli
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CATEGORIES = [{"id": 3, "name": "red"}, {"id": 7, "name": "green"}, {"id": 12, "name": "blue"}]
 COLOURS = {3: (220, 30, 30), 7: (30, 200, 30), 12: (30, 30, 220)}
 

@@ -7,7 +7,7 @@ import torch
 
 from dwdet.data import ensure_synthetic
 from dwdet.models import build_fcos
-from tests.test_tools import load_tool
+from tests.tools.test_tools import load_tool
 
 dataset_stats = load_tool("dataset_stats")
 

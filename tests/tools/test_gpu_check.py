@@ -20,8 +20,8 @@ import pytest
 
 import tools.bench_train as bench_train
 import tools.gpu_check_summary as summary
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS = ["env", "wheels", "build", "cuda_tests", "sanitizers", "bench_ops", "bench_train", "train"]
 # What comes back from the device: at most 8 files directly under $OUT.
 OUTPUTS = {"summary.md", "steps.json", "log.txt", "env.txt", "pytest.xml", "bench_ops.json", "bench_train.json",

@@ -1,4 +1,4 @@
-"""Run by tests/test_engine_ddp.py under torchrun: rank 1 fails while rank 0 is already training
+"""Run by test_engine_ddp.py under torchrun: rank 1 fails while rank 0 is already training
 (waiting for rank 1 in its first collective). The job must end with rank 1's error, not hang."""
 import os
 import sys

@@ -1,4 +1,4 @@
-"""Run by tests/test_engine_ddp.py under torchrun. Trains the tiny detector with DDP; rank 1 alone
+"""Run by test_engine_ddp.py under torchrun. Trains the tiny detector with DDP; rank 1 alone
 receives SIGTERM during iteration 3, so both ranks must stop after the same iteration; then the
 run resumes from last.pth and finishes. Writes each rank's final weights, fit() results and a
 reduce_mean of (rank + 1, 10 * rank) to the output folder."""

@@ -1,4 +1,4 @@
-"""Run by tests/test_engine_multinode.py in each of two torchrun agents (two 'nodes' of one process
+"""Run by test_engine_multinode.py in each of two torchrun agents (two 'nodes' of one process
 each). Resumes a checkpoint written by a single process (another world size, hence
 ``allow_world_size_change``) in the run folder both nodes share, finishes the run, and writes this
 rank's weights and result; each rank logs one warning, which train.log must keep."""

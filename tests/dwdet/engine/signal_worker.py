@@ -1,4 +1,4 @@
-"""Run by tests/test_engine_signals.py in a process group of its own: trains the tiny detector with
+"""Run by test_engine_signals.py in a process group of its own: trains the tiny detector with
 two DataLoader worker processes (a record every iteration) until the test signals the whole group,
 then prints fit()'s result as JSON."""
 import json

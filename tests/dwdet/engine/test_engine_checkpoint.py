@@ -12,8 +12,7 @@ import torch
 
 from dwdet.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state, save_checkpoint, \
     set_rng_state
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT
 
 
 def good_state(value=1.0):
@@ -54,7 +53,7 @@ def test_process_killed_mid_write_keeps_the_previous_file(tmp_path):
     target, marker = tmp_path / "last.pth", tmp_path / "writing"
     save_checkpoint(good_state(1.0), target)
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target), str(marker)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():

@@ -14,14 +14,13 @@ import torch
 from dwdet.engine import Trainer
 from dwdet.engine.evaluation import evaluate
 from dwdet.engine.loaders import eval_loader
-from tests.ddp_worker import OVERRIDES
+from tests.dwdet.engine.ddp_worker import OVERRIDES
 from tests.engine_helpers import BUILDERS, TinyDetector, build_val_data, tiny_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT
 
 
 def torchrun(args, timeout, expect_success=True):
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              *args], cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -38,13 +37,13 @@ def torchrun(args, timeout, expect_success=True):
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    torchrun(["tests/ddp_worker.py", str(out)], timeout=240)
+    torchrun(["tests/dwdet/engine/ddp_worker.py", str(out)], timeout=240)
     return out
 
 
 def test_one_failing_rank_ends_the_job_with_its_error(tmp_path):
     # torchrun's agent stops the other rank when one fails; the timeout turns a hang into a failure.
-    output = torchrun(["tests/ddp_fail_worker.py", str(tmp_path)], timeout=240, expect_success=False)
+    output = torchrun(["tests/dwdet/engine/ddp_fail_worker.py", str(tmp_path)], timeout=240, expect_success=False)
     assert "injected failure on rank 1" in output
 
 

@@ -12,16 +12,16 @@ import torch
 
 from dwdet.engine import Trainer, load_checkpoint
 from tests.engine_helpers import BUILDERS, tiny_config
+from tests.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = ["eval.interval=0", "train.epochs=100", "train.checkpoint_iters=1", "train.checkpoint_interval=0"]
 
 
 @pytest.mark.parametrize("delay", [0.3, 1.1])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, delay):
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "tests/kill_worker.py", str(tmp_path), str(run_dir)], cwd=ROOT,
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "tests/dwdet/engine/kill_worker.py", str(tmp_path), str(run_dir)], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120

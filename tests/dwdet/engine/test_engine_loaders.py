@@ -10,7 +10,7 @@ from torch.utils.data import DistributedSampler
 from dwdet.data.sampler import GroupedBatchSampler, SeededDataset, aspect_ratio_groups
 from dwdet.data.transforms import RandomHorizontalFlip
 from dwdet.engine.loaders import EpochLoader, eval_loader
-from tests.test_data_sampler import ToyDataset, mixed_sizes, was_flipped
+from tests.dwdet.data.test_data_sampler import ToyDataset, mixed_sizes, was_flipped
 
 
 def grouped_loader(n, batch_size, workers, seed, rank=0, world_size=1, transforms=None):

@@ -14,10 +14,9 @@ import pytest
 import torch
 
 from dwdet.engine import Trainer
+from tests.dwdet.engine.multinode_worker import OVERRIDES
 from tests.engine_helpers import BUILDERS, tiny_config
-from tests.multinode_worker import OVERRIDES
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT
 
 
 def free_port() -> int:
@@ -31,11 +30,12 @@ def test_two_nodes_resume_a_single_process_run_and_log_every_rank(tmp_path):
     assert single.fit()["status"] == "interrupted"  # last.pth after 2 of the 8 iterations
     del single
 
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     endpoint = f"127.0.0.1:{free_port()}"
     agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
                                 "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", "--rdzv_id=dwdet-test",
-                                "tests/multinode_worker.py", str(tmp_path), str(tmp_path / "run" / "last.pth")],
+                                "tests/dwdet/engine/multinode_worker.py", str(tmp_path),
+                                str(tmp_path / "run" / "last.pth")],
                                cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = []

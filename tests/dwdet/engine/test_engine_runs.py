@@ -3,7 +3,6 @@ a detector as backbone weights, resuming exported, finished and old checkpoints,
 N checkpoints, a rerun in a used folder, errors in train.log, and `--resume` followed by overrides."""
 import json
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +15,9 @@ from dwdet.engine.builders import build_model
 from dwdet.engine.compat import ADDED_KEYS
 from dwdet.models.backbone import build_resnet
 from tests.engine_helpers import BUILDERS, TinyDataset, TinyBatchSampler, tiny_config
+from tests.paths import ROOT
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = ROOT / "configs"
 
 
 def same_weights(a: dict, b: dict) -> bool:
@@ -226,7 +226,7 @@ def test_init_from_an_80_class_detector_onto_3_classes_keeps_all_but_its_class_l
 
 def test_weights_saved_with_the_head_branch_named_centerness_load_as_objectness():
     from dwdet.engine.builders import load_detector
-    shipped = Path(__file__).resolve().parents[1] / "weights" / "dw_r10_shapes16_demo.pth"
+    shipped = ROOT / "weights" / "dw_r10_shapes16_demo.pth"
     raw = torch.load(shipped, map_location="cpu", weights_only=True)["model"]
     assert "head.centerness.weight" in raw  # written before the branch was named for what it holds
     migrated = load_checkpoint(shipped)["model"]

@@ -11,10 +11,9 @@ import time
 import pytest
 
 from dwdet.engine import Trainer, load_checkpoint
+from tests.dwdet.engine.signal_worker import OVERRIDES
 from tests.engine_helpers import BUILDERS, tiny_config
-from tests.signal_worker import OVERRIDES
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import ROOT
 
 
 def worker_pids(pid: int) -> list[int]:
@@ -36,8 +35,8 @@ def worker_pids(pid: int) -> list[int]:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_process_group_saves_and_the_run_resumes(tmp_path, signum):
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "tests/signal_worker.py", str(tmp_path), str(run_dir)], cwd=ROOT,
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "tests/dwdet/engine/signal_worker.py", str(tmp_path), str(run_dir)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 120

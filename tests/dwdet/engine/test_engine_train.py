@@ -2,7 +2,6 @@
 import json
 import math
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ import torch
 from dwdet.config import load_config
 from dwdet.engine import NonFiniteLossError, Trainer, load_checkpoint, save_checkpoint
 from tests.engine_helpers import BUILDERS, tiny_config
+from tests.paths import ROOT
 
 
 def run(tmp_path, name, overrides=(), resume=None):
@@ -138,7 +138,7 @@ def test_metrics_log_and_saved_config(tmp_path):
     environment = json.loads((tmp_path / "logged" / "environment.json").read_text())
     assert environment["world_size"] == 1 and environment["threads"] == torch.get_num_threads()
     assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     assert environment["git_revision"] == (revision.stdout.strip() or None)
     assert environment["git_dirty"] in ((True, False) if revision.stdout else (None,))
 
@@ -241,8 +241,7 @@ def test_train_log_and_tensorboard_events_in_the_run_folder(tmp_path):
 
 
 def test_the_configs_log_to_tensorboard_by_default():
-    from pathlib import Path
-    configs = Path(__file__).resolve().parents[1] / "configs"
+    configs = ROOT / "configs"
     assert load_config(configs / "dw_r50_fpn_1x_coco.py").train.tensorboard is True
     assert load_config(configs / "dw_r18_synthetic.py").train.tensorboard is True
 

@@ -7,15 +7,15 @@ import statistics
 import pytest
 import torch
 
-from dense_assigners import dense_loss
 from dwdet.config import load_config
 from dwdet.engine.builders import build_loss
 from dwdet.losses import (LOSSES, ATSSLoss, GFLLoss, PointLoss, TOODLoss, VFLLoss, assign_atss, assign_task_aligned,
                           prepare_batch)
 from dwdet.losses.atss import _level_candidates
 from dwdet.models.points import anchor_points
+from tests.dense_assigners import dense_loss
+from tests.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)]
 STRIDES = (8, 16, 32, 64, 128)
 IMAGE = (128.0, 160.0)  # H, W

@@ -7,7 +7,7 @@ import torch
 import dw_ops
 from dwdet.losses import DWLoss, prepare_batch
 from dwdet.models.points import anchor_points
-from dense_dw import dense_dw_loss
+from tests.dense_dw import dense_dw_loss
 
 SIZES = [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)]
 STRIDES = (8, 16, 32, 64, 128)
