@@ -21,8 +21,8 @@ OVERRIDES = ["eval.interval=0", "train.epochs=100", "train.checkpoint_iters=1", 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, delay):
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "tests/dwdet/engine/kill_worker.py", str(tmp_path), str(run_dir)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "tests/dwdet/engine/kill_worker.py", str(tmp_path), str(run_dir)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "last.pth").exists():

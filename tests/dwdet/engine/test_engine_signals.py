@@ -36,8 +36,8 @@ def worker_pids(pid: int) -> list[int]:
 def test_a_signal_to_the_process_group_saves_and_the_run_resumes(tmp_path, signum):
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "tests/dwdet/engine/signal_worker.py", str(tmp_path), str(run_dir)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "tests/dwdet/engine/signal_worker.py", str(tmp_path), str(run_dir)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         # training with its workers alive: some iterations logged, two children forked
