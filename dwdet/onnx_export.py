@@ -72,7 +72,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, categories: Sequence[
         warnings.filterwarnings("ignore", message=".*create_unbacked_symint", category=FutureWarning)
         # torch.onnx's own capture of the module, not a torch.export.export program handed over: that
         # one is faster to make but bakes in the branches of the resize rule that the example takes
-        # (its orientation), which torch.onnx's capture keeps general (tests/test_onnx.py checks both)
+        # (its orientation), which torch.onnx's capture keeps general (tests/dwdet/test_onnx.py checks both)
         program = torch.onnx.export(SingleImageDetector(model).eval(), (example,), dynamo=True,
                                     dynamic_shapes=(sizes,), input_names=["image"], output_names=list(OUTPUT_NAMES),
                                     verbose=False)

@@ -6,8 +6,8 @@ import os
 import numpy as np
 
 from lab.synthetic import SyntheticConfig, class_names, render_image
+from tests.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_MODEL = os.path.join(ROOT, "weights", "dw_r10_shapes16_demo.pth")
 DEMO_CONFIG = dict(colours=2, image_size=192, min_objects=3, max_objects=6, min_object_size=16)
 

@@ -1,7 +1,7 @@
 """Independent dense implementations of the ATSS, GFL, VFL and TOOD losses, written from
 docs/semantics.md the way MMDetection's heads compute them: every point against every GT of its
 image ((P, G) matrices), one GT at a time, and dense (P, C) classification targets. Slow, simple,
-and the oracle of tests/test_assigners.py.
+and the oracle of tests/dwdet/losses/test_assigners.py.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou
 
-from dense_dw import _aligned_iou_giou, _points
+from tests.dense_dw import _aligned_iou_giou, _points
 
 
 def _flat(cls_logits, bbox_preds, centerness):

@@ -1,7 +1,7 @@
 """An independent dense implementation of the DW loss, written from docs/semantics.md (the released
 model) and the paper, the way the released MMDetection head computes it: every point against every
 GT of its image ((P, G) tensors) and a dense (P, C) P_neg. Slow, simple, and the oracle of
-tests/test_dw_loss.py.
+tests/dwdet/losses/test_dw_loss.py.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@
 #
 #   make gpu-wheels                         # here: .whl/ with the wheels the GPU machine lacks
 #   tools/gpu_check.sh OUT_DIR              # there, with .whl carried; OUT_DIR is the folder that comes back
-#   tools/gpu_check.sh --dry-run OUT_DIR    # the same steps on this CPU at toy sizes (tests/test_gpu_check.py)
+#   tools/gpu_check.sh --dry-run OUT_DIR    # the same steps on this CPU at toy sizes (tests/tools/test_gpu_check.py)
 #
 # Nothing needs to be installed: the tools run in script mode from a plain copy of the repository,
 # with the repository and the wheels of .whl/ (pycocotools; ultralytics for the peer) on PYTHONPATH.
@@ -21,7 +21,8 @@ TRAIN_MIN_S=90        # the training pair gets what the other steps leave, at le
 # Each step's limit in seconds; a step's limit is cut to the time left, and a step is skipped when
 # less than 20 s are left.
 declare -A LIMIT=([env]=10 [wheels]=15 [build]=100 [cuda_tests]=70 [sanitizers]=45 [bench_ops]=40 [bench_train]=35)
-CUDA_TESTS=(tests/test_ops_build.py tests/test_ops_cuda.py tests/test_ops_cuda_kernels.py tests/test_ops_cuda_async.py)
+CUDA_TESTS=(tests/dw_ops/test_ops_build.py tests/dw_ops/test_ops_cuda.py tests/dw_ops/test_ops_cuda_kernels.py
+            tests/dw_ops/test_ops_cuda_async.py)
 TRAIN_RUNS=(fcos dw)  # configs/lab/{fcos,dw}_r10_patterns80_adamw.py
 EVAL_RESERVE_S=45     # after a training stopped by its deadline: evaluating its last checkpoint
 
@@ -159,12 +160,12 @@ sanitizers() {  # the three tools side by side, on the project's kernels (dw_ops
   local tool rc=0
   for tool in memcheck racecheck synccheck; do
     if ((DRY)); then
-      "$PY" tests/sanitizer_cases.py --device cpu >"$WORK/$tool.log" 2>&1 &
+      "$PY" tests/dw_ops/sanitizer_cases.py --device cpu >"$WORK/$tool.log" 2>&1 &
     else
       # Without the caching allocator every tensor is its own allocation, so memcheck sees an access
       # past a tensor's end that would otherwise land inside a larger cached block.
       PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SANITIZER" --tool "$tool" --kernel-name kns=dw_ops --error-exitcode 1 \
-        --print-limit 20 "$PY" tests/sanitizer_cases.py >"$WORK/$tool.log" 2>&1 &
+        --print-limit 20 "$PY" tests/dw_ops/sanitizer_cases.py >"$WORK/$tool.log" 2>&1 &
     fi
     eval "pid_$tool=$!"
   done

@@ -14,8 +14,8 @@ from pycocotools.coco import COCO
 
 import lab.make_treecrowns as treecrowns
 from dwdet.data.coco import CocoDetection
+from tests.paths import ROOT as REPO
 
-REPO = Path(__file__).resolve().parents[2]
 Region = treecrowns.Region
 
 # (xmin, ymin, xmax, ymax) on a 100 x 80 image
