@@ -28,15 +28,19 @@ def test_every_method_config_loads_and_builds():
         if method.name == "torchvision_fcos":
             assert type(model).__name__ == "FCOS"
             continue
-        assert isinstance(model, FCOSDetector) and model.head.refine == (method.name == "dw_refine")
+        assert isinstance(model, FCOSDetector) and model.head.refine == method.name.endswith("_refine")
         loss = build_loss(cfg)
         if method.config not in (studies.DW_CONFIG, studies.SHAPES80_DW, studies.PATTERNS80_DW,
                                  studies.PATTERNS80_ADAMW_DW, studies.TREECROWNS_DW):
             assert not isinstance(loss, DWLoss) and type(loss).__name__.lower().startswith(cfg.loss.type)
         else:
-            assert loss.variant == ("paper" if method.name == "dw_paper" else "released")
+            assert loss.variant == ("paper" if method.name.endswith("_paper") else "released")
             expected = method.name[len("wneg_"):] if method.name.startswith("wneg_") else "pneg_ineg"
-            assert loss.neg_weighting == expected
+            assert loss.neg_weighting == ("pneg" if method.name.endswith("_pneg") else expected)
+            ablated = {"pos1": ("pos_reweight", 1.0), "muden5": ("mu_den", 5.0), "sigma2": ("sigma", 2.0),
+                       "sigma06": ("sigma", 0.6), "beta2": ("beta", 2.0)}.get(method.name.rpartition("_")[2])
+            if ablated is not None:
+                assert getattr(loss, ablated[0]) == ablated[1]
             scale = {"neg10": 10.0, "neg100": 100.0}.get(method.name.rpartition("_")[2], 1.0)
             assert loss.neg_scale == scale
             reference = studies.COCO_SCORES_PER_OBJECT if "negref" in method.name else None
