@@ -6,12 +6,20 @@ table of means, then the paired gaps), and nothing else.
     python -m lab.docs_tables docs/studies/*.md                # rewrite the tables from their records
     python -m lab.docs_tables --check docs/studies/*.md README.md  # exit 1 naming each table that differs
 
+A table of gaps across benchmarks, one row per comparison, is generated the same way from a
+``<!-- gaps: BASELINE | METHOD -->`` block (the two columns' titles) whose rows are
+``<!-- row: LABEL | ARGS -->`` lines (ARGS naming the baseline, then the method, with
+``--methods``): each row gives both methods' AP and the paired gap
+at AP, AP50 and AP75 with its 95 % interval, and says "win" or "loss" only where the interval
+excludes 0.
+
 A figure elsewhere in a page ("37.8 ± 1.0") can be checked against the tables with
 ``figures_without_table``: tests/lab/test_docs_tables.py does so for the README.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import shlex
 import sys
@@ -22,7 +30,11 @@ from lab import compare, report, runner
 REPO = Path(__file__).resolve().parents[1]
 
 BLOCK = re.compile(r"(?P<head><!-- compare: (?P<args>[^\n]*?) -->\n)(?P<table>.*?)(?P<tail><!-- /compare -->)", re.S)
+GAPS = re.compile(r"(?P<head><!-- gaps: (?P<titles>[^\n]*?) -->\n(?P<rows>(?:<!-- row: [^\n]*? -->\n)+))(?P<table>.*?)(?P<tail><!-- /gaps -->)",
+                  re.S)
+ROW = re.compile(r"<!-- row: (?P<label>[^|\n]*?) \| (?P<args>[^\n]*?) -->")
 FIGURE = re.compile(r"(\d+\.\d) ± (\d+\.\d)")
+GAP_METRICS = ("AP", "AP50", "AP75")
 
 
 def generate(args_text: str) -> str:
@@ -38,6 +50,44 @@ def generate(args_text: str) -> str:
     return report.tables(summary, args.baseline)
 
 
+def gap_row(label: str, args_text: str) -> str:
+    """One row of a gaps table: the two methods of ARGS (``--methods BASELINE METHOD``) on its split."""
+    args = compare.parse_args(shlex.split(args_text))
+    if not args.records or not args.methods or len(args.methods) != 2:
+        raise ValueError(f"<!-- row: {label} | {args_text} -->: a row needs --records and --methods BASELINE METHOD")
+    by_name = {m.name: m for m in runner.selected_methods(args.study)}
+    records = runner.read_records([str(REPO / path) for path in args.records])
+    summary = report.summarize([by_name[name] for name in args.methods], None, records, args.split)
+    base, other = args.methods
+    if set(summary) != {base, other}:
+        raise ValueError(f"<!-- row: {label} | {args_text} -->: no {args.split} records of "
+                         f"{sorted({base, other} - set(summary))}")
+    gap = report.paired_gaps(summary, base)[other]
+
+    def ap(name: str) -> str:
+        mean, std = summary[name]["mean"]["AP"], summary[name]["std"]["AP"]
+        return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
+
+    def cell(metric: str) -> str:
+        mean, low, high = gap["gap"][metric]
+        if math.isnan(low):
+            return f"{mean:+.1f}"
+        verdict = " **win**" if low > 0 else " **loss**" if high < 0 else ""
+        return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]{verdict}"
+
+    return (f"| {label} | {args.split} | {len(gap['seeds'])} | {ap(base)} | {ap(other)} | "
+            + " | ".join(cell(k) for k in GAP_METRICS) + " |\n")
+
+
+def generate_gaps(titles: str, rows: str) -> str:
+    """The gaps table of a block: its columns' titles (``BASELINE | METHOD``) and its row lines."""
+    base, _, other = (t.strip() for t in titles.partition("|"))
+    header = (f"| benchmark | split | paired seeds | {base} AP | {other} AP | "
+              + " | ".join(f"gap {k} [95 % CI]" for k in GAP_METRICS) + " |\n")
+    return header + "| --- " * (5 + len(GAP_METRICS)) + "|\n" + "".join(
+        gap_row(m["label"].strip(), m["args"]) for m in ROW.finditer(rows))
+
+
 def refresh(text: str) -> tuple[str, list[str]]:
     """``text`` with every table regenerated, and the ARGS of the tables that changed."""
     changed = []
@@ -48,13 +98,20 @@ def refresh(text: str) -> tuple[str, list[str]]:
             changed.append(match["args"])
         return match["head"] + table + match["tail"]
 
-    return BLOCK.sub(replace, text), changed
+    def replace_gaps(match: re.Match) -> str:
+        table = generate_gaps(match["titles"], match["rows"])
+        if table != match["table"]:
+            changed.append("gaps: " + "; ".join(m["label"].strip() for m in ROW.finditer(match["rows"])))
+        return match["head"] + table + match["tail"]
+
+    return GAPS.sub(replace_gaps, BLOCK.sub(replace, text)), changed
 
 
 def figures_without_table(text: str, tables_text: str) -> list[str]:
     """The "mean ± std" figures of ``text`` that no cell of the generated tables in ``tables_text``
     holds."""
-    cells = {m.group(0) for block in BLOCK.finditer(tables_text) for m in FIGURE.finditer(block["table"])}
+    tables = [block["table"] for pattern in (BLOCK, GAPS) for block in pattern.finditer(tables_text)]
+    cells = {m.group(0) for table in tables for m in FIGURE.finditer(table)}
     return [m.group(0) for m in FIGURE.finditer(text) if m.group(0) not in cells]
 
 
@@ -70,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             new, changed = refresh(text)
         except ValueError as error:
             raise SystemExit(f"{path}: {error}") from None
-        stale += [f"{path}: <!-- compare: {a} -->" for a in changed]
+        stale += [f"{path}: <!-- {a if a.startswith('gaps: ') else 'compare: ' + a} -->" for a in changed]
         if changed and not args.check:
             path.write_text(new)
     for line in stale:

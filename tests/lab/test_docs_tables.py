@@ -18,7 +18,8 @@ def docs_text() -> str:
     return "".join(page.read_text() for page in PAGES)
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if docs_tables.BLOCK.search(p.read_text())],
+@pytest.mark.parametrize("page", [p for p in (README, *PAGES) if docs_tables.BLOCK.search(p.read_text())
+                                  or docs_tables.GAPS.search(p.read_text())],
                          ids=lambda p: p.relative_to(REPO).as_posix())
 def test_generated_docs_tables_equal_their_records(page):
     _, changed = docs_tables.refresh(page.read_text())
@@ -30,7 +31,8 @@ def test_the_study_pages_have_their_tables():
 
 
 def test_readme_figures_are_cells_of_the_record_tables():
-    assert docs_tables.figures_without_table(README.read_text(), docs_text()) == []
+    assert docs_tables.GAPS.search(README.read_text())  # the README's table of gaps across benchmarks
+    assert docs_tables.figures_without_table(README.read_text(), README.read_text() + docs_text()) == []
 
 
 def test_a_table_or_figure_that_disagrees_with_its_records_is_caught(tmp_path, capsys):
@@ -68,3 +70,23 @@ def test_shipped_weights_have_the_sha256_the_docs_state():
     assert sorted(stated) == shipped  # every shipped file has its sha256 in the docs, and only those
     for name, digest in stated.items():
         assert hashlib.sha256((REPO / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_a_gaps_row_is_the_paired_gap_of_its_records(tmp_path, capsys):
+    row = ("<!-- gaps: FCOS | DW -->\n<!-- row: p80 | --study patterns80_adamw --methods p80a_fcos p80a_dw "
+           "--records docs/results/patterns80_runs.jsonl -->\n<!-- /gaps -->\n")
+    page = tmp_path / "page.md"
+    page.write_text(row)
+    assert docs_tables.main([str(page)]) == 0
+    table = page.read_text()
+    # recomputed from the records by hand: the per-seed AP differences and their mean
+    records = [json.loads(line) for line in (REPO / "docs/results/patterns80_runs.jsonl").read_text().splitlines()]
+    ap = {(r["method"], r["seed"]): 100 * r["AP"] for r in records if r["method"] in ("p80a_fcos", "p80a_dw")}
+    gaps = [ap["p80a_dw", s] - ap["p80a_fcos", s] for s in (0, 1, 2)]
+    assert f"| p80 | val | 3 | " in table and f"| {sum(gaps) / 3:+.1f} [" in table
+    page.write_text(table.replace(f"| {sum(gaps) / 3:+.1f} [", "| +9.9 [", 1))
+    assert docs_tables.main(["--check", str(page)]) == 1
+    assert "differs from its records" in capsys.readouterr().out
+    page.write_text(row.replace("--methods p80a_fcos p80a_dw ", ""))
+    with pytest.raises(SystemExit, match="a row needs --records and --methods BASELINE METHOD"):
+        docs_tables.main([str(page)])
