@@ -26,6 +26,7 @@ from lab.synthetic import ensure_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+KEPT = (*METRICS, "AP_per_iou")  # what a record keeps of an evaluation (AP_per_iou: where it has one)
 # what of a run's environment.json its record keeps: what decides its arithmetic
 RUN_ENVIRONMENT = ("git_revision", "git_dirty", "torch", "python", "threads", "cpu", "cpu_id", "cpu_capability",
                    "onednn_max_cpu_isa", "world_size")
@@ -55,6 +56,11 @@ def train_command(method: Method, seed: int, work_dir: Path, opts: list[str]) ->
         init = [f"train.init_from={work_dir.parent.parent / method.init_from / f'seed{seed}' / 'last.pth'}"]
     return [sys.executable, str(REPO / "tools" / "train.py"), str(REPO / method.config), "--opts", *method.overrides,
             *init, *opts, f"train.seed={seed}", "--work-dir", str(work_dir), "--resume"]
+
+
+def kept(evaluation: dict) -> dict:
+    """The part of an evaluation a record keeps."""
+    return {k: evaluation[k] for k in KEPT if k in evaluation}
 
 
 def final_eval(work_dir: Path) -> dict | None:
@@ -101,7 +107,7 @@ def train(method: Method, seed: int, out: str, opts: list[str], threads: int) ->
                            f"see {work_dir}/train.log, and rerun to resume it")
     minutes = training_minutes(work_dir)
     result = {"method": method.name, "seed": seed, "opts": opts, "command": command[1:], "minutes": round(minutes, 2),
-              **{k: evaluation[k] for k in METRICS}, **provenance(work_dir),
+              **kept(evaluation), **provenance(work_dir),
               "config": json.loads((work_dir / "config.json").read_text())}
     result_path.write_text(json.dumps(result, indent=1) + "\n")
     say(f"{method.name} seed {seed}: AP {100 * result['AP']:.1f} in {minutes:.1f} min")
@@ -162,7 +168,7 @@ def evaluate_trained_weights(method: Method, seed: int, out: str, opts: list[str
     evaluation, command = run_test(method, seed, out, opts, threads, "val")
     result = {**{k: v for k, v in trained.items() if k != "test"},  # (the source's test metrics: of its average)
               "method": method.name, "opts": opts, "command": command[1:],
-              **{k: evaluation[k] for k in METRICS}, "trained_weights_of": str(source)}
+              **kept(evaluation), "trained_weights_of": str(source)}
     (run_dir(out, method, seed) / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     say(f"{method.name} seed {seed}: AP {100 * result['AP']:.1f} (the trained weights of {source})")
     return result
@@ -176,7 +182,7 @@ def evaluate_split(method: Method, seed: int, out: str, opts: list[str], threads
     if split in result:
         return result
     evaluation, command = run_test(method, seed, out, opts, threads, split)
-    result[split] = {**{k: evaluation[k] for k in METRICS}, "command": command[1:]}
+    result[split] = {**kept(evaluation), "command": command[1:]}
     (work_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     say(f"{method.name} seed {seed}: {split} AP {100 * evaluation['AP']:.1f}")
     return result

@@ -294,6 +294,7 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path, monkeypatc
     for name in summary:
         result = json.loads((out / name / "seed0" / "result.json").read_text())
         assert result["opts"] == opts and 0 <= result["AP"] <= 1
+        assert len(result["AP_per_iou"]) == 10 and result["AP_per_iou"]["0.50"] == result["AP50"]
         # where the run came from, and its first logged loss to tell same-seed runs apart
         assert result["environment"]["threads"] == max(1, (os.cpu_count() or 1) // 2)
         first = json.loads((out / name / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
@@ -311,6 +312,7 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path, monkeypatc
         result = json.loads((out / name / "seed0" / "result.json").read_text())
         stored = json.loads((out / name / "seed0" / "test" / "metrics_last.json").read_text())
         assert result["test"]["AP"] == stored["AP"] and 0 <= stored["AP"] <= 1
+        assert result["test"]["AP_per_iou"] == stored["AP_per_iou"]
         assert f"data.val_ann={tmp_path / 'data' / 'annotations' / 'instances_test.json'}" in result["test"]["command"]
         assert result["config"] == json.loads((out / name / "seed0" / "config.json").read_text())
     assert "| FCOS | 1 |" in (out / "results_test.md").read_text()
