@@ -27,7 +27,7 @@ def test_generated_docs_tables_equal_their_records(page):
 
 
 def test_the_study_pages_have_their_tables():
-    assert len(docs_tables.BLOCK.findall(docs_text())) >= 6
+    assert len(docs_tables.BLOCK.findall(docs_text())) >= 16
 
 
 def test_readme_figures_are_cells_of_the_record_tables():
