@@ -8,6 +8,8 @@ differently are measured alike. Per run, over the GTs of the dataset:
 
     bag        fraction of GTs with at least one point strictly inside (the others get no positive)
     best IoU   mean over GTs of the best IoU of a bag point's predicted box
+    top IoU    mean over GTs of the IoU of the box the detector ranks first among its bag points
+               (the highest joint score s for the GT's class): what it keeps, against what it has
     IoU>=0.5   fraction of GTs whose best bag IoU reaches 0.5 (below it, P_neg is 1 for every
                pair of the bag: all its points are pushed towards background at full weight)
     P_neg=1    fraction of all bag pairs whose score entry has P_neg = 1
@@ -39,7 +41,7 @@ from dwdet.engine import builders  # noqa: E402
 from dwdet.losses import DWLoss  # noqa: E402
 from dwdet.models import FCOSDetector  # noqa: E402
 
-COLUMNS = ("gts", "bag", "best IoU", "IoU>=0.5", "P_neg=1", "score", "ctr bg", "ctr in", "s>0.05", "right", "wrong",
+COLUMNS = ("gts", "bag", "best IoU", "top IoU", "IoU>=0.5", "P_neg=1", "score", "ctr bg", "ctr in", "s>0.05", "right", "wrong",
            "bg")
 
 
@@ -47,7 +49,7 @@ COLUMNS = ("gts", "bag", "best IoU", "IoU>=0.5", "P_neg=1", "score", "ctr bg", "
 def bag_stats(model: FCOSDetector, dataset, loss: DWLoss, max_images: int | None = None) -> dict[str, float]:
     """The statistics of the module docstring for ``model`` over ``dataset`` (image, target) pairs."""
     model.eval()
-    has_bag, best_iou, best_score, pneg_one, pairs = [], [], [], 0, 0
+    has_bag, best_iou, top_iou, best_score, pneg_one, pairs = [], [], [], [], 0, 0
     ctr_bg, ctr_in, above, measured = [], [], {"right": 0, "wrong": 0, "bg": 0}, 0
     for index in range(min(len(dataset), max_images or len(dataset))):
         image, target = dataset[index]
@@ -75,11 +77,13 @@ def bag_stats(model: FCOSDetector, dataset, loss: DWLoss, max_images: int | None
             lo, hi = bag.gt_offsets[g], bag.gt_offsets[g + 1]
             has_bag.append(float(hi > lo))
             best_iou.append(float(bag.iou[lo:hi].max()) if hi > lo else 0.0)
+            top_iou.append(float(bag.iou[lo:hi][score[lo:hi].argmax()]) if hi > lo else 0.0)
             if hi > lo:
                 best_score.append(float(score[lo:hi][a.w_pos[lo:hi].argmax()]))
     if not has_bag:
         raise ValueError("the dataset has no boxes")
     return {"gts": len(has_bag), "bag": statistics.fmean(has_bag), "best IoU": statistics.fmean(best_iou),
+            "top IoU": statistics.fmean(top_iou),
             "IoU>=0.5": statistics.fmean(float(x >= 0.5) for x in best_iou),
             "P_neg=1": pneg_one / max(pairs, 1),
             "score": statistics.fmean(best_score) if best_score else float("nan"),
@@ -88,7 +92,7 @@ def bag_stats(model: FCOSDetector, dataset, loss: DWLoss, max_images: int | None
             "s>0.05": sum(above.values()) / measured, **{k: v / measured for k, v in above.items()}}
 
 
-def run_stats(run: Path, split: str, max_images: int | None) -> dict[str, float]:
+def run_stats(run: Path, split: str, max_images: int | None, trained_weights: bool = False) -> dict[str, float]:
     config, checkpoint = run / "config.json", run / "last.pth"
     for path in (config, checkpoint):
         if not path.is_file():
@@ -97,7 +101,8 @@ def run_stats(run: Path, split: str, max_images: int | None) -> dict[str, float]
     if cfg.model.get("type", "fcos") != "fcos":
         raise SystemExit(f"{run}: only our detector (model.type='fcos') can be measured")
     dataset = builders.build_dataset(cfg, split)
-    model, cfg, _ = builders.load_detector(checkpoint, cfg=cfg, categories=getattr(dataset, "categories", None))
+    model, cfg, _ = builders.load_detector(checkpoint, cfg=cfg, categories=getattr(dataset, "categories", None),
+                                           trained_weights=trained_weights)
     return bag_stats(model, dataset, DWLoss(cfg.model.num_classes), max_images)
 
 
@@ -107,12 +112,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", choices=("train", "val"), default="val")
     parser.add_argument("--max-images", type=int, default=None, help="measure only the first images")
     parser.add_argument("--json", help="also write the statistics here")
+    parser.add_argument("--trained-weights", action="store_true",
+                        help="for runs trained with train.ema: their trained weights, not their average")
     args = parser.parse_args(argv)
-    results = {run: run_stats(Path(run), args.split, args.max_images) for run in args.runs}
+    results = {run: run_stats(Path(run), args.split, args.max_images, args.trained_weights) for run in args.runs}
     print("| run | " + " | ".join(COLUMNS) + " |\n" + "| --- " * (len(COLUMNS) + 1) + "|")
     for run, stats in results.items():
-        print(f"| {run} | {stats['gts']} | " + " | ".join(f"{stats[k]:.3f}" for k in COLUMNS[1:8])
-              + " | " + " | ".join(f"{stats[k]:.0f}" for k in COLUMNS[8:]) + " |")
+        print(f"| {run} | {stats['gts']} | " + " | ".join(f"{stats[k]:.3f}" for k in COLUMNS[1:9])
+              + " | " + " | ".join(f"{stats[k]:.0f}" for k in COLUMNS[9:]) + " |")
     if args.json:
         write_json(results, args.json, indent=1)  # elsewhere, said where, if args.json cannot be written
 

@@ -141,6 +141,15 @@ def test_assign_stats_against_boxes_decoded_independently():
         if len(pred):
             best = max(best, float(box_iou(pred, target["boxes"][:1]).max()))
     assert stats["best IoU"] == pytest.approx(best / 2, rel=1e-4)  # the other GT counts as 0
+    # the box ranked first: the bag point with the highest joint score for the GT's class (1)
+    with torch.no_grad():
+        cls_maps, _, ctr_maps = model.head(list(model.backbone(batch.tensors).values()))
+    ranked = []
+    for level, cls_level, ctr_level, stride in zip(dist, cls_maps, ctr_maps, model.head.strides):
+        inside, pred = boxes_inside(level[0], stride, target["boxes"][0])
+        joint = (cls_level[0, 1].sigmoid() * ctr_level[0, 0].sigmoid())[inside]
+        ranked += list(zip(joint.tolist(), box_iou(pred, target["boxes"][:1])[:, 0].tolist()))
+    assert stats["top IoU"] == pytest.approx(max(ranked)[1] / 2, rel=1e-4) and stats["top IoU"] <= stats["best IoU"]
     assert stats["IoU>=0.5"] == (0.5 if best >= 0.5 else 0.0)
     assert 0 <= stats["P_neg=1"] <= 1 and 0 <= stats["score"] <= 1
     # the score statistics, recomputed level by level from the head's maps
