@@ -111,7 +111,8 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
     overrides (values parsed as Python literals, bare words as strings), then import the modules of
     its ``custom_imports``."""
     data = _load_file(os.fspath(path), chain=())[0]
-    data.setdefault(CUSTOM_IMPORTS, [])  # a saved config of a dwdet before the key
+    if CUSTOM_IMPORTS not in data:  # a saved config of a dwdet before the key
+        data[CUSTOM_IMPORTS] = _compat().custom_imports_of(data)
     cfg = apply_overrides(data, overrides)
     import_custom_modules(cfg)
     return cfg

@@ -10,8 +10,8 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["ADDED_KEYS", "RENAMED_KEYS", "RENAMED_WEIGHTS", "migrate_checkpoint", "migrate_config", "migrate_weights",
-           "rename_keys"]
+__all__ = ["ADDED_KEYS", "MOVED_SOURCES", "RENAMED_KEYS", "RENAMED_WEIGHTS", "custom_imports_of", "migrate_checkpoint",
+           "migrate_config", "migrate_weights", "rename_keys"]
 
 # key -> the behaviour of the runs saved before it existed
 ADDED_KEYS: dict[str, Any] = {
@@ -30,6 +30,19 @@ RENAMED_KEYS: dict[str, tuple[tuple[str, ...], Callable[[Any], dict[str, Any]]]]
     "train.momentum": (("train.sgd_momentum", "train.adamw_betas"),
                        lambda value: {"sgd_momentum": value, "adamw_betas": (value, 0.999)}),
 }
+
+
+# data.type -> the module that registers that data source now that it lives outside dwdet: what a
+# config saved before custom_imports existed needs to import
+MOVED_SOURCES: dict[str, str] = {"synthetic": "lab.synthetic"}
+
+
+def custom_imports_of(config: Mapping[str, Any]) -> list[str]:
+    """``custom_imports`` for a resolved config saved before the key existed: the module of its data
+    source where that has moved out of dwdet, else none."""
+    data = config.get("data")
+    source = data.get("type") if isinstance(data, Mapping) else None
+    return [MOVED_SOURCES[source]] if source in MOVED_SOURCES else []
 
 
 # old state-dict prefix -> new: the head's third branch holds DW's objectness as much as FCOS's centerness
@@ -57,6 +70,8 @@ def migrate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a resolved config (a dict, as saved) with its old keys renamed and the keys of
     :data:`ADDED_KEYS` it lacks; sections it does not have stay absent."""
     data = rename_keys(config)
+    if "custom_imports" not in data:
+        data["custom_imports"] = custom_imports_of(data)
     for dotted, value in ADDED_KEYS.items():
         section, key = dotted.split(".")
         if isinstance(data.get(section), dict):

@@ -1,4 +1,5 @@
 """Config files: overrides with type checks, inheritance, saving and reloading."""
+import json
 import sys
 import textwrap
 import warnings
@@ -229,6 +230,19 @@ def test_a_saved_config_of_an_older_dwdet_loads_under_the_new_names_silently(tmp
         warnings.simplefilter("error")
         cfg = load_config(tmp_path / "config.json", ["train.sgd_momentum=0.8"])
     assert cfg.train.to_dict() == {"optimizer": "sgd", "sgd_momentum": 0.8, "adamw_betas": (0.9, 0.999), "lr": 0.01}
+
+
+def test_a_saved_run_of_synthetic_data_from_before_custom_imports_finds_its_data_source(tmp_path):
+    """Its data came from the generator that now lives in the lab: the module is imported for it."""
+    from dwdet.data import data_source
+    from dwdet.engine.compat import migrate_config
+    saved = {"data": {"type": "synthetic", "root": "data/x"}, "train": {"lr": 0.01}}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    cfg = load_config(tmp_path / "config.json")
+    assert cfg.custom_imports == ["lab.synthetic"] and data_source("synthetic") is not None
+    assert migrate_config(saved)["custom_imports"] == ["lab.synthetic"]
+    (tmp_path / "coco.json").write_text(json.dumps({**saved, "data": {"type": "coco", "root": "r"}}))
+    assert load_config(tmp_path / "coco.json").custom_imports == []
 
 
 # ---- custom_imports -------------------------------------------------------------------------------
