@@ -68,15 +68,8 @@ def gap_row(label: str, args_text: str) -> str:
         mean, std = summary[name]["mean"]["AP"], summary[name]["std"]["AP"]
         return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
 
-    def cell(metric: str) -> str:
-        mean, low, high = gap["gap"][metric]
-        if math.isnan(low):
-            return f"{mean:+.1f}"
-        verdict = " **win**" if low > 0 else " **loss**" if high < 0 else ""
-        return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]{verdict}"
-
     return (f"| {label} | {args.split} | {len(gap['seeds'])} | {ap(base)} | {ap(other)} | "
-            + " | ".join(cell(k) for k in GAP_METRICS) + " |\n")
+            + " | ".join(report.gap_cell(gap["gap"][k], "**") for k in GAP_METRICS) + " |\n")
 
 
 def generate_gaps(titles: str, rows: str) -> str:

@@ -121,17 +121,21 @@ def paired_gaps(summary: dict, baseline: str) -> dict:
     return found
 
 
+def gap_cell(gap: list | None, mark: str = "") -> str:
+    """A paired gap as "mean [low, high]", with "win" where the interval is above 0 and "loss" where
+    it is below (each wrapped in ``mark``, e.g. "**")."""
+    if gap is None:
+        return "n/a"
+    mean, low, high = gap
+    if math.isnan(low):
+        return f"{mean:+.1f}"
+    verdict = f" {mark}win{mark}" if low > 0 else f" {mark}loss{mark}" if high < 0 else ""
+    return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]{verdict}"
+
+
 def paired_table(summary: dict, gaps: dict) -> str:
-    """Each method's paired gap to the baseline: mean [95 % CI] per metric, "win" where the interval
-    is above 0 and "loss" where it is below."""
-    def cell(gap: list | None) -> str:
-        if gap is None:
-            return "n/a"
-        mean, low, high = gap
-        if math.isnan(low):
-            return f"{mean:+.1f}"
-        verdict = " win" if low > 0 else " loss" if high < 0 else ""
-        return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]{verdict}"
+    """Each method's paired gap to the baseline: mean [95 % CI] per metric (:func:`gap_cell`)."""
+    cell = gap_cell
 
     lines = ["| paired gap (95 % CI) | seeds | " + " | ".join(METRICS) + " |", "| --- " * (len(METRICS) + 2) + "|"]
     for name, entry in gaps.items():
