@@ -80,7 +80,14 @@ class FCOSDetector(nn.Module):
     def postprocess(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], objectness: List[Tensor],
                     image_sizes: Sequence[Tuple[int, int]]) -> Detections:
         """Detections of each image of the batch, in the pixels of the (resized, unpadded) image."""
-        detections = []
+        return self.select(self.candidates(cls_logits, bbox_preds, objectness, image_sizes), image_sizes)
+
+    @torch.no_grad()
+    def candidates(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], objectness: List[Tensor],
+                   image_sizes: Sequence[Tuple[int, int]]) -> Detections:
+        """Each image's scored boxes before NMS: per level the best ``pre_nms_top_n`` (point, class)
+        pairs above ``score_thresh``, boxes clipped to the (resized, unpadded) image."""
+        candidates = []
         for i, image_size in enumerate(image_sizes):
             boxes, scores, labels = [], [], []
             for cls, dist, obj, stride in zip(cls_logits, bbox_preds, objectness, self.head.strides):
@@ -88,8 +95,17 @@ class FCOSDetector(nn.Module):
                 boxes.append(level_boxes)
                 scores.append(level_scores)
                 labels.append(level_labels)
-            boxes = clip_boxes_to_image(torch.cat(boxes), image_size)
-            scores, labels = torch.cat(scores), torch.cat(labels)
+            candidates.append({"boxes": clip_boxes_to_image(torch.cat(boxes), image_size), "scores": torch.cat(scores),
+                               "labels": torch.cat(labels)})
+        return candidates
+
+    @torch.no_grad()
+    def select(self, candidates: Detections, image_sizes: Sequence[Tuple[int, int]]) -> Detections:
+        """Class-aware NMS of each image's :meth:`candidates` at ``nms_thresh``; the best
+        ``detections_per_img`` kept."""
+        detections = []
+        for found, image_size in zip(candidates, image_sizes):
+            boxes, scores, labels = found["boxes"], found["scores"], found["labels"]
             # class-aware NMS the way torchvision's batched_nms does it on GPUs, each class moved to its
             # own region (clipped boxes lie within the image's size), without its branch on the number
             # of boxes, which would not export

@@ -1,0 +1,52 @@
+"""tools/rank_oracle.py: re-scoring a detector's candidates by the fit of their boxes."""
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from dwdet.models import build_fcos
+from tests.tool_loader import load_tool
+
+rank_oracle = load_tool("rank_oracle")
+
+
+def test_best_iou_counts_only_boxes_of_the_same_class():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]])
+    labels = torch.tensor([0, 1, 0])
+    gt_boxes = torch.tensor([[0.0, 0, 10, 5], [0, 0, 10, 10]])
+    gt_labels = torch.tensor([0, 2])
+    iou = rank_oracle.best_iou_of_class(boxes, labels, gt_boxes, gt_labels)
+    assert iou.tolist() == [0.5, 0.0, 0.0]  # the exact match is of class 2, the box of class 1 has no GT
+    assert rank_oracle.best_iou_of_class(boxes, labels, gt_boxes[:0], gt_labels[:0]).tolist() == [0.0] * 3
+
+
+def test_rescorings_keep_the_models_detections_and_rank_by_fit():
+    torch.manual_seed(0)
+    model = build_fcos(3, None, backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=64,
+                       min_size=64, max_size=128).eval()
+    model.score_thresh = 0.0  # an untrained head scores everything low: keep all candidates
+    image = torch.rand(3, 40, 56)  # resized by 64 / 40 for the detector, boxes mapped back
+    target = {"boxes": torch.tensor([[4.0, 6.0, 30.0, 34.0], [20.0, 2.0, 50.0, 20.0]]), "labels": torch.tensor([1, 2])}
+    found = rank_oracle.rescored_detections(model, image, target)
+    with torch.no_grad():
+        (expected,) = model([image])
+    for key in ("boxes", "scores", "labels"):
+        assert torch.equal(found["model"][key], expected[key])
+    # "IoU": every kept box scored by its IoU with the GT box of its class, measured here in the
+    # image's own pixels
+    by_iou = found["IoU"]
+    assert len(by_iou["boxes"]) > 10
+    iou = box_iou(by_iou["boxes"], target["boxes"]) * (by_iou["labels"][:, None] == target["labels"][None])
+    torch.testing.assert_close(by_iou["scores"], iou.amax(1), rtol=1e-4, atol=1e-5)
+    assert by_iou["scores"].max() > 0.2 and torch.all(by_iou["scores"][:-1] >= by_iou["scores"][1:])
+    # "score×IoU": the model's own score scaled by that IoU
+    both = found["score×IoU"]
+    iou = box_iou(both["boxes"], target["boxes"]) * (both["labels"][:, None] == target["labels"][None])
+    fits = iou.amax(1)
+    assert torch.all(both["scores"] <= fits + 1e-6) and (both["scores"] > 0).any()
+    ratio = both["scores"][fits > 0] / fits[fits > 0]
+    assert ratio.max() <= found["model"]["scores"].max() * (1 + 1e-5)
+
+
+def test_a_folder_that_is_not_a_run_is_named(tmp_path):
+    with pytest.raises(SystemExit, match="not a finished run folder: config.json is missing"):
+        rank_oracle.run_oracle(tmp_path, "val")

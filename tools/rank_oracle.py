@@ -1,0 +1,110 @@
+"""How much AP a trained detector loses to the order of its scores, and how much to its boxes.
+
+    python tools/rank_oracle.py work_dirs/compare/dw/seed0 work_dirs/compare/fcos/seed0 [--split val]
+
+Each run (its config.json and last.pth) is evaluated three times on the same boxes, its
+candidates (the boxes it would send to NMS) re-scored before NMS:
+
+    model      its own score: the evaluation as it is
+    score×IoU  its score times the box's IoU with the closest ground-truth box of its class: the
+               same confidence, ranked as if the score knew how well each box fits
+    IoU        that IoU alone: every box ranked by its fit, classification and background errors
+               left only where a box overlaps no object of its class
+
+What the ``model`` row lacks against ``score×IoU`` is AP lost to a score that does not follow the
+box's quality; what ``IoU`` still lacks at high IoU thresholds is lost to the boxes themselves.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dwdet, and lab for custom_imports
+
+import torch  # noqa: E402
+from torchvision.ops import box_iou  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from dwdet.config import load_config  # noqa: E402
+from dwdet.engine import builders  # noqa: E402
+from dwdet.engine.evaluation import PER_IOU, coco_bbox_eval, detections_to_coco  # noqa: E402
+from dwdet.models import FCOSDetector  # noqa: E402
+from dwdet.utils.io import write_json  # noqa: E402
+
+RESCORINGS = {"model": lambda score, iou: score, "score×IoU": lambda score, iou: score * iou,
+              "IoU": lambda score, iou: iou}
+
+
+def best_iou_of_class(boxes: torch.Tensor, labels: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor
+                      ) -> torch.Tensor:
+    """Each box's largest IoU with a ground-truth box of its own label (0 where there is none)."""
+    if len(gt_boxes) == 0 or len(boxes) == 0:
+        return boxes.new_zeros(len(boxes))
+    iou = box_iou(boxes, gt_boxes) * (labels[:, None] == gt_labels[None, :])
+    return iou.amax(dim=1)
+
+
+@torch.no_grad()
+def rescored_detections(model: FCOSDetector, image: torch.Tensor, target: dict) -> dict[str, list[dict]]:
+    """The detections of one image under each of :data:`RESCORINGS`, in its own pixels."""
+    original_size = [tuple(image.shape[-2:])]
+    batch, (resized,) = model.transform([image], [{"boxes": target["boxes"].float(), "labels": target["labels"]}])
+    outputs = [[x.float() for x in level_maps] for level_maps in model.head(list(model.backbone(batch.tensors).values()))]
+    (found,) = model.candidates(*outputs, batch.image_sizes)
+    iou = best_iou_of_class(found["boxes"], found["labels"], resized["boxes"], resized["labels"])
+    detections = {}
+    for name, rescore in RESCORINGS.items():
+        rescored = [dict(found, scores=rescore(found["scores"], iou))]
+        kept = model.transform.postprocess(model.select(rescored, batch.image_sizes), batch.image_sizes, original_size)
+        detections[name] = kept[0]
+    return detections
+
+
+def run_oracle(run: Path, split: str, trained_weights: bool = False, max_images: int | None = None
+               ) -> dict[str, dict]:
+    """COCO metrics of ``run`` on ``split`` under each rescoring."""
+    config, checkpoint = run / "config.json", run / "last.pth"
+    for path in (config, checkpoint):
+        if not path.is_file():
+            raise SystemExit(f"{run} is not a finished run folder: {path.name} is missing")
+    cfg = load_config(config)
+    if cfg.model.get("type", "fcos") != "fcos":
+        raise SystemExit(f"{run}: only our detector (model.type='fcos') can be re-scored")
+    dataset = builders.build_dataset(cfg, split)
+    model, cfg, _ = builders.load_detector(checkpoint, cfg=cfg, categories=getattr(dataset, "categories", None),
+                                           trained_weights=trained_weights)
+    model.eval()
+    results: dict[str, list[dict]] = {name: [] for name in RESCORINGS}
+    image_ids = []
+    for index in tqdm(range(min(len(dataset), max_images or len(dataset))), desc=str(run), dynamic_ncols=True):
+        image, target = dataset[index]
+        image_ids.append(int(target["image_id"]))
+        for name, detections in rescored_detections(model, image, target).items():
+            results[name].extend(detections_to_coco(image_ids[-1], detections, dataset.cat_ids))
+    return {name: coco_bbox_eval(dataset.coco, found, image_ids, verbose=False) for name, found in results.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run folders written by tools/train.py")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="val")
+    parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first images")
+    parser.add_argument("--json", help="also write the metrics here")
+    parser.add_argument("--trained-weights", action="store_true",
+                        help="for runs trained with train.ema: their trained weights, not their average")
+    args = parser.parse_args(argv)
+    metrics = {run: run_oracle(Path(run), args.split, args.trained_weights, args.max_images) for run in args.runs}
+    thresholds = ("0.50", "0.75", "0.90")
+    print("| run | ranking | AP | " + " | ".join(f"AP@{t}" for t in thresholds) + " |")
+    print("| --- " * (3 + len(thresholds)) + "|")
+    for run, by_rescoring in metrics.items():
+        for name, stats in by_rescoring.items():
+            print(f"| {run} | {name} | {100 * stats['AP']:.1f} | "
+                  + " | ".join(f"{100 * stats[PER_IOU][t]:.1f}" for t in thresholds) + " |")
+    if args.json:
+        write_json(metrics, args.json, indent=1)
+
+
+if __name__ == "__main__":
+    main()
