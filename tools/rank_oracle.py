@@ -29,6 +29,7 @@ from tqdm import tqdm  # noqa: E402
 from dwdet.config import load_config  # noqa: E402
 from dwdet.engine import builders  # noqa: E402
 from dwdet.engine.evaluation import PER_IOU, coco_bbox_eval, detections_to_coco  # noqa: E402
+from dwdet.engine.runtime import environment_record  # noqa: E402
 from dwdet.models import FCOSDetector  # noqa: E402
 from dwdet.utils.io import write_json  # noqa: E402
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", help="run folders written by tools/train.py")
     parser.add_argument("--split", choices=("train", "val", "test"), default="val")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first images")
-    parser.add_argument("--json", help="also write the metrics here")
+    parser.add_argument("--json", help="also write the metrics here, with the environment (revision, CPU, command)")
     parser.add_argument("--trained-weights", action="store_true",
                         help="for runs trained with train.ema: their trained weights, not their average")
     args = parser.parse_args(argv)
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {run} | {name} | {100 * stats['AP']:.1f} | "
                   + " | ".join(f"{100 * stats[PER_IOU][t]:.1f}" for t in thresholds) + " |")
     if args.json:
-        write_json(metrics, args.json, indent=1)
+        write_json({"environment": environment_record(), "split": args.split,
+                    "trained_weights": args.trained_weights, "metrics": metrics}, args.json, indent=1)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ import torch
 
 from dwdet.utils.dist import get_world_size
 
-__all__ = ["STOP_SIGNALS", "StopRequest", "ignore_stop_signals", "save_environment", "seed_everything",
-           "stop_signals_blocked"]
+__all__ = ["STOP_SIGNALS", "StopRequest", "environment_record", "ignore_stop_signals", "save_environment",
+           "seed_everything", "stop_signals_blocked"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +94,20 @@ def stop_signals_blocked() -> Iterator[None]:
 
 def save_environment(path: str, total_batch: int) -> None:
     """Git revision, versions and the launch command, beside the checkpoints for reproducibility."""
-    revision, dirty = checkout_state()
     with open(path, "w") as f:
-        # the threads and the CPU too: a run's float rounding, and so its trajectory, depends on them
-        json.dump({"git_revision": revision or None, "git_dirty": dirty,
-                   "torch": torch.__version__, "python": sys.version.split()[0], "threads": torch.get_num_threads(),
-                   "cpu": _cpu_model(), "cpu_id": _cpu_id(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                   "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
-                   "world_size": get_world_size(), "total_batch": total_batch, "argv": sys.argv}, f, indent=2)
+        json.dump(environment_record(total_batch), f, indent=2)
+
+
+def environment_record(total_batch: int | None = None) -> dict:
+    """What a result depends on besides its config: the checkout's revision (and whether it has
+    changes), versions, the CPU and threads, the world size and the command."""
+    revision, dirty = checkout_state()
+    # the threads and the CPU too: a run's float rounding, and so its trajectory, depends on them
+    return {"git_revision": revision or None, "git_dirty": dirty,
+            "torch": torch.__version__, "python": sys.version.split()[0], "threads": torch.get_num_threads(),
+            "cpu": _cpu_model(), "cpu_id": _cpu_id(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+            "world_size": get_world_size(), "total_batch": total_batch, "argv": sys.argv}
 
 
 def checkout_state(cwd: str | None = None) -> tuple[str | None, bool | None]:
