@@ -13,18 +13,25 @@ A table of gaps across benchmarks, one row per comparison, is generated the same
 at AP, AP50 and AP75 with its 95 % interval, and says "win" or "loss" only where the interval
 excludes 0.
 
+A ``<!-- rank-oracle: RECORD | BASELINE=FOLDER | METHOD=FOLDER -->`` block is the table of a
+``tools/rank_oracle.py --json`` record: each of its rankings at AP and at three IoU thresholds, the
+two methods' means over the seeds they share (run folders ``FOLDER/seedN``) and the paired gap.
+
 A figure elsewhere in a page ("37.8 ± 1.0") can be checked against the tables with
 ``figures_without_table``: tests/lab/test_docs_tables.py does so for the README.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import shlex
+import statistics
 import sys
 from pathlib import Path
 
+from dwdet.engine.evaluation import PER_IOU
 from lab import compare, report, runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(?P<head><!-- compare: (?P<args>[^\n]*?) -->\n)(?P<table>.*?)(?P<tail><!-- /compare -->)", re.S)
 GAPS = re.compile(r"(?P<head><!-- gaps: (?P<titles>[^\n]*?) -->\n(?P<rows>(?:<!-- row: [^\n]*? -->\n)+))(?P<table>.*?)(?P<tail><!-- /gaps -->)",
                   re.S)
+ORACLE = re.compile(r"(?P<head><!-- rank-oracle: (?P<args>[^\n]*?) -->\n)(?P<table>.*?)(?P<tail><!-- /rank-oracle -->)", re.S)
+ORACLE_THRESHOLDS = (("0.50:0.95", None), ("0.50", "0.50"), ("0.75", "0.75"), ("0.90", "0.90"))
 ROW = re.compile(r"<!-- row: (?P<label>[^|\n]*?) \| (?P<args>[^\n]*?) -->")
 FIGURE = re.compile(r"(\d+\.\d) ± (\d+\.\d)")
 GAP_METRICS = ("AP", "AP50", "AP75")
@@ -81,6 +90,30 @@ def generate_gaps(titles: str, rows: str) -> str:
         gap_row(m["label"].strip(), m["args"]) for m in ROW.finditer(rows))
 
 
+def generate_rank_oracle(args_text: str) -> str:
+    """The table of a rank-oracle block (see the module's docstring)."""
+    path, *columns = (part.strip() for part in args_text.split("|"))
+    if len(columns) != 2 or not all("=" in column for column in columns):
+        raise ValueError(f"<!-- rank-oracle: {args_text} -->: needs RECORD | BASELINE=FOLDER | METHOD=FOLDER")
+    record = json.loads((REPO / path).read_text())
+    runs = {(Path(run).parent.name, Path(run).name): by_ranking for run, by_ranking in record["metrics"].items()}
+    (base_title, base), (title, method) = (column.split("=", 1) for column in columns)
+    seeds = sorted({s for m, s in runs if m == base} & {s for m, s in runs if m == method})
+    if not seeds:
+        raise ValueError(f"<!-- rank-oracle: {args_text} -->: no seed of both {base} and {method} in {path}")
+    lines = [f"| ranking | IoU threshold | {base_title} | {title} | gap ({len(seeds)} paired seeds) [95 % CI] |",
+             "| --- | --- | --- | --- | --- |"]
+    for ranking in runs[(base, seeds[0])]:
+        for label, threshold in ORACLE_THRESHOLDS:
+            def values(folder: str) -> list[float]:
+                stats = [runs[(folder, seed)][ranking] for seed in seeds]
+                return [100 * (s["AP"] if threshold is None else s[PER_IOU][threshold]) for s in stats]
+            ours, theirs = values(method), values(base)
+            lines.append(f"| {ranking} | {label} | {statistics.fmean(theirs):.1f} | {statistics.fmean(ours):.1f} | "
+                         f"{report.gap_cell(list(report.paired_gap(ours, theirs)), '**')} |")
+    return "\n".join(lines) + "\n"
+
+
 def refresh(text: str) -> tuple[str, list[str]]:
     """``text`` with every table regenerated, and the ARGS of the tables that changed."""
     changed = []
@@ -97,7 +130,13 @@ def refresh(text: str) -> tuple[str, list[str]]:
             changed.append("gaps: " + "; ".join(m["label"].strip() for m in ROW.finditer(match["rows"])))
         return match["head"] + table + match["tail"]
 
-    return GAPS.sub(replace_gaps, BLOCK.sub(replace, text)), changed
+    def replace_oracle(match: re.Match) -> str:
+        table = generate_rank_oracle(match["args"])
+        if table != match["table"]:
+            changed.append("rank-oracle: " + match["args"])
+        return match["head"] + table + match["tail"]
+
+    return ORACLE.sub(replace_oracle, GAPS.sub(replace_gaps, BLOCK.sub(replace, text))), changed
 
 
 def figures_without_table(text: str, tables_text: str) -> list[str]:
@@ -120,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             new, changed = refresh(text)
         except ValueError as error:
             raise SystemExit(f"{path}: {error}") from None
-        stale += [f"{path}: <!-- {a if a.startswith('gaps: ') else 'compare: ' + a} -->" for a in changed]
+        stale += [f"{path}: <!-- {a if a.startswith(('gaps: ', 'rank-oracle: ')) else 'compare: ' + a} -->"
+                  for a in changed]
         if changed and not args.check:
             path.write_text(new)
     for line in stale:

@@ -29,8 +29,9 @@ def docs_text() -> str:
     return "".join(page.read_text() for page in PAGES)
 
 
-@pytest.mark.parametrize("page", [p for p in (README, *PAGES) if docs_tables.BLOCK.search(p.read_text())
-                                  or docs_tables.GAPS.search(p.read_text())],
+@pytest.mark.parametrize("page", [p for p in (README, *PAGES)
+                                  if any(b.search(p.read_text()) for b in (docs_tables.BLOCK, docs_tables.GAPS,
+                                                                           docs_tables.ORACLE))],
                          ids=lambda p: p.relative_to(REPO).as_posix())
 def test_generated_docs_tables_equal_their_records(page):
     _, changed = docs_tables.refresh(page.read_text())
@@ -100,4 +101,30 @@ def test_a_gaps_row_is_the_paired_gap_of_its_records(tmp_path, capsys):
     assert "differs from its records" in capsys.readouterr().out
     page.write_text(row.replace("--methods p80a_fcos p80a_dw ", ""))
     with pytest.raises(SystemExit, match="a row needs --records and --methods BASELINE METHOD"):
+        docs_tables.main([str(page)])
+
+
+def test_a_rank_oracle_table_is_the_paired_gap_of_its_record(tmp_path, capsys, monkeypatch):
+    def stats(ap: float) -> dict:
+        return {"AP": ap, "AP_per_iou": {"0.50": ap + 0.3, "0.75": ap, "0.90": ap - 0.2}}
+
+    aps = {("base", 0): 0.30, ("base", 1): 0.32, ("ours", 0): 0.35, ("ours", 1): 0.36, ("ours", 2): 0.5}
+    record = {"metrics": {f"/runs/{m}/seed{s}": {"model": stats(ap), "IoU": stats(ap + 0.1)} for (m, s), ap in aps.items()}}
+    (tmp_path / "oracle.json").write_text(json.dumps(record))
+    monkeypatch.setattr(docs_tables, "REPO", tmp_path)
+    block = "<!-- rank-oracle: oracle.json | A=base | B=ours -->\n<!-- /rank-oracle -->\n"
+    page = tmp_path / "page.md"
+    page.write_text(block)
+    assert docs_tables.main([str(page)]) == 0
+    lines = page.read_text().splitlines()
+    assert lines[1] == "| ranking | IoU threshold | A | B | gap (2 paired seeds) [95 % CI] |"
+    # seed 2 has no baseline: the means and the gaps are over seeds 0 and 1 (gaps 5 and 4 AP)
+    assert lines[3] == "| model | 0.50:0.95 | 31.0 | 35.5 | +4.5 [-1.9, +10.9] |"
+    assert lines[6] == "| model | 0.90 | 11.0 | 15.5 | +4.5 [-1.9, +10.9] |"
+    assert lines[7].startswith("| IoU | 0.50:0.95 | 41.0 | 45.5 |") and len(lines) == 3 + 8 + 1
+    page.write_text(page.read_text().replace("| 35.5 |", "| 35.6 |", 1))
+    assert docs_tables.main(["--check", str(page)]) == 1
+    assert "differs from its records: " in capsys.readouterr().out
+    page.write_text(block.replace(" | B=ours", ""))
+    with pytest.raises(SystemExit, match="needs RECORD"):
         docs_tables.main([str(page)])
