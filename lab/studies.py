@@ -222,6 +222,15 @@ STUDIES = {
             ("beta2", "DW, consistency exponent beta 2 (not 5)", ("loss.beta=2.0",)),
         )),
     ),
+    # DW's scores rank its boxes worse than FCOS's (tools/rank_oracle.py): the positive score pulled
+    # towards the box's IoU instead of 1, against the recipe's runs of the same seeds
+    "patterns80_dw_quality": (
+        Method("p80a_fcos_trained", "FCOS", PATTERNS80_ADAMW_FCOS, ("train.ema=True",),
+               trained_weights_of="p80a_fcos_ema"),
+        Method("p80a_dw_trained", "DW (released)", PATTERNS80_ADAMW_DW, ("train.ema=True",),
+               trained_weights_of="p80a_dw_ema"),
+        Method("p80a_dw_iou", "DW, positive score target IoU", PATTERNS80_ADAMW_DW, ("loss.pos_cls_target=iou",)),
+    ),
     # real aerial images of tree crowns, one class, val and test at places not trained on
     "treecrowns": (
         Method("tc_fcos", "FCOS", TREECROWNS_FCOS),

@@ -30,6 +30,7 @@ loss = dict(
     prior_topk=9,
     neg_weighting="pneg_ineg",  # pneg_ineg | pneg | ineg | one_minus_wpos | none (table 5)
     pos_reweight=None,
+    pos_cls_target="one",  # one (released) | iou: the positive score learns its box's IoU
     focal_alpha=0.25,
     neg_scale=1.0,  # factor of the negative term (1 = released)
     neg_reference_scores=None,  # None = released; e.g. 2.4e5: the negative term's strength as on COCO

@@ -20,6 +20,7 @@ from dwdet.utils.dist import reduce_mean
 CENTER_PRIORS = ("soft", "hard", "threshold", "topk")
 NEG_WEIGHTINGS = ("pneg_ineg", "pneg", "ineg", "one_minus_wpos", "none")
 VARIANTS = ("released", "paper")
+POS_CLS_TARGETS = ("one", "iou")
 
 
 def assign_dw(batch: Batch, *, variant: str = "released", beta: float = 5.0, mu: float = 5.0,
@@ -76,6 +77,10 @@ class DWLoss(PointLoss):
             (no negative weight in the bag). Outside the bag every score keeps I_neg
             (the focal term of the paper variant).
         pos_reweight: factor of both positive terms (released: 0.25; paper: 1).
+        pos_cls_target: what the positive classification term pulls a bag pair's joint score
+            towards: ``"one"`` (both variants) or ``"iou"``, the IoU of the pair's predicted box with
+            its GT (no gradient), so that the score learns how well its box fits, as the quality
+            targets of GFL and VarifocalNet do (docs/studies/patterns80.md: DW's ranking).
         focal_alpha: the paper variant's focal loss outside the bag is ``(1 - alpha) s^gamma2 BCE``.
         neg_scale: factor of the negative term (1: the released loss; larger values test how much
             background pressure the detector needs, see docs/studies/synthetic128.md).
@@ -95,12 +100,13 @@ class DWLoss(PointLoss):
     def __init__(self, num_classes: int, *, variant: str = "released", beta: float = 5.0, mu: float = 5.0,
                  mu_den: float | None = None, gamma1: float = 2.0, gamma2: float = 2.0, center_prior: str = "soft",
                  sigma: float = 1.11, prior_threshold: float = 1.7, prior_topk: int = 9,
-                 neg_weighting: str = "pneg_ineg", pos_reweight: float | None = None, focal_alpha: float = 0.25,
-                 neg_scale: float = 1.0, neg_reference_scores: float | None = None, neg_reference_power: float = 0.5):
+                 neg_weighting: str = "pneg_ineg", pos_reweight: float | None = None, pos_cls_target: str = "one",
+                 focal_alpha: float = 0.25, neg_scale: float = 1.0, neg_reference_scores: float | None = None, neg_reference_power: float = 0.5):
         super().__init__()
         _check_choice("variant", variant, VARIANTS)
         _check_choice("center_prior", center_prior, CENTER_PRIORS)
         _check_choice("neg_weighting", neg_weighting, NEG_WEIGHTINGS)
+        _check_choice("pos_cls_target", pos_cls_target, POS_CLS_TARGETS)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if not neg_scale > 0:
@@ -120,19 +126,21 @@ class DWLoss(PointLoss):
         self.prior_threshold, self.prior_topk = prior_threshold, prior_topk
         self.neg_weighting = neg_weighting
         self.pos_reweight = pos_reweight if pos_reweight is not None else (0.25 if variant == "released" else 1.0)
+        self.pos_cls_target = pos_cls_target
         # The released model applies s^2 BCE to every score; the paper uses focal loss outside the bag.
         self.neg_base_weight = 1.0 if variant == "released" else 1.0 - focal_alpha
 
     def assign(self, batch: Batch) -> Assignment:
-        return assign_dw(batch, variant=self.variant, beta=self.beta, mu=self.mu, mu_den=self.mu_den,
-                         gamma1=self.gamma1, center_prior=self.center_prior, sigma=self.sigma,
-                         prior_threshold=self.prior_threshold, prior_topk=self.prior_topk)
+        a = assign_dw(batch, variant=self.variant, beta=self.beta, mu=self.mu, mu_den=self.mu_den,
+                      gamma1=self.gamma1, center_prior=self.center_prior, sigma=self.sigma,
+                      prior_threshold=self.prior_threshold, prior_topk=self.prior_topk)
+        return a._replace(target=a.bag.iou.to(a.target.dtype)) if self.pos_cls_target == "iou" else a
 
     def terms(self, batch: Batch, a: Assignment) -> Dict[str, Tensor]:
         cls, bag, w_pos = batch.cls, a.bag, a.w_pos
         score = dw_ops.pair_scores(bag, cls, batch.objectness, batch.labels)
         ones = torch.ones_like(score)
-        pos_cls = (w_pos * F.binary_cross_entropy(score, ones, reduction="none")).sum()
+        pos_cls = (w_pos * F.binary_cross_entropy(score, a.target, reduction="none")).sum()
         if self.variant == "released":  # BCE(exp(-beta L), 1) = beta L, as the released code writes it
             pos_loc = (w_pos * F.binary_cross_entropy(torch.exp(-self.beta * bag.giou_loss), ones,
                                                       reduction="none")).sum()

@@ -151,6 +151,31 @@ def test_hand_computed_two_points_one_gt(variant):
         assert got[key].item() == pytest.approx(value, rel=1e-9), key
 
 
+@pytest.mark.parametrize("variant", ["released", "paper"])
+def test_iou_target_pulls_each_positive_score_towards_its_iou(variant):
+    """pos_cls_target="iou": BCE(s, IoU) in place of BCE(s, 1), with the same weights; the other terms
+    unchanged."""
+    inputs, want, rows = _hand_example(variant)
+    one = dw(strides=(8,), num_classes=2, variant=variant)(*inputs)
+    got = dw(strides=(8,), num_classes=2, variant=variant, pos_cls_target="iou")(*inputs)
+    # the hand example's positive weights, recovered from its BCE(s, 1) term per point
+    factor = 0.25 if variant == "released" else 1.0
+    if variant == "released":
+        ts = [r["s"][1] * math.exp(-5 * r["L"]) for r in rows]
+        den = sum(math.exp(3 * t) * t * r["prior"] for t, r in zip(ts, rows))
+    else:
+        ts = [r["s"][1] * r["iou"] ** 5 for r in rows]
+        den = sum(math.exp(5 * t) * t * r["prior"] for t, r in zip(ts, rows))
+    ws = [math.exp(5 * t) * t * r["prior"] / den for t, r in zip(ts, rows)]
+    bce = lambda s, q: -(q * math.log(s) + (1 - q) * math.log(1 - s))  # noqa: E731
+    expected = factor * sum(w * bce(r["s"][1], r["iou"]) for w, r in zip(ws, rows))
+    assert got["loss_cls_pos"].item() == pytest.approx(expected, rel=1e-9)
+    assert one["loss_cls_pos"].item() == pytest.approx(want["loss_cls_pos"], rel=1e-9)
+    assert got["loss_loc"] == one["loss_loc"] and got["loss_cls_neg"] == one["loss_cls_neg"]
+    with pytest.raises(ValueError, match="pos_cls_target must be one of"):
+        DWLoss(num_classes=2, pos_cls_target="giou")
+
+
 @pytest.mark.parametrize("weighting", ["pneg", "ineg", "one_minus_wpos", "none"])
 def test_neg_weighting_ablations(weighting):
     """Table 5's variants change only the weights of the bag entries (class 1 at every point)."""
