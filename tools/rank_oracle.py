@@ -23,12 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dwdet, and lab for custom_imports
 
 import torch  # noqa: E402
+from torch.utils.data import Subset  # noqa: E402
 from torchvision.ops import box_iou  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from dwdet.config import load_config  # noqa: E402
 from dwdet.engine import builders  # noqa: E402
 from dwdet.engine.evaluation import PER_IOU, coco_bbox_eval, detections_to_coco  # noqa: E402
+from dwdet.engine.loaders import eval_loader  # noqa: E402
+from dwdet.engine.precision import autocast  # noqa: E402
 from dwdet.engine.runtime import environment_record  # noqa: E402
 from dwdet.models import FCOSDetector  # noqa: E402
 from dwdet.utils.io import write_json  # noqa: E402
@@ -47,24 +50,28 @@ def best_iou_of_class(boxes: torch.Tensor, labels: torch.Tensor, gt_boxes: torch
 
 
 @torch.no_grad()
-def rescored_detections(model: FCOSDetector, image: torch.Tensor, target: dict) -> dict[str, list[dict]]:
-    """The detections of one image under each of :data:`RESCORINGS`, in its own pixels."""
-    original_size = [tuple(image.shape[-2:])]
-    batch, (resized,) = model.transform([image], [{"boxes": target["boxes"].float(), "labels": target["labels"]}])
+def rescored_detections(model: FCOSDetector, images: list[torch.Tensor], targets: list[dict]
+                        ) -> list[dict[str, dict]]:
+    """The detections of each image of a batch under each of :data:`RESCORINGS`, in the image's own
+    pixels; the batch is padded and run as the evaluation runs it."""
+    original_sizes = [tuple(image.shape[-2:]) for image in images]
+    batch, resized = model.transform(images, [{"boxes": t["boxes"].float(), "labels": t["labels"]} for t in targets])
     outputs = [[x.float() for x in level_maps] for level_maps in model.head(list(model.backbone(batch.tensors).values()))]
-    (found,) = model.candidates(*outputs, batch.image_sizes)
-    iou = best_iou_of_class(found["boxes"], found["labels"], resized["boxes"], resized["labels"])
-    detections = {}
+    found = model.candidates(*outputs, batch.image_sizes)
+    detections = [{} for _ in images]
     for name, rescore in RESCORINGS.items():
-        rescored = [dict(found, scores=rescore(found["scores"], iou))]
-        kept = model.transform.postprocess(model.select(rescored, batch.image_sizes), batch.image_sizes, original_size)
-        detections[name] = kept[0]
+        rescored = [dict(f, scores=rescore(f["scores"], best_iou_of_class(f["boxes"], f["labels"], r["boxes"], r["labels"])))
+                    for f, r in zip(found, resized)]
+        kept = model.transform.postprocess(model.select(rescored, batch.image_sizes), batch.image_sizes, original_sizes)
+        for image_detections, kept_detections in zip(detections, kept):
+            image_detections[name] = kept_detections
     return detections
 
 
 def run_oracle(run: Path, split: str, trained_weights: bool = False, max_images: int | None = None
                ) -> dict[str, dict]:
-    """COCO metrics of ``run`` on ``split`` under each rescoring."""
+    """COCO metrics of ``run`` on ``split`` under each rescoring, its images batched and its
+    precision (``train.amp``) as its evaluation has them."""
     config, checkpoint = run / "config.json", run / "last.pth"
     for path in (config, checkpoint):
         if not path.is_file():
@@ -76,14 +83,20 @@ def run_oracle(run: Path, split: str, trained_weights: bool = False, max_images:
     model, cfg, _ = builders.load_detector(checkpoint, cfg=cfg, categories=getattr(dataset, "categories", None),
                                            trained_weights=trained_weights)
     model.eval()
+    coco, cat_ids = dataset.coco, dataset.cat_ids
+    if max_images is not None:
+        dataset = Subset(dataset, range(min(max_images, len(dataset))))
     results: dict[str, list[dict]] = {name: [] for name in RESCORINGS}
     image_ids = []
-    for index in tqdm(range(min(len(dataset), max_images or len(dataset))), desc=str(run), dynamic_ncols=True):
-        image, target = dataset[index]
-        image_ids.append(int(target["image_id"]))
-        for name, detections in rescored_detections(model, image, target).items():
-            results[name].extend(detections_to_coco(image_ids[-1], detections, dataset.cat_ids))
-    return {name: coco_bbox_eval(dataset.coco, found, image_ids, verbose=False) for name, found in results.items()}
+    device = torch.device("cpu")
+    for images, targets in tqdm(eval_loader(dataset, cfg.eval.batch_size, 0), desc=str(run), dynamic_ncols=True):
+        with autocast(device, cfg.train.amp):
+            detections = rescored_detections(model, images, targets)
+        for target, by_rescoring in zip(targets, detections):
+            image_ids.append(int(target["image_id"]))
+            for name, found in by_rescoring.items():
+                results[name].extend(detections_to_coco(image_ids[-1], found, cat_ids))
+    return {name: coco_bbox_eval(coco, found, image_ids, verbose=False) for name, found in results.items()}
 
 
 def main(argv: list[str] | None = None) -> None:

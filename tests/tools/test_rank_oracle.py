@@ -24,27 +24,30 @@ def test_rescorings_keep_the_models_detections_and_rank_by_fit():
     model = build_fcos(3, None, backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=64,
                        min_size=64, max_size=128).eval()
     model.score_thresh = 0.0  # an untrained head scores everything low: keep all candidates
-    image = torch.rand(3, 40, 56)  # resized by 64 / 40 for the detector, boxes mapped back
-    target = {"boxes": torch.tensor([[4.0, 6.0, 30.0, 34.0], [20.0, 2.0, 50.0, 20.0]]), "labels": torch.tensor([1, 2])}
-    found = rank_oracle.rescored_detections(model, image, target)
+    # two sizes: resized by 64 / 40 and 64 / 48 for the detector, padded to one batch, boxes mapped back
+    images = [torch.rand(3, 40, 56), torch.rand(3, 48, 40)]
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 34.0], [20.0, 2.0, 50.0, 20.0]]), "labels": torch.tensor([1, 2])},
+               {"boxes": torch.tensor([[10.0, 10.0, 30.0, 44.0]]), "labels": torch.tensor([0])}]
+    found = rank_oracle.rescored_detections(model, images, targets)
     with torch.no_grad():
-        (expected,) = model([image])
-    for key in ("boxes", "scores", "labels"):
-        assert torch.equal(found["model"][key], expected[key])
-    # "IoU": every kept box scored by its IoU with the GT box of its class, measured here in the
-    # image's own pixels
-    by_iou = found["IoU"]
-    assert len(by_iou["boxes"]) > 10
-    iou = box_iou(by_iou["boxes"], target["boxes"]) * (by_iou["labels"][:, None] == target["labels"][None])
-    torch.testing.assert_close(by_iou["scores"], iou.amax(1), rtol=1e-4, atol=1e-5)
-    assert by_iou["scores"].max() > 0.2 and torch.all(by_iou["scores"][:-1] >= by_iou["scores"][1:])
-    # "score×IoU": the model's own score scaled by that IoU
-    both = found["score×IoU"]
-    iou = box_iou(both["boxes"], target["boxes"]) * (both["labels"][:, None] == target["labels"][None])
-    fits = iou.amax(1)
-    assert torch.all(both["scores"] <= fits + 1e-6) and (both["scores"] > 0).any()
-    ratio = both["scores"][fits > 0] / fits[fits > 0]
-    assert ratio.max() <= found["model"]["scores"].max() * (1 + 1e-5)
+        expected = model(images)
+    for image_found, image_expected, target in zip(found, expected, targets):
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(image_found["model"][key], image_expected[key])
+        # "IoU": every kept box scored by its IoU with the GT box of its class, measured here in the
+        # image's own pixels
+        by_iou = image_found["IoU"]
+        assert len(by_iou["boxes"]) > 10
+        iou = box_iou(by_iou["boxes"], target["boxes"]) * (by_iou["labels"][:, None] == target["labels"][None])
+        torch.testing.assert_close(by_iou["scores"], iou.amax(1), rtol=1e-4, atol=1e-5)
+        assert by_iou["scores"].max() > 0.2 and torch.all(by_iou["scores"][:-1] >= by_iou["scores"][1:])
+        # "score×IoU": the model's own score scaled by that IoU
+        both = image_found["score×IoU"]
+        iou = box_iou(both["boxes"], target["boxes"]) * (both["labels"][:, None] == target["labels"][None])
+        fits = iou.amax(1)
+        assert torch.all(both["scores"] <= fits + 1e-6) and (both["scores"] > 0).any()
+        ratio = both["scores"][fits > 0] / fits[fits > 0]
+        assert ratio.max() <= image_found["model"]["scores"].max() * (1 + 1e-5)
 
 
 def test_a_folder_that_is_not_a_run_is_named(tmp_path):
