@@ -24,7 +24,8 @@ from dwdet.cli.common import add_override_arguments, add_print_config, config_ov
 from dwdet.config import load_config
 from dwdet.engine import builders, evaluate
 from dwdet.engine.loaders import eval_loader
-from dwdet.utils.dist import is_main_process, process_group
+from dwdet.engine.runtime import environment_record
+from dwdet.utils.dist import get_world_size, is_main_process, process_group
 from dwdet.utils.io import write_json
 from dwdet.utils.logger import setup_logging
 
@@ -69,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         if is_main_process():  # (while the process group tells the ranks apart)
             suffix = "_trained" * args.trained_weights + "_class_agnostic" * args.class_agnostic
             path = os.path.join(work_dir, f"metrics_{Path(args.checkpoint).stem}{suffix}.json")
-            written = write_json({"checkpoint": os.path.abspath(args.checkpoint), **metrics}, path, indent=2)
+            # the batch too: its padding reaches the features (receptive fields, the head's GroupNorm), so the AP depends on it
+            environment = environment_record(cfg.eval.batch_size * get_world_size())
+            written = write_json({"checkpoint": os.path.abspath(args.checkpoint), **metrics, "environment": environment},
+                                 path, indent=2)
             logger.info("metrics written to %s", written)
     return 0
 

@@ -56,6 +56,8 @@ def test_train_then_test_then_infer(stand_ins, tmp_path, capsys):
     logged = [json.loads(line) for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in logged if r["type"] == "val"][0]
     assert metrics["AP"] == val["AP"] and metrics["AP_per_class"] == val["AP_per_class"]
+    # what the figures depend on: the evaluation's batch (its padding reaches the features), the CPU
+    assert metrics["environment"]["total_batch"] == 2 and metrics["environment"]["threads"] == torch.get_num_threads()
     assert set(metrics["AP_per_class"]) == {"c3", "c7"}
     results = json.loads(results_path.read_text())
     assert len(results) == 5 and {r["category_id"] for r in results} <= set(CATEGORY_IDS)
