@@ -15,7 +15,8 @@ excludes 0.
 
 A ``<!-- rank-oracle: RECORD | BASELINE=FOLDER | METHOD=FOLDER -->`` block is the table of a
 ``tools/rank_oracle.py --json`` record: each of its rankings at AP and at three IoU thresholds, the
-two methods' means over the seeds they share (run folders ``FOLDER/seedN``) and the paired gap.
+two methods' means over the seeds they share (run folders ``.../FOLDER/seedN``; FOLDER may hold
+several path parts) and the paired gap.
 
 A figure elsewhere in a page ("37.8 ± 1.0") can be checked against the tables with
 ``figures_without_table``: tests/lab/test_docs_tables.py does so for the README.
@@ -96,8 +97,13 @@ def generate_rank_oracle(args_text: str) -> str:
     if len(columns) != 2 or not all("=" in column for column in columns):
         raise ValueError(f"<!-- rank-oracle: {args_text} -->: needs RECORD | BASELINE=FOLDER | METHOD=FOLDER")
     record = json.loads((REPO / path).read_text())
-    runs = {(Path(run).parent.name, Path(run).name): by_ranking for run, by_ranking in record["metrics"].items()}
     (base_title, base), (title, method) = (column.split("=", 1) for column in columns)
+    runs = {}  # (FOLDER, seed folder): metrics, FOLDER being the end of the run's parent folder
+    for run, by_ranking in record["metrics"].items():
+        parent = Path(run).parent.as_posix()
+        for folder in (base, method):
+            if parent == folder or parent.endswith("/" + folder):
+                runs[(folder, Path(run).name)] = by_ranking
     seeds = sorted({s for m, s in runs if m == base} & {s for m, s in runs if m == method})
     if not seeds:
         raise ValueError(f"<!-- rank-oracle: {args_text} -->: no seed of both {base} and {method} in {path}")
