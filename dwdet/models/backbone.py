@@ -27,10 +27,12 @@ BACKBONES = RESNETS + EFFICIENTNETS
 # Backbones torchvision has no builder (and no weights) for: one BasicBlock per stage, half of
 # ResNet-18's depth and twice its speed, for CPU-sized benchmarks.
 CUSTOM_RESNETS = {"resnet10": (BasicBlock, [1, 1, 1, 1])}
-BACKBONE_FORMAT = "dwdet-backbone"  # the "format" entry of a file written by lab/pretrain_backbone.py
+BACKBONE_FORMAT = "dwdet-backbone"  # the "format" entry of lab/pretrain_backbone.py's and tools/fetch_backbone.py's files
 DETECTOR_FORMAT = "dwdet-checkpoint"  # that of a detector checkpoint (dwdet.engine.checkpoint)
-DETECTOR_BACKBONE = "backbone.body."  # the prefix of the ResNet's weights in a detector's state dict
-STAGE_MODULES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))  # stem, stages 1-4
+DETECTOR_BACKBONE = "backbone.body."  # the prefix of the backbone's weights in a detector's state dict
+# the stem and stages 1-4 (outputs at strides 4, 8, 16, 32; EfficientNet's stem at 2), the units of frozen_stages
+STAGE_MODULES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
+EFFICIENTNET_STAGE_MODULES = (("stem",), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
 Weights = Union[None, str, os.PathLike, WeightsEnum]
 NORMS = ("frozen_bn", "gn", "bn")
 
@@ -76,7 +78,7 @@ def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn", fr
     """A torchvision ResNet/ResNeXt with frozen BatchNorm and a frozen stem and stage 1.
 
     Args:
-        name: one of :data:`BACKBONES`.
+        name: one of :data:`RESNETS`.
         weights: None for random init; a torchvision weights name or enum of that model (e.g.
             ``"IMAGENET1K_V1"``, ``"DEFAULT"``; downloaded to torchvision's cache on first use); or
             the path of a local checkpoint: a backbone file of ``lab/pretrain_backbone.py``
@@ -93,7 +95,7 @@ def build_resnet(name: str, weights: Weights = None, norm: str = "frozen_bn", fr
     """
     _check_arguments(name, norm, frozen_stages)
     if name not in RESNETS:
-        raise ValueError(f"{name} is not a ResNet; build it with build_backbone")
+        raise ValueError(f"{name} is not a ResNet; build it with build_efficientnet")
     path = _checkpoint_path(weights)
     if name in CUSTOM_RESNETS:
         if weights is not None and path is None:
@@ -127,7 +129,7 @@ def build_efficientnet(name: str = "efficientnet_lite0", weights: Weights = None
     """
     _check_arguments(name, norm, frozen_stages)
     if name not in EFFICIENTNETS:
-        raise ValueError(f"{name} is not an EfficientNet; build it with build_backbone")
+        raise ValueError(f"{name} is not an EfficientNet; build it with build_resnet")
     path = _checkpoint_path(weights)
     if weights is not None and path is None:
         raise ValueError(f"{name} has no torchvision weights ({weights!r}); use None or the path of a backbone file "
@@ -135,7 +137,7 @@ def build_efficientnet(name: str = "efficientnet_lite0", weights: Weights = None
     model = efficientnet.EfficientNetLite(norm_layer(norm, eps=efficientnet.BN_EPS))
     if path is not None:
         _load_checkpoint(model, path, name)
-    _freeze(model, [("stem",), ("layer1",), ("layer2",), ("layer3",), ("layer4",)], norm, frozen_stages)
+    _freeze(model, EFFICIENTNET_STAGE_MODULES, norm, frozen_stages)
     return model
 
 
@@ -146,7 +148,6 @@ def build_backbone(name: str = "resnet50", weights: Weights = None, out_channels
 
     The output is an ordered dict (keys ``"0", "1", "2", "p6", "p7"``); see :func:`build_resnet`
     and :func:`build_efficientnet` for ``name``, ``weights``, ``norm`` and ``frozen_stages``."""
-    _check_arguments(name, norm, frozen_stages)
     if name in EFFICIENTNETS:
         body = build_efficientnet(name, weights, norm, frozen_stages)
         in_channels = list(body.out_channels[1:])
