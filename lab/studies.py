@@ -17,6 +17,9 @@ PATTERNS80_ADAMW_FCOS = "configs/lab/fcos_r10_patterns80_adamw.py"
 PATTERNS80_ADAMW_EPOCHS = 14
 TREECROWNS_DW = "configs/lab/dw_r10_treecrowns.py"  # real aerial images, one class (lab/make_treecrowns.py)
 TREECROWNS_FCOS = "configs/lab/fcos_r10_treecrowns.py"
+# the same benchmark on EfficientNet-Lite0 pretrained on ImageNet (`make imagenet-backbone`)
+TREECROWNS_IMAGENET_DW = "configs/lab/dw_effl0_treecrowns.py"
+TREECROWNS_IMAGENET_FCOS = "configs/lab/fcos_effl0_treecrowns.py"
 # the tree-crown tiles at twice their size (crowns 16-214 px), jittered by +-20 % as at 1x
 TREECROWNS_X2 = ("model.min_size=(512,576,640,704,768)", "model.max_size=768", "model.test_min_size=640")
 ADAMW_LRS = ("2e-4", "4e-4", "8e-4", "1.6e-3")  # the AdamW recipes' lr sweep (per 16 images); 4e-4 is theirs
@@ -235,6 +238,12 @@ STUDIES = {
     "treecrowns": (
         Method("tc_fcos", "FCOS", TREECROWNS_FCOS),
         Method("tc_dw", "DW (released)", TREECROWNS_DW),
+    ),
+    # the backbone pretrained on real images of other classes (ImageNet), as for COCO; needs
+    # make imagenet-backbone
+    "treecrowns_imagenet": (
+        Method("tc_fcos_effl0", "FCOS, EfficientNet-Lite0 (ImageNet)", TREECROWNS_IMAGENET_FCOS),
+        Method("tc_dw_effl0", "DW (released), EfficientNet-Lite0 (ImageNet)", TREECROWNS_IMAGENET_DW),
     ),
     # a whole place held out for val and test (its own val set: no pairing with the above); needs
     # python -m lab.make_treecrowns --layout sites --out data/treecrowns-sites

@@ -2,10 +2,10 @@
 model = dict(
     type="fcos",  # our detector; "torchvision_fcos": torchvision's FCOS (and loss) on the same backbone
     num_classes=None,  # from the training annotation file's categories (an explicit value must agree)
-    backbone="resnet50",
+    backbone="resnet50",  # a torchvision ResNet/ResNeXt, or efficientnet_lite0 (weights: tools/fetch_backbone.py)
     backbone_weights="IMAGENET1K_V1",  # a torchvision weights name, a local .pth path, or None
     backbone_norm="frozen_bn",
-    frozen_stages=1,  # the stem and stage 1 get no gradient (4: the whole ResNet), with frozen_bn
+    frozen_stages=1,  # the stem and stage 1 (up to stride 4) get no gradient (4: the whole backbone), with frozen_bn
     channels=256,
     refine=False,
     min_size=(800,),  # short side; several sizes: one drawn per training image (multi-scale)

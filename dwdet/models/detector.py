@@ -6,7 +6,7 @@ from torch import Tensor, nn
 from torchvision.ops import clip_boxes_to_image, nms
 
 from dwdet.losses import batch as loss_batch  # a module: dwdet.losses imports dwdet.models.points
-from dwdet.models.backbone import Weights, build_backbone
+from dwdet.models.backbone import Weights, build_backbone, input_normalisation
 from dwdet.models.head import DEFAULT_STRIDES, FCOSHead
 from dwdet.models.points import level_points
 from dwdet.models.transform import DetectionTransform
@@ -142,12 +142,15 @@ def build_fcos(num_classes: int, loss: Optional[nn.Module] = None, *, backbone: 
     Args:
         num_classes: number of object classes (labels are 0-based).
         loss: the training loss (e.g. ``DWLoss`` or ``FCOSLoss``); None for an inference-only model.
-        backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"`` or ``"resnext101_64x4d"``.
+        backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"``, ``"resnext101_64x4d"``
+            (or the lab's ``"resnet10"``), or ``"efficientnet_lite0"``. The inputs are normalised as
+            the backbone's pretrained weights expect (:func:`dwdet.models.backbone.input_normalisation`).
         backbone_weights: torchvision weights name (ImageNet, downloaded once to torchvision's
-            cache), the path of a local backbone checkpoint, or None for random init.
+            cache), the path of a local backbone checkpoint (EfficientNet-Lite0's ImageNet weights:
+            ``tools/fetch_backbone.py``), or None for random init.
         backbone_norm: ``"frozen_bn"`` (pretrained backbones) or ``"gn"`` (training from scratch).
         frozen_stages: backbone stages without gradient with ``"frozen_bn"`` (1: the stem and
-            stage 1, as released; 4: the whole ResNet; see :func:`dwdet.models.backbone.build_resnet`).
+            stage 1, as released; 4: the whole backbone; see :func:`dwdet.models.backbone.build_resnet`).
         refine: add DW's box refinement.
         min_size, max_size: resize to fit short side <= min_size, long side <= max_size; a
             sequence of min sizes draws one per training image (multi-scale training).
@@ -157,7 +160,7 @@ def build_fcos(num_classes: int, loss: Optional[nn.Module] = None, *, backbone: 
     """
     return FCOSDetector(build_backbone(backbone, backbone_weights, channels, backbone_norm, frozen_stages),
                         FCOSHead(num_classes, channels, strides=DEFAULT_STRIDES, refine=refine),
-                        DetectionTransform(min_size, max_size, test_min_size), loss,
+                        DetectionTransform(min_size, max_size, test_min_size, **input_normalisation(backbone)), loss,
                         score_thresh=score_thresh, pre_nms_top_n=pre_nms_top_n, nms_thresh=nms_thresh,
                         detections_per_img=detections_per_img)
 

@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Union
 from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-from dwdet.models.backbone import Weights, build_backbone
+from dwdet.models.backbone import Weights, build_backbone, input_normalisation
 from dwdet.models.head import DEFAULT_STRIDES
 from dwdet.models.transform import DetectionTransform
 
@@ -30,5 +30,6 @@ def build_torchvision_fcos(num_classes: int, *, backbone: str = "resnet50", back
     model = FCOS(fpn, num_classes, anchor_generator=anchors, center_sampling_radius=center_sampling_radius,
                  score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
                  topk_candidates=pre_nms_top_n)
-    model.transform = DetectionTransform(min_size, max_size, test_min_size)  # our resize rule, same inputs
+    # our resize rule and normalisation, the same inputs
+    model.transform = DetectionTransform(min_size, max_size, test_min_size, **input_normalisation(backbone))
     return model
