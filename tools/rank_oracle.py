@@ -28,7 +28,7 @@ from torchvision.ops import box_iou  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from dwdet.config import load_config  # noqa: E402
-from dwdet.engine import builders  # noqa: E402
+from dwdet.engine import builders, load_checkpoint  # noqa: E402
 from dwdet.engine.evaluation import PER_IOU, coco_bbox_eval, detections_to_coco  # noqa: E402
 from dwdet.engine.loaders import eval_loader  # noqa: E402
 from dwdet.engine.precision import autocast  # noqa: E402
@@ -106,9 +106,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first images")
     parser.add_argument("--json", help="also write the metrics here, with the environment (revision, CPU, command)")
     parser.add_argument("--trained-weights", action="store_true",
-                        help="for runs trained with train.ema: their trained weights, not their average")
+                        help="for the runs trained with train.ema: their trained weights, not their average "
+                             "(the others have only their trained weights)")
     args = parser.parse_args(argv)
-    metrics = {run: run_oracle(Path(run), args.split, args.trained_weights, args.max_images) for run in args.runs}
+    # the trained weights where a run has an average beside them; a run without one has only those
+    trained = {run: args.trained_weights and (Path(run) / "last.pth").is_file()
+               and "train_model" in load_checkpoint(Path(run) / "last.pth") for run in args.runs}
+    metrics = {run: run_oracle(Path(run), args.split, trained[run], args.max_images) for run in args.runs}
     thresholds = ("0.50", "0.75", "0.90")
     print("| run | ranking | AP | " + " | ".join(f"AP@{t}" for t in thresholds) + " |")
     print("| --- " * (3 + len(thresholds)) + "|")
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
                   + " | ".join(f"{100 * stats[PER_IOU][t]:.1f}" for t in thresholds) + " |")
     if args.json:
         write_json({"environment": environment_record(), "split": args.split,
-                    "trained_weights": args.trained_weights, "metrics": metrics}, args.json, indent=1)
+                    "trained_weights": trained, "metrics": metrics}, args.json, indent=1)
 
 
 if __name__ == "__main__":
