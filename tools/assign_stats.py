@@ -35,9 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import torch  # noqa: E402
 
 import dw_ops  # noqa: E402
-from dwdet.config import load_config  # noqa: E402
 from dwdet.utils.io import write_json  # noqa: E402
-from dwdet.engine import builders  # noqa: E402
+from dwdet.engine import CheckpointError, builders  # noqa: E402
 from dwdet.losses import DWLoss  # noqa: E402
 from dwdet.models import FCOSDetector  # noqa: E402
 
@@ -93,16 +92,10 @@ def bag_stats(model: FCOSDetector, dataset, loss: DWLoss, max_images: int | None
 
 
 def run_stats(run: Path, split: str, max_images: int | None, trained_weights: bool = False) -> dict[str, float]:
-    config, checkpoint = run / "config.json", run / "last.pth"
-    for path in (config, checkpoint):
-        if not path.is_file():
-            raise SystemExit(f"{run} is not a finished run folder: {path.name} is missing")
-    cfg = load_config(config)
-    if cfg.model.get("type", "fcos") != "fcos":
-        raise SystemExit(f"{run}: only our detector (model.type='fcos') can be measured")
-    dataset = builders.build_dataset(cfg, split)
-    model, cfg, _ = builders.load_detector(checkpoint, cfg=cfg, categories=getattr(dataset, "categories", None),
-                                           trained_weights=trained_weights)
+    try:
+        model, cfg, dataset = builders.load_run(run, split, trained_weights=trained_weights)
+    except CheckpointError as error:
+        raise SystemExit(str(error)) from None
     return bag_stats(model, dataset, DWLoss(cfg.model.num_classes), max_images)
 
 

@@ -27,8 +27,7 @@ from torch.utils.data import Subset  # noqa: E402
 from torchvision.ops import box_iou  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from dwdet.config import load_config  # noqa: E402
-from dwdet.engine import builders, load_checkpoint  # noqa: E402
+from dwdet.engine import CheckpointError, builders, load_checkpoint  # noqa: E402
 from dwdet.engine.evaluation import PER_IOU, coco_bbox_eval, detections_to_coco  # noqa: E402
 from dwdet.engine.loaders import eval_loader  # noqa: E402
 from dwdet.engine.precision import autocast  # noqa: E402
@@ -72,17 +71,10 @@ def run_oracle(run: Path, split: str, trained_weights: bool = False, max_images:
                ) -> dict[str, dict]:
     """COCO metrics of ``run`` on ``split`` under each rescoring, its images batched and its
     precision (``train.amp``) as its evaluation has them."""
-    config, checkpoint = run / "config.json", run / "last.pth"
-    for path in (config, checkpoint):
-        if not path.is_file():
-            raise SystemExit(f"{run} is not a finished run folder: {path.name} is missing")
-    cfg = load_config(config)
-    if cfg.model.get("type", "fcos") != "fcos":
-        raise SystemExit(f"{run}: only our detector (model.type='fcos') can be re-scored")
-    dataset = builders.build_dataset(cfg, split)
-    model, cfg, _ = builders.load_detector(checkpoint, cfg=cfg, categories=getattr(dataset, "categories", None),
-                                           trained_weights=trained_weights)
-    model.eval()
+    try:
+        model, cfg, dataset = builders.load_run(run, split, trained_weights=trained_weights)
+    except CheckpointError as error:
+        raise SystemExit(str(error)) from None
     coco, cat_ids = dataset.coco, dataset.cat_ids
     if max_images is not None:
         dataset = Subset(dataset, range(min(max_images, len(dataset))))

@@ -42,9 +42,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from dwdet.config import load_config  # noqa: E402
 from dwdet.cli.common import add_print_config, print_config  # noqa: E402
-from dwdet.engine import builders  # noqa: E402
+from dwdet.engine import CheckpointError, builders  # noqa: E402
 from dwdet.losses import Batch, PointLoss  # noqa: E402
 from dwdet.models import FCOSDetector  # noqa: E402
 
@@ -154,13 +153,10 @@ def plot_runs(image: Tensor, box: Tensor, rows: List[tuple[str, List[Dict[str, T
 
 def load_run(folder: str, checkpoint: str) -> tuple[Run, object]:
     path = Path(folder)
-    if not (path / "config.json").is_file() or not (path / checkpoint).is_file():
-        raise SystemExit(f"{folder}: not a finished run folder (needs config.json and {checkpoint})")
-    cfg = load_config(str(path / "config.json"))
-    if cfg.model.get("type", "fcos") != "fcos":
-        raise SystemExit(f"{folder}: model.type={cfg.model.type!r}; the weights need our detector and loss")
-    dataset = builders.build_dataset(cfg, "val")
-    model, cfg, _ = builders.load_detector(path / checkpoint, cfg=cfg, categories=getattr(dataset, "categories", None))
+    try:
+        model, cfg, _ = builders.load_run(path, "val", checkpoint)
+    except CheckpointError as error:
+        raise SystemExit(str(error)) from None
     return Run(f"{cfg.loss.type} ({path.parent.name}/{path.name})", model), cfg
 
 

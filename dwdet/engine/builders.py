@@ -12,14 +12,15 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from dwdet.config import Config, apply_overrides
+from dwdet.config import Config, apply_overrides, load_config
 from dwdet.engine.checkpoint import CheckpointError, load_checkpoint
 from dwdet.engine.compat import migrate_config
 from dwdet.engine.evaluation import CocoEvaluator
 from dwdet.utils.dist import get_rank, get_world_size
 
 __all__ = ["apply_input_spec", "annotation_file", "build_dataset", "build_loss", "build_model", "build_train_data",
-           "build_val_data", "init_weights", "input_spec", "load_detector", "read_categories", "resolve_num_classes"]
+           "build_val_data", "init_weights", "input_spec", "load_detector", "load_run", "read_categories",
+           "resolve_num_classes"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,3 +230,22 @@ def load_detector(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
         raise CheckpointError(f"the weights of {source} do not fit the model its config describes: {err}") from None
     apply_input_spec(model, ckpt.get("input"), source)
     return model.eval(), cfg, list(categories)
+
+
+def load_run(run: str | os.PathLike, split: str, checkpoint: str = "last.pth", trained_weights: bool = False
+             ) -> tuple[nn.Module, Config, Any]:
+    """(our detector in eval mode, its config, the dataset of ``split``) of a finished run folder of
+    tools/train.py (its config.json and ``checkpoint``), for the tools that study trained runs;
+    ``trained_weights`` as in :func:`load_detector`."""
+    folder = os.fspath(run)
+    for name in ("config.json", checkpoint):
+        if not os.path.isfile(os.path.join(folder, name)):
+            raise CheckpointError(f"{folder} is not a finished run folder: {name} is missing")
+    cfg = load_config(os.path.join(folder, "config.json"))
+    if cfg.model.get("type", "fcos") != "fcos":
+        raise CheckpointError(f"{folder}: model.type={cfg.model.type!r}; only our detector (model.type='fcos') "
+                              "can be studied")
+    dataset = build_dataset(cfg, split)
+    model, cfg, _ = load_detector(os.path.join(folder, checkpoint), cfg=cfg,
+                                  categories=getattr(dataset, "categories", None), trained_weights=trained_weights)
+    return model, cfg, dataset
