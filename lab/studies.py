@@ -67,6 +67,14 @@ class Method:
         return self.init_from or self.trained_weights_of
 
 
+# the recipe's runs (trained with train.ema, the average never feeding back) evaluated with their
+# trained weights: the patterns80 AdamW baselines of the studies that pair with those runs
+PATTERNS80_TRAINED = (
+    Method("p80a_fcos_trained", "FCOS", PATTERNS80_ADAMW_FCOS, ("train.ema=True",), trained_weights_of="p80a_fcos_ema"),
+    Method("p80a_dw_trained", "DW (released)", PATTERNS80_ADAMW_DW, ("train.ema=True",),
+           trained_weights_of="p80a_dw_ema"),
+)
+
 def schedule(epochs: int, step_fraction: float = 5 / 6) -> tuple[str, ...]:
     """Overrides for a run of ``epochs`` epochs with its lr step at the same fraction of every length."""
     step = max(1, round(step_fraction * epochs))
@@ -202,10 +210,7 @@ STUDIES = {
     # the recipe with the weight average on: its checkpoints hold both the average and the trained
     # weights (the trajectory is the recipe's own), so each run is a pair of its own
     "patterns80_ema": (
-        Method("p80a_fcos_trained", "FCOS", PATTERNS80_ADAMW_FCOS, ("train.ema=True",),
-               trained_weights_of="p80a_fcos_ema"),
-        Method("p80a_dw_trained", "DW (released)", PATTERNS80_ADAMW_DW, ("train.ema=True",),
-               trained_weights_of="p80a_dw_ema"),
+        *PATTERNS80_TRAINED,
         Method("p80a_fcos_ema", "FCOS, weight average", PATTERNS80_ADAMW_FCOS, ("train.ema=True",)),
         Method("p80a_dw_ema", "DW (released), weight average", PATTERNS80_ADAMW_DW, ("train.ema=True",)),
     ),
@@ -228,10 +233,7 @@ STUDIES = {
     # DW's scores rank its boxes worse than FCOS's (tools/rank_oracle.py): the positive score pulled
     # towards the box's IoU instead of 1, against the recipe's runs of the same seeds
     "patterns80_dw_quality": (
-        Method("p80a_fcos_trained", "FCOS", PATTERNS80_ADAMW_FCOS, ("train.ema=True",),
-               trained_weights_of="p80a_fcos_ema"),
-        Method("p80a_dw_trained", "DW (released)", PATTERNS80_ADAMW_DW, ("train.ema=True",),
-               trained_weights_of="p80a_dw_ema"),
+        *PATTERNS80_TRAINED,
         Method("p80a_dw_iou", "DW, positive score target IoU", PATTERNS80_ADAMW_DW, ("loss.pos_cls_target=iou",)),
     ),
     # real aerial images of tree crowns, one class, val and test at places not trained on
