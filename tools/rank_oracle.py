@@ -13,6 +13,11 @@ candidates (the boxes it would send to NMS) re-scored before NMS:
 
 What the ``model`` row lacks against ``score×IoU`` is AP lost to a score that does not follow the
 box's quality; what ``IoU`` still lacks at high IoU thresholds is lost to the boxes themselves.
+
+``--objectness-powers 0 2`` adds rankings the detector itself could use (``model.objectness_power``):
+
+    cls×obj^P  sigmoid(cls) * sigmoid(objectness) ** P, the candidates chosen by that score (P = 0:
+               the class score alone; the model's own ranking is P = model.objectness_power, 1 as released)
 """
 from __future__ import annotations
 
@@ -49,28 +54,32 @@ def best_iou_of_class(boxes: torch.Tensor, labels: torch.Tensor, gt_boxes: torch
 
 
 @torch.no_grad()
-def rescored_detections(model: FCOSDetector, images: list[torch.Tensor], targets: list[dict]
-                        ) -> list[dict[str, dict]]:
-    """The detections of each image of a batch under each of :data:`RESCORINGS`, in the image's own
-    pixels; the batch is padded and run as the evaluation runs it."""
+def rescored_detections(model: FCOSDetector, images: list[torch.Tensor], targets: list[dict],
+                        objectness_powers: tuple[float, ...] = ()) -> list[dict[str, dict]]:
+    """The detections of each image of a batch under each of :data:`RESCORINGS` and each of
+    ``objectness_powers``, in the image's own pixels; the batch is padded and run as the evaluation
+    runs it."""
     original_sizes = [tuple(image.shape[-2:]) for image in images]
     batch, resized = model.transform(images, [{"boxes": t["boxes"].float(), "labels": t["labels"]} for t in targets])
     outputs = [[x.float() for x in level_maps] for level_maps in model.head(list(model.backbone(batch.tensors).values()))]
     found = model.candidates(*outputs, batch.image_sizes)
+    rankings = {name: [dict(f, scores=rescore(f["scores"], best_iou_of_class(f["boxes"], f["labels"], r["boxes"], r["labels"])))
+                       for f, r in zip(found, resized)]
+                for name, rescore in RESCORINGS.items()}
+    for power in objectness_powers:
+        rankings[f"cls×obj^{power:g}"] = model.candidates(*outputs, batch.image_sizes, objectness_power=power)
     detections = [{} for _ in images]
-    for name, rescore in RESCORINGS.items():
-        rescored = [dict(f, scores=rescore(f["scores"], best_iou_of_class(f["boxes"], f["labels"], r["boxes"], r["labels"])))
-                    for f, r in zip(found, resized)]
-        kept = model.transform.postprocess(model.select(rescored, batch.image_sizes), batch.image_sizes, original_sizes)
+    for name, ranked in rankings.items():
+        kept = model.transform.postprocess(model.select(ranked, batch.image_sizes), batch.image_sizes, original_sizes)
         for image_detections, kept_detections in zip(detections, kept):
             image_detections[name] = kept_detections
     return detections
 
 
-def run_oracle(run: Path, split: str, trained_weights: bool = False, max_images: int | None = None
-               ) -> dict[str, dict]:
-    """COCO metrics of ``run`` on ``split`` under each rescoring, its images batched and its
-    precision (``train.amp``) as its evaluation has them."""
+def run_oracle(run: Path, split: str, trained_weights: bool = False, max_images: int | None = None,
+               objectness_powers: tuple[float, ...] = ()) -> dict[str, dict]:
+    """COCO metrics of ``run`` on ``split`` under each ranking (:func:`rescored_detections`), its
+    images batched and its precision (``train.amp``) as its evaluation has them."""
     try:
         model, cfg, dataset = builders.load_run(run, split, trained_weights=trained_weights)
     except CheckpointError as error:
@@ -78,16 +87,16 @@ def run_oracle(run: Path, split: str, trained_weights: bool = False, max_images:
     coco, cat_ids = dataset.coco, dataset.cat_ids
     if max_images is not None:
         dataset = Subset(dataset, range(min(max_images, len(dataset))))
-    results: dict[str, list[dict]] = {name: [] for name in RESCORINGS}
+    results: dict[str, list[dict]] = {}
     image_ids = []
     device = torch.device("cpu")
     for images, targets in tqdm(eval_loader(dataset, cfg.eval.batch_size, 0), desc=str(run), dynamic_ncols=True):
         with autocast(device, cfg.train.amp):
-            detections = rescored_detections(model, images, targets)
+            detections = rescored_detections(model, images, targets, objectness_powers)
         for target, by_rescoring in zip(targets, detections):
             image_ids.append(int(target["image_id"]))
             for name, found in by_rescoring.items():
-                results[name].extend(detections_to_coco(image_ids[-1], found, cat_ids))
+                results.setdefault(name, []).extend(detections_to_coco(image_ids[-1], found, cat_ids))
     return {name: coco_bbox_eval(coco, found, image_ids, verbose=False) for name, found in results.items()}
 
 
@@ -100,11 +109,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trained-weights", action="store_true",
                         help="for the runs trained with train.ema: their trained weights, not their average "
                              "(the others have only their trained weights)")
+    parser.add_argument("--objectness-powers", type=float, nargs="+", default=[], metavar="P",
+                        help="also rank by sigmoid(cls) * sigmoid(objectness) ** P, as model.objectness_power=P would")
     args = parser.parse_args(argv)
     # the trained weights where a run has an average beside them; a run without one has only those
     trained = {run: args.trained_weights and (Path(run) / "last.pth").is_file()
                and "train_model" in load_checkpoint(Path(run) / "last.pth") for run in args.runs}
-    metrics = {run: run_oracle(Path(run), args.split, trained[run], args.max_images) for run in args.runs}
+    metrics = {run: run_oracle(Path(run), args.split, trained[run], args.max_images, tuple(args.objectness_powers))
+               for run in args.runs}
     thresholds = ("0.50", "0.75", "0.90")
     print("| run | ranking | AP | " + " | ".join(f"AP@{t}" for t in thresholds) + " |")
     print("| --- " * (3 + len(thresholds)) + "|")

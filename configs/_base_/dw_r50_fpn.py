@@ -15,6 +15,7 @@ model = dict(
     pre_nms_top_n=1000,
     nms_thresh=0.6,
     detections_per_img=100,
+    objectness_power=1.0,  # score = sigmoid(cls) * sigmoid(objectness) ** this (1 as released; 0: the class score)
 )
 loss = dict(
     type="dw",

@@ -51,6 +51,8 @@ def build_model(cfg: Config) -> nn.Module:
         raise ValueError(f"config key model.type must be 'fcos' or 'torchvision_fcos', got {kind!r}")
     if kind == "torchvision_fcos" and kwargs.pop("refine"):
         raise ValueError("config key model.refine=True: torchvision's FCOS has no box refinement")
+    if kind == "torchvision_fcos" and kwargs.pop("objectness_power", 1.0) != 1.0:
+        raise ValueError("config key model.objectness_power: torchvision's FCOS scores its boxes its own way; leave it 1")
     try:
         if kind == "fcos":
             return build_fcos(num_classes, build_loss(cfg), **kwargs)

@@ -23,14 +23,15 @@ class FCOSDetector(nn.Module):
     ``images`` is a list of (3, H, W) float tensors in [0, 1]; targets are ``{"boxes" (G, 4) xyxy
     pixels, "labels" (G,) int64}`` per image (G may be 0).
 
-    Inference: score = sigmoid(cls) * sigmoid(objectness); per level the (point, class) pairs
+    Inference: score = sigmoid(cls) * sigmoid(objectness) ** ``objectness_power`` (1 as released;
+    0 ranks by the class score alone, above 1 leans on the objectness branch); per level the (point, class) pairs
     with score > ``score_thresh``, at most ``pre_nms_top_n`` of them; boxes clipped to the image,
     class-aware NMS at ``nms_thresh``, the best ``detections_per_img`` kept.
     """
 
     def __init__(self, backbone: nn.Module, head: FCOSHead, transform: DetectionTransform,
                  loss: Optional[nn.Module] = None, *, score_thresh: float = 0.05, pre_nms_top_n: int = 1000,
-                 nms_thresh: float = 0.6, detections_per_img: int = 100) -> None:
+                 nms_thresh: float = 0.6, detections_per_img: int = 100, objectness_power: float = 1.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -40,6 +41,7 @@ class FCOSDetector(nn.Module):
         self.pre_nms_top_n = pre_nms_top_n
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
+        self.objectness_power = objectness_power
 
     @property
     def num_classes(self) -> int:
@@ -84,14 +86,16 @@ class FCOSDetector(nn.Module):
 
     @torch.no_grad()
     def candidates(self, cls_logits: List[Tensor], bbox_preds: List[Tensor], objectness: List[Tensor],
-                   image_sizes: Sequence[Tuple[int, int]]) -> Detections:
+                   image_sizes: Sequence[Tuple[int, int]], objectness_power: Optional[float] = None) -> Detections:
         """Each image's scored boxes before NMS: per level the best ``pre_nms_top_n`` (point, class)
-        pairs above ``score_thresh``, boxes clipped to the (resized, unpadded) image."""
+        pairs above ``score_thresh``, boxes clipped to the (resized, unpadded) image; scored with
+        ``objectness_power`` in place of the model's own when it is given."""
+        power = self.objectness_power if objectness_power is None else objectness_power
         candidates = []
         for i, image_size in enumerate(image_sizes):
             boxes, scores, labels = [], [], []
             for cls, dist, obj, stride in zip(cls_logits, bbox_preds, objectness, self.head.strides):
-                level_boxes, level_scores, level_labels = self._level_candidates(cls[i], dist[i], obj[i], stride)
+                level_boxes, level_scores, level_labels = self._level_candidates(cls[i], dist[i], obj[i], stride, power)
                 boxes.append(level_boxes)
                 scores.append(level_scores)
                 labels.append(level_labels)
@@ -114,11 +118,12 @@ class FCOSDetector(nn.Module):
             detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
         return detections
 
-    def _level_candidates(self, cls: Tensor, dist: Tensor, obj: Tensor, stride: int
+    def _level_candidates(self, cls: Tensor, dist: Tensor, obj: Tensor, stride: int, objectness_power: float
                           ) -> Tuple[Tensor, Tensor, Tensor]:
         """The top (point, class) pairs of one level of one image: boxes, scores, labels."""
         num_classes, height, width = cls.shape
-        scores = (cls.sigmoid() * obj.sigmoid()).permute(1, 2, 0).reshape(-1)  # (H * W * C,) point-major
+        obj_prob = obj.sigmoid() if objectness_power == 1 else obj.sigmoid() ** objectness_power
+        scores = (cls.sigmoid() * obj_prob).permute(1, 2, 0).reshape(-1)  # (H * W * C,) point-major
         # the best pre_nms_top_n, then those above the threshold: the same pairs as the other way
         # round, with a size known before the data, so that the graph exports (ONNX)
         scores, candidates = scores.topk(min(self.pre_nms_top_n, len(scores)))
@@ -136,7 +141,7 @@ def build_fcos(num_classes: int, loss: Optional[nn.Module] = None, *, backbone: 
                refine: bool = False,
                min_size: Union[int, Sequence[int]] = 800, max_size: int = 1333, test_min_size: Optional[int] = None,
                channels: int = 256, score_thresh: float = 0.05, pre_nms_top_n: int = 1000, nms_thresh: float = 0.6,
-               detections_per_img: int = 100) -> FCOSDetector:
+               detections_per_img: int = 100, objectness_power: float = 1.0) -> FCOSDetector:
     """The FCOS detector of the DW paper from plain arguments (what configs call).
 
     Args:
@@ -156,13 +161,14 @@ def build_fcos(num_classes: int, loss: Optional[nn.Module] = None, *, backbone: 
             sequence of min sizes draws one per training image (multi-scale training).
         test_min_size: short side at evaluation (default ``min_size``; required for multi-scale).
         channels: FPN and head width.
-        score_thresh, pre_nms_top_n, nms_thresh, detections_per_img: inference settings.
+        score_thresh, pre_nms_top_n, nms_thresh, detections_per_img, objectness_power: inference
+            settings (see :class:`FCOSDetector`).
     """
     return FCOSDetector(build_backbone(backbone, backbone_weights, channels, backbone_norm, frozen_stages),
                         FCOSHead(num_classes, channels, strides=DEFAULT_STRIDES, refine=refine),
                         DetectionTransform(min_size, max_size, test_min_size, **input_normalisation(backbone)), loss,
                         score_thresh=score_thresh, pre_nms_top_n=pre_nms_top_n, nms_thresh=nms_thresh,
-                        detections_per_img=detections_per_img)
+                        detections_per_img=detections_per_img, objectness_power=objectness_power)
 
 
 def _check_images(images: List[Tensor]) -> None:

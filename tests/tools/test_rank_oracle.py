@@ -53,3 +53,23 @@ def test_rescorings_keep_the_models_detections_and_rank_by_fit():
 def test_a_folder_that_is_not_a_run_is_named(tmp_path):
     with pytest.raises(SystemExit, match="not a finished run folder: config.json is missing"):
         rank_oracle.run_oracle(tmp_path, "val")
+
+
+def test_objectness_powers_rank_as_the_detector_would_with_that_setting():
+    torch.manual_seed(0)
+    model = build_fcos(3, None, backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=64,
+                       min_size=64, max_size=128).eval()
+    model.score_thresh = 0.0
+    images = [torch.rand(3, 40, 56), torch.rand(3, 48, 40)]
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 34.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[10.0, 10.0, 30.0, 44.0]]), "labels": torch.tensor([0])}]
+    found = rank_oracle.rescored_detections(model, images, targets, objectness_powers=(1.0, 0.0))
+    for power in (1.0, 0.0):
+        model.objectness_power = power
+        with torch.no_grad():
+            expected = model(images)
+        for image_found, image_expected in zip(found, expected):
+            for key in ("boxes", "scores", "labels"):
+                assert torch.equal(image_found[f"cls×obj^{power:g}"][key], image_expected[key])
+    # the class score alone ranks otherwise than the model's own score
+    assert not torch.equal(found[0]["cls×obj^0"]["scores"], found[0]["model"]["scores"])

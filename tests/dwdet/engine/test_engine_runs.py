@@ -93,6 +93,17 @@ def test_offline_imagenet_weights_fail_with_a_hint_naming_the_config_key(tmp_pat
         build_model(cfg)
 
 
+@pytest.mark.parametrize("override,message", [("model.refine=True", "model.refine=True: torchvision's FCOS has no box"),
+                                              ("model.objectness_power=0.0", "model.objectness_power: torchvision's FCOS")])
+def test_options_of_our_detector_are_refused_for_torchvisions(override, message):
+    from dwdet.config import load_config
+    cfg = load_config(CONFIGS / "dw_r50_fpn_1x_coco.py", ["model.num_classes=3", "model.type=torchvision_fcos",
+                                                          "model.backbone=resnet18", "model.backbone_weights=None",
+                                                          override])
+    with pytest.raises(ValueError, match=message):
+        build_model(cfg)
+
+
 def test_resuming_an_exported_checkpoint_says_to_use_init_from(tmp_path, finished):
     _, run_dir = finished
     ckpt = load_checkpoint(run_dir / "last.pth")

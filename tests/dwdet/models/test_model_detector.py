@@ -178,6 +178,27 @@ def test_postprocess_decodes_and_thresholds():
     assert det["labels"].tolist() == [1]
 
 
+def test_objectness_power_reorders_by_the_class_score_or_the_objectness():
+    maps = _maps(SIZES)
+    _put(maps, 0, 1, 1, 0, 0.9, [4, 4, 4, 4])  # the surer class, the less sure objectness
+    _put(maps, 0, 5, 5, 1, 0.6, [4, 4, 4, 4])
+    ctr = maps[2]
+    ctr[0][0, 0, 1, 1] = _logit(0.4)
+    ctr[0][0, 0, 5, 5] = _logit(0.8)
+    expected = {1.0: [(1, 0.6 * 0.8), (0, 0.9 * 0.4)],  # as released
+                0.0: [(0, 0.9), (1, 0.6)],  # the class score alone
+                2.0: [(1, 0.6 * 0.8 ** 2), (0, 0.9 * 0.4 ** 2)]}
+    for power, ranked in expected.items():
+        (det,) = _tiny_model(objectness_power=power).eval().postprocess(*maps, [(64, 64)])
+        assert det["labels"].tolist() == [label for label, _ in ranked]
+        assert det["scores"].tolist() == pytest.approx([score for _, score in ranked])
+    # a power given to candidates() overrides the model's own, for this call only
+    model = _tiny_model().eval()
+    (found,) = model.candidates(*maps, [(64, 64)], objectness_power=0.0)
+    assert sorted(found["scores"].tolist()) == pytest.approx([0.6, 0.9])
+    assert model.objectness_power == 1.0
+
+
 def test_postprocess_class_aware_nms():
     model = _tiny_model().eval()
     maps = _maps(SIZES)
