@@ -23,6 +23,7 @@ TREECROWNS_IMAGENET_FCOS = "configs/lab/fcos_effl0_treecrowns.py"
 # the tree-crown tiles at twice their size (crowns 16-214 px), jittered by +-20 % as at 1x
 TREECROWNS_X2 = ("model.min_size=(512,576,640,704,768)", "model.max_size=768", "model.test_min_size=640")
 ADAMW_LRS = ("2e-4", "4e-4", "8e-4", "1.6e-3")  # the AdamW recipes' lr sweep (per 16 images); 4e-4 is theirs
+SGD_LRS = ("0.01", "0.02", "0.04", "0.08")  # the SGD recipes' lr sweep; 0.02 is theirs
 ADAMW = ("train.optimizer=adamw", "train.weight_decay=0.05")  # AdamW on the SGD recipe's schedule (6 epochs, fp32)
 COCO_SCORES_PER_OBJECT = 2.4e5  # docs/studies/shapes80.md, the shapes80 statistics
 PATTERNS80_SCORES_PER_OBJECT = 1.41e5  # tools/dataset_stats.py configs/lab/dw_r10_patterns80.py
@@ -112,12 +113,13 @@ def adamw_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
     return sweep + curves
 
 
-def lr_study(methods: tuple[tuple[str, str, str], ...], recipe_lr: str = "4e-4") -> tuple[Method, ...]:
-    """Each (name, label, config) at every lr of ADAMW_LRS, one curve of AP against lr per method, so
-    that each method's lr is chosen on val for itself; the config's own lr is its plain run."""
+def lr_study(methods: tuple[tuple[str, str, str], ...], recipe_lr: str = "4e-4", lrs: tuple[str, ...] = ADAMW_LRS
+             ) -> tuple[Method, ...]:
+    """Each (name, label, config) at every lr of ``lrs``, one curve of AP against lr per method, so
+    that each method's lr is chosen on val for itself; the config's own lr (``recipe_lr``) is its plain run."""
     return tuple(Method(name if lr == recipe_lr else f"{name}_lr{lr}", label, config,
                         () if lr == recipe_lr else (f"train.lr={lr}",), curve=label, x=float(lr), axis="lr")
-                 for name, label, config in methods for lr in ADAMW_LRS)
+                 for name, label, config in methods for lr in lrs)
 
 
 def objects_study() -> tuple[Method, ...]:
@@ -207,6 +209,10 @@ STUDIES = {
     # the recipe's lr swept for FCOS and DW separately (on val)
     "patterns80_lr": lr_study((("p80a_fcos", "FCOS", PATTERNS80_ADAMW_FCOS),
                                ("p80a_dw", "DW (released)", PATTERNS80_ADAMW_DW))),
+    # the SGD recipe's lr swept for each method: DW's gradients are about 1.5x FCOS's (the recipe's
+    # grad_norm records), so at one SGD lr DW takes larger steps; AdamW's steps do not scale with them
+    "patterns80_sgd_lr": lr_study((("p80_fcos", "FCOS", PATTERNS80_FCOS), ("p80_dw", "DW (released)", PATTERNS80_DW)),
+                                  recipe_lr="0.02", lrs=SGD_LRS),
     # the recipe with the weight average on: its checkpoints hold both the average and the trained
     # weights (the trajectory is the recipe's own), so each run is a pair of its own
     "patterns80_ema": (
