@@ -285,7 +285,7 @@ def _set_dotted(data: dict[str, Any], key: str, text: str) -> None:
     if isinstance(node[leaf], str) and not isinstance(value, (str, type(None))):
         value = text  # e.g. `data.year=2017` for a string key; None still unsets it
     if isinstance(node[leaf], dict) and isinstance(value, Mapping):
-        _merge(node[leaf], value, key + ".", allow_new=False)
+        _merge(node[leaf], value, key + ".", allow_new=not node[leaf])  # an empty section takes new keys, as in a file
     else:
         node[leaf] = _coerce(key, value, node[leaf], "the command line")
 

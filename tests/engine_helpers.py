@@ -25,7 +25,7 @@ model = dict(num_classes=2, dropout=0.2)
 data = dict(num_train=8, num_val=5, flip=True, sigterm_at=None, nan_at=None)
 train = dict(epochs=2, batch_size=2, lr=0.16, optimizer="sgd", sgd_momentum=0.9, adamw_betas=(0.9, 0.999),
              weight_decay=1e-4, warmup_iters=3,
-             warmup_ratio=0.1, lr_steps=(1,), lr_gamma=0.1, clip_grad_norm=0.0, ema=False, ema_decay=0.9, ema_tau=2.0,
+             warmup_ratio=0.1, lr_steps=(1,), lr_gamma=0.1, clip_grad_norm=0.0, loss_weights={}, ema=False, ema_decay=0.9, ema_tau=2.0,
              amp="none", nonfinite="stop", seed=0, init_from=None,
              deterministic=False, num_workers=0, log_interval=2, checkpoint_interval=1, keep_checkpoints=0,
              checkpoint_iters=0,

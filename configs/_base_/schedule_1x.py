@@ -12,6 +12,7 @@ train = dict(
     lr_steps=(8, 11),
     lr_gamma=0.1,
     clip_grad_norm=0.0,  # 0 = off
+    loss_weights={},  # a factor for named terms of the loss, e.g. {"loss_box": 2.0} (the others count once)
     # evaluate and save for inference an average of the weights over about 1/(1 - ema_decay) iterations,
     # reached after a warm-up of a few ema_tau iterations (README, "Training and evaluation")
     ema=False,

@@ -22,6 +22,8 @@ ADDED_KEYS: dict[str, Any] = {
     "train.ema_decay": 0.9998,
     "train.ema_tau": 2000.0,
     "train.keep_checkpoints": 0,
+    "train.loss_weights": {},
+    "model.objectness_power": 1.0,
 }
 
 # old key -> (the keys of its section that replace it, their values from the old value)

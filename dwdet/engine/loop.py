@@ -6,7 +6,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -44,17 +44,21 @@ class StepOptions:
     clip_grad_norm: float
     nonfinite: str
     log_interval: int
+    loss_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.nonfinite not in ("stop", "skip"):
             raise ValueError(f"train.nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
         if self.log_interval < 1:
             raise ValueError(f"train.log_interval must be at least 1 (iterations), got {self.log_interval}")
+        for name, weight in self.loss_weights.items():
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"train.loss_weights[{name!r}] must be a finite number >= 0, got {weight!r}")
 
     @classmethod
     def from_config(cls, train: Config) -> StepOptions:
         return cls(amp=train.amp, clip_grad_norm=train.clip_grad_norm, nonfinite=train.nonfinite,
-                   log_interval=train.log_interval)
+                   log_interval=train.log_interval, loss_weights=dict(train.loss_weights))
 
 
 @dataclasses.dataclass
@@ -153,7 +157,11 @@ def _step(state: TrainState, images: list[torch.Tensor], targets: list[dict], pa
     with autocast(device, options.amp):
         loss_dict = state.module(images, targets)
     names = sorted(loss_dict)
-    loss = sum(loss_dict[name].float() for name in names)
+    if not set(options.loss_weights) <= set(names):
+        raise ValueError(f"train.loss_weights names {sorted(set(options.loss_weights) - set(names))}, which the loss "
+                         f"does not return; its terms are {names}")
+    # the terms are logged as the loss returns them, the total as it is trained
+    loss = sum(options.loss_weights.get(name, 1.0) * loss_dict[name].float() for name in names)
     reduced = reduce_mean(torch.stack([loss_dict[n].detach().float() for n in names]
                                       + [loss.detach(), torch.tensor(float(stop.requested), device=device)]))
     *term_values, loss_value, stop_votes = reduced.tolist()

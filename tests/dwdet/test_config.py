@@ -84,6 +84,15 @@ def test_override_errors_name_the_key(base, override, message):
         load_config(base, [override])
 
 
+def test_an_empty_section_takes_new_keys_from_the_command_line_and_a_full_one_does_not(tmp_path):
+    path = tmp_path / "c.py"
+    path.write_text("train = dict(loss_weights={}, lr=0.1)\nmodel = dict(sizes=dict(a=1))\n")
+    cfg = load_config(path, ["train.loss_weights={'loss_box': 2.0}"])
+    assert cfg.train.loss_weights.to_dict() == {"loss_box": 2.0}
+    with pytest.raises(ConfigError, match="unknown config key 'model.sizes.b'"):
+        load_config(path, ["model.sizes={'b': 2}"])
+
+
 def test_inheritance_merges_sections_and_checks_types(tmp_path, base):
     write(tmp_path, "mid.py", """
         _base_ = "base.py"

@@ -202,6 +202,31 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
     assert distance(free) > 10 * distance(clipped)
 
 
+def test_loss_weights_scale_their_terms_in_the_step_and_not_in_the_log(tmp_path):
+    plain = ["eval.interval=0", "train.epochs=1", "train.weight_decay=0.0", "train.sgd_momentum=0.0",
+             "train.warmup_iters=0", "train.log_interval=1"]
+    base, _ = run(tmp_path, "base", plain)
+    records = [json.loads(line) for line in (tmp_path / "base" / "metrics.jsonl").read_text().splitlines()]
+    terms = sorted(k for k in records[0] if k.startswith("loss_"))
+    assert len(terms) >= 2
+    # every term twice: plain SGD takes the steps of twice the lr
+    doubled, _ = run(tmp_path, "doubled", [*plain, "train.loss_weights=" + repr({t: 2.0 for t in terms})])
+    faster, _ = run(tmp_path, "faster", [*plain, "train.lr=0.32"])
+    for key, value in faster.model.state_dict().items():
+        torch.testing.assert_close(doubled.model.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+    assert not same_weights(doubled.model.state_dict(), base.model.state_dict())
+    # one term off: the first step's terms are logged as the loss returns them, the total as trained
+    run(tmp_path, "one_off", [*plain, "train.loss_weights=" + repr({terms[0]: 0.0})])
+    first = json.loads((tmp_path / "one_off" / "metrics.jsonl").read_text().splitlines()[0])
+    assert {t: first[t] for t in terms} == {t: records[0][t] for t in terms}
+    assert first["loss"] == pytest.approx(sum(first[t] for t in terms[1:]), rel=1e-5)
+    with pytest.raises(ValueError, match=r"train.loss_weights names \['loss_bx'\], which the loss does not return; "
+                                         r"its terms are \["):
+        run(tmp_path, "typo", [*plain, "train.loss_weights={'loss_bx': 2.0}"])
+    with pytest.raises(ValueError, match=r"train.loss_weights\['loss_box'\] must be a finite number >= 0"):
+        run(tmp_path, "negative", [*plain, "train.loss_weights={'loss_box': -1.0}"])
+
+
 def test_the_trainer_tells_a_model_with_set_epoch_each_epoch(tmp_path):
     epochs = []
 
