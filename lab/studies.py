@@ -209,6 +209,16 @@ STUDIES = {
     # the recipe's lr swept for FCOS and DW separately (on val)
     "patterns80_lr": lr_study((("p80a_fcos", "FCOS", PATTERNS80_ADAMW_FCOS),
                                ("p80a_dw", "DW (released)", PATTERNS80_ADAMW_DW))),
+    # DW's loss pulls the box output about 3x harder than FCOS's and the class logits about 0.7x
+    # (lab.grad_parts): with one SGD lr its boxes train faster. Each method with the other's pull
+    "patterns80_sgd_pull": (
+        Method("p80_fcos", "FCOS", PATTERNS80_FCOS),
+        Method("p80_dw", "DW (released)", PATTERNS80_DW),
+        Method("p80_fcos_box3", "FCOS, box term x3", PATTERNS80_FCOS, ("train.loss_weights={'loss_box': 3.0}",),
+               all_seeds=False),
+        Method("p80_dw_loc033", "DW (released), box term x1/3", PATTERNS80_DW,
+               ("train.loss_weights={'loss_loc': 0.333}",), all_seeds=False),
+    ),
     # the SGD recipe's lr swept for each method: DW's gradients are about 1.5x FCOS's (the recipe's
     # grad_norm records), so at one SGD lr DW takes larger steps; AdamW's steps do not scale with them
     "patterns80_sgd_lr": lr_study((("p80_fcos", "FCOS", PATTERNS80_FCOS), ("p80_dw", "DW (released)", PATTERNS80_DW)),
