@@ -16,7 +16,8 @@ excludes 0.
 A ``<!-- rank-oracle: RECORD | BASELINE=FOLDER | METHOD=FOLDER -->`` block is the table of a
 ``tools/rank_oracle.py --json`` record: each of its rankings at AP and at three IoU thresholds, the
 two methods' means over the seeds they share (run folders ``.../FOLDER/seedN``; FOLDER may hold
-several path parts) and the paired gap.
+several path parts) and the paired gap. ``FOLDER@RANKING`` holds a column to one ranking (e.g.
+``DW=p80a_dw_ema@model | DW, cls×obj^3=p80a_dw_ema@cls×obj^3``: one setting against another).
 
 A figure elsewhere in a page ("37.8 ± 1.0") can be checked against the tables with
 ``figures_without_table``: tests/lab/test_docs_tables.py does so for the README.
@@ -98,6 +99,7 @@ def generate_rank_oracle(args_text: str) -> str:
         raise ValueError(f"<!-- rank-oracle: {args_text} -->: needs RECORD | BASELINE=FOLDER | METHOD=FOLDER")
     record = json.loads((REPO / path).read_text())
     (base_title, base), (title, method) = (column.split("=", 1) for column in columns)
+    (base, base_ranking), (method, method_ranking) = (_folder_and_ranking(c) for c in (base, method))
     runs = {}  # (FOLDER, seed folder): metrics, FOLDER being the end of the run's parent folder
     for run, by_ranking in record["metrics"].items():
         parent = Path(run).parent.as_posix()
@@ -107,17 +109,30 @@ def generate_rank_oracle(args_text: str) -> str:
     seeds = sorted({s for m, s in runs if m == base} & {s for m, s in runs if m == method})
     if not seeds:
         raise ValueError(f"<!-- rank-oracle: {args_text} -->: no seed of both {base} and {method} in {path}")
+    rankings = list(runs[(base, seeds[0])])
+    for fixed in (base_ranking, method_ranking):
+        if fixed is not None and fixed not in rankings:
+            raise ValueError(f"<!-- rank-oracle: {args_text} -->: no ranking {fixed!r} in {path} (it has {rankings})")
+    if base_ranking is not None and method_ranking is not None:
+        rankings = [f"{base_ranking} / {method_ranking}"]
     lines = [f"| ranking | IoU threshold | {base_title} | {title} | gap ({len(seeds)} paired seeds) [95 % CI] |",
              "| --- | --- | --- | --- | --- |"]
-    for ranking in runs[(base, seeds[0])]:
+    for row_ranking in rankings:
         for label, threshold in ORACLE_THRESHOLDS:
-            def values(folder: str) -> list[float]:
+            def values(folder: str, ranking: str) -> list[float]:
                 stats = [runs[(folder, seed)][ranking] for seed in seeds]
                 return [100 * (s["AP"] if threshold is None else s[PER_IOU][threshold]) for s in stats]
-            ours, theirs = values(method), values(base)
-            lines.append(f"| {ranking} | {label} | {statistics.fmean(theirs):.1f} | {statistics.fmean(ours):.1f} | "
+            ours = values(method, method_ranking or row_ranking)
+            theirs = values(base, base_ranking or row_ranking)
+            lines.append(f"| {row_ranking} | {label} | {statistics.fmean(theirs):.1f} | {statistics.fmean(ours):.1f} | "
                          f"{report.gap_cell(list(report.paired_gap(ours, theirs)), '**')} |")
     return "\n".join(lines) + "\n"
+
+
+def _folder_and_ranking(column: str) -> tuple[str, str | None]:
+    """``FOLDER`` or ``FOLDER@RANKING`` of a rank-oracle column."""
+    folder, _, ranking = column.partition("@")
+    return folder, ranking or None
 
 
 def refresh(text: str) -> tuple[str, list[str]]:

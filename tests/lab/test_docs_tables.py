@@ -128,3 +128,15 @@ def test_a_rank_oracle_table_is_the_paired_gap_of_its_record(tmp_path, capsys, m
     page.write_text(block.replace(" | B=ours", ""))
     with pytest.raises(SystemExit, match="needs RECORD"):
         docs_tables.main([str(page)])
+    # one ranking against another, of the same runs: the IoU ranking is 10 AP above at every seed
+    page.write_text("<!-- rank-oracle: oracle.json | A=ours@model | B=ours@IoU -->\n<!-- /rank-oracle -->\n")
+    assert docs_tables.main([str(page)]) == 0
+    lines = page.read_text().splitlines()
+    assert lines[1] == "| ranking | IoU threshold | A | B | gap (3 paired seeds) [95 % CI] |"
+    assert lines[3] == "| model / IoU | 0.50:0.95 | 40.3 | 50.3 | +10.0 [+10.0, +10.0] **win** |" and len(lines) == 3 + 4 + 1
+    page.write_text("<!-- rank-oracle: oracle.json | A=base | B=ours@IoU -->\n<!-- /rank-oracle -->\n")
+    assert docs_tables.main([str(page)]) == 0  # each ranking of the baseline against B's fixed one
+    assert page.read_text().splitlines()[3] == "| model | 0.50:0.95 | 31.0 | 45.5 | +14.5 [+8.1, +20.9] **win** |"
+    page.write_text("<!-- rank-oracle: oracle.json | A=base@cls | B=ours -->\n<!-- /rank-oracle -->\n")
+    with pytest.raises(SystemExit, match="no ranking 'cls' in oracle.json"):
+        docs_tables.main([str(page)])
