@@ -145,6 +145,7 @@ def run_test(method: Method, seed: int, out: str, opts: list[str], threads: int,
     work_dir = run_dir(out, method, seed)
     command = [sys.executable, str(REPO / "tools" / "test.py"), str(source / "config.json"), str(source / "last.pth"),
                *(["--trained-weights"] if trained else []), "--opts", *split_overrides(method, opts, split),
+               *method.inference,
                "--work-dir", str(work_dir / split)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     say(f"{method.name} seed {seed}: evaluating on {split} ({work_dir}/{split}.log)")

@@ -61,6 +61,13 @@ class Method:
     # a method whose runs (trained with train.ema) this one evaluates with their trained weights
     # instead of their average: the plain recipe's runs, since the average never feeds back
     trained_weights_of: str | None = None
+    # overrides of the evaluation alone (inference settings, e.g. model.objectness_power=3) for a
+    # method that evaluates another's runs: one training, several ways to run it
+    inference: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.inference and self.trained_weights_of is None:
+            raise ValueError(f"method {self.name}: inference settings need trained_weights_of (the runs they evaluate)")
 
     @property
     def depends_on(self) -> str | None:

@@ -337,7 +337,9 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path, monkeypatc
     ema = (*fcos.overrides, "train.ema=True", "train.ema_decay=0.5", "train.ema_tau=1.0")
     monkeypatch.setitem(studies.STUDIES, "toy_ema", (
         studies.Method("fcos_trained", "FCOS", fcos.config, ema, trained_weights_of="fcos_ema"),
-        studies.Method("fcos_ema", "FCOS, weight average", fcos.config, ema)))
+        studies.Method("fcos_ema", "FCOS, weight average", fcos.config, ema),
+        studies.Method("fcos_cls_only", "FCOS, ranked by the class score", fcos.config, ema,
+                       trained_weights_of="fcos_ema", inference=("model.objectness_power=0.0",))))
     assert compare.main(["--out", str(out), "--study", "toy_ema", "--seeds", "0", "--split", "test", "--opts", *opts]) == 0
     plain = json.loads((out / "fcos" / "seed0" / "result.json").read_text())
     trained = json.loads((out / "fcos_trained" / "seed0" / "result.json").read_text())
@@ -347,6 +349,13 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path, monkeypatc
     assert trained["test"]["AP"] == plain["test"]["AP"] and "--trained-weights" in trained["test"]["command"]
     assert "--trained-weights" not in average["test"]["command"]
     assert trained["environment"] == average["environment"] and trained["config"] == average["config"]
+    # an inference setting on the same trained weights, on val and on test
+    cls_only = json.loads((out / "fcos_cls_only" / "seed0" / "result.json").read_text())
+    for command in (cls_only["command"], cls_only["test"]["command"]):
+        assert "--trained-weights" in command and command[-3:-2] == ["model.objectness_power=0.0"]
+    assert "model.objectness_power" not in " ".join(trained["command"])
+    with pytest.raises(ValueError, match="inference settings need trained_weights_of"):
+        studies.Method("x", "x", fcos.config, inference=("model.objectness_power=0.0",))
 
 
 @pytest.mark.parametrize("study, names", [("patterns80_adamw", ("p80a_fcos", "p80a_dw")),
