@@ -231,6 +231,13 @@ STUDIES = {
     # grad_norm records), so at one SGD lr DW takes larger steps; AdamW's steps do not scale with them
     "patterns80_sgd_lr": lr_study((("p80_fcos", "FCOS", PATTERNS80_FCOS), ("p80_dw", "DW (released)", PATTERNS80_DW)),
                                   recipe_lr="0.02", lrs=SGD_LRS),
+    # an inference setting chosen on val (tools/rank_oracle.py --objectness-powers, seeds 0-2): DW's
+    # trained runs ranked by sigmoid(cls) * sigmoid(objectness) ** 4
+    "patterns80_inference": (
+        *PATTERNS80_TRAINED,
+        Method("p80a_dw_obj4", "DW (released), objectness^4 at inference", PATTERNS80_ADAMW_DW, ("train.ema=True",),
+               trained_weights_of="p80a_dw_ema", inference=("model.objectness_power=4.0",)),
+    ),
     # the recipe with the weight average on: its checkpoints hold both the average and the trained
     # weights (the trajectory is the recipe's own), so each run is a pair of its own
     "patterns80_ema": (
