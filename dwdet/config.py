@@ -111,7 +111,9 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
     overrides (values parsed as Python literals, bare words as strings), then import the modules of
     its ``custom_imports``."""
     data = _load_file(os.fspath(path), chain=())[0]
-    if CUSTOM_IMPORTS not in data:  # a saved config of a dwdet before the key
+    if os.fspath(path).endswith(".json"):  # a saved run's config: it may predate keys that overrides name
+        data = _compat().migrate_config(data)
+    elif CUSTOM_IMPORTS not in data:
         data[CUSTOM_IMPORTS] = _compat().custom_imports_of(data)
     cfg = apply_overrides(data, overrides)
     import_custom_modules(cfg)
