@@ -143,12 +143,14 @@ def resolve_num_classes(cfg: Config, categories: Sequence[dict[str, Any]] | None
 def build_dataset(cfg: Config, split: str) -> Any:
     """``cfg.data.type``: "coco" (``root`` + ``{split}_images`` / ``{split}_ann``) or a registered data
     source (``dwdet.data.sources``, e.g. the lab's "synthetic"). Training images are
-    flipped with probability ``flip``; images without boxes are skipped in training only."""
-    from dwdet.data import CocoDetection, RandomHorizontalFlip
+    flipped left to right with probability ``flip``, top to bottom with ``vflip`` and transposed
+    with ``transpose``; images without boxes are skipped in training only."""
+    from dwdet.data import CocoDetection, RandomFlips
     data = cfg.data
     images, annotations = split_files(cfg, split)
     train = split == "train"
-    flip = RandomHorizontalFlip(data.flip) if train and data.flip > 0 else None
+    probabilities = (data.flip, data.vflip, data.transpose)
+    flip = RandomFlips(*probabilities) if train and any(p > 0 for p in probabilities) else None
     return CocoDetection(images, annotations, flip, filter_empty=train, on_bad_image=data.on_bad_image,
                          on_unknown_category=data.on_unknown_category)
 

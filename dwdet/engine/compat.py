@@ -23,6 +23,8 @@ ADDED_KEYS: dict[str, Any] = {
     "train.ema_tau": 2000.0,
     "train.keep_checkpoints": 0,
     "train.loss_weights": {},
+    "data.vflip": 0.0,
+    "data.transpose": 0.0,
     "model.objectness_power": 1.0,
 }
 

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DistributedSampler, RandomSampler
 
 from dwdet.data.sampler import GroupedBatchSampler, SeededDataset, aspect_ratio_groups, collate
-from dwdet.data.transforms import RandomHorizontalFlip
+from dwdet.data.transforms import RandomFlips
 
 
 class ToyDataset(torch.utils.data.Dataset):
@@ -90,7 +90,7 @@ def was_flipped(image, index, sizes):
 
 def test_seeded_dataset_makes_transforms_a_function_of_the_key():
     sizes = mixed_sizes(4)
-    dataset = SeededDataset(ToyDataset(sizes, RandomHorizontalFlip()))
+    dataset = SeededDataset(ToyDataset(sizes, RandomFlips()))
     flips = {seed: was_flipped(dataset[(1, seed)][0], 1, sizes) for seed in range(20)}
     assert set(flips.values()) == {True, False}  # both outcomes occur over seeds
     for seed in range(20):  # and each is reproducible, whatever the global RNG state

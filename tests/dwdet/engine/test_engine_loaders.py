@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from dwdet.data.sampler import GroupedBatchSampler, SeededDataset, aspect_ratio_groups
-from dwdet.data.transforms import RandomHorizontalFlip
+from dwdet.data.transforms import RandomFlips
 from dwdet.engine.loaders import EpochLoader, eval_loader
 from tests.dwdet.data.test_data_sampler import ToyDataset, mixed_sizes, was_flipped
 
@@ -33,7 +33,7 @@ def test_a_resumed_epoch_is_the_rest_of_the_uninterrupted_one():
 
 def test_resume_is_exact_whatever_the_workers():
     sizes = mixed_sizes(14)
-    full = list(grouped_loader(14, 3, workers=0, seed=4, transforms=RandomHorizontalFlip()).epoch(1))
+    full = list(grouped_loader(14, 3, workers=0, seed=4, transforms=RandomFlips()).epoch(1))
     assert len(full) == math.ceil(14 / 3)
     assert sorted(t["image_id"] for _, targets in full for t in targets) == list(range(14))
     flipped = [was_flipped(image, t["image_id"], sizes) for images, targets in full
@@ -42,7 +42,7 @@ def test_resume_is_exact_whatever_the_workers():
     boxes_flipped = [t["boxes"][0, 0].item() != 0 for _, targets in full for t in targets]
     assert boxes_flipped == flipped  # each target is flipped with its own image
 
-    rest = list(grouped_loader(14, 3, workers=2, seed=4, transforms=RandomHorizontalFlip()).epoch(1, start=2))
+    rest = list(grouped_loader(14, 3, workers=2, seed=4, transforms=RandomFlips()).epoch(1, start=2))
     assert len(rest) == len(full) - 2
     for (images_a, targets_a), (images_b, targets_b) in zip(full[2:], rest):
         assert [t["image_id"] for t in targets_a] == [t["image_id"] for t in targets_b]
