@@ -21,6 +21,9 @@ TREECROWNS_FCOS = "configs/lab/fcos_r10_treecrowns.py"
 TREECROWNS_IMAGENET_DW = "configs/lab/dw_effl0_treecrowns.py"
 TREECROWNS_IMAGENET_FCOS = "configs/lab/fcos_effl0_treecrowns.py"
 # the tree-crown tiles at twice their size (crowns 16-214 px), jittered by +-20 % as at 1x
+# the tiles flipped both ways and transposed: aerial images have no up, so each of a square's 8
+# symmetries is another training image
+TREECROWNS_D8 = ("data.vflip=0.5", "data.transpose=0.5")
 TREECROWNS_X2 = ("model.min_size=(512,576,640,704,768)", "model.max_size=768", "model.test_min_size=640")
 ADAMW_LRS = ("2e-4", "4e-4", "8e-4", "1.6e-3")  # the AdamW recipes' lr sweep (per 16 images); 4e-4 is theirs
 SGD_LRS = ("0.01", "0.02", "0.04", "0.08")  # the SGD recipes' lr sweep; 0.02 is theirs
@@ -277,6 +280,10 @@ STUDIES = {
     "treecrowns_imagenet": (
         Method("tc_fcos_effl0", "FCOS, EfficientNet-Lite0 (ImageNet)", TREECROWNS_IMAGENET_FCOS),
         Method("tc_dw_effl0", "DW (released), EfficientNet-Lite0 (ImageNet)", TREECROWNS_IMAGENET_DW),
+        Method("tc_fcos_effl0_d8", "FCOS, EfficientNet-Lite0 (ImageNet), 8 symmetries", TREECROWNS_IMAGENET_FCOS,
+               TREECROWNS_D8, all_seeds=False),
+        Method("tc_dw_effl0_d8", "DW (released), EfficientNet-Lite0 (ImageNet), 8 symmetries",
+               TREECROWNS_IMAGENET_DW, TREECROWNS_D8, all_seeds=False),
     ),
     # a whole place held out for val and test (its own val set: no pairing with the above); needs
     # python -m lab.make_treecrowns --layout sites --out data/treecrowns-sites
