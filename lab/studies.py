@@ -228,7 +228,7 @@ STUDIES = {
         Method("p80_fcos_box3", "FCOS, box term x3", PATTERNS80_FCOS, ("train.loss_weights={'loss_box': 3.0}",),
                all_seeds=False),
         Method("p80_dw_loc033", "DW (released), box term x1/3", PATTERNS80_DW,
-               ("train.loss_weights={'loss_loc': 0.333}",), all_seeds=False),
+               ("train.loss_weights={'loss_loc': 0.333}",)),
     ),
     # the SGD recipe's lr swept for each method: DW's gradients are about 1.5x FCOS's (the recipe's
     # grad_norm records), so at one SGD lr DW takes larger steps; AdamW's steps do not scale with them
