@@ -1,6 +1,6 @@
 """ONNX export: the grid_sample form of boundary sampling against the dw_ops op, and an exported
-graph run in onnxruntime against PyTorch: the shipped demo model with box refinement added,
-exported through dwdet-export --onnx."""
+graph run in onnxruntime against PyTorch: the shipped demo model with box refinement added (and its
+objectness weighted in the ranking), exported through dwdet-export --onnx."""
 import json
 
 import numpy as np
@@ -64,7 +64,8 @@ def refining_demo_checkpoint(tmp_path_factory):
     ckpt["config"]["model"]["refine"] = True
     # a short side of 120 and a long one of 200, so that some images are scaled by their short side
     # and others by their long one (the demo's 192 / 192 scales all by the long side)
-    ckpt["config"]["model"].update(min_size=[120], max_size=200)
+    # and a ranking that leans on the objectness, which the graph must carry too
+    ckpt["config"]["model"].update(min_size=[120], max_size=200, objectness_power=2.0)
     generator = torch.Generator().manual_seed(0)
     ckpt["model"]["head.reg_offsets.weight"] = torch.randn(8, 64, 3, 3, generator=generator) * 0.3
     ckpt["model"]["head.reg_offsets.bias"] = torch.zeros(8)
@@ -80,7 +81,7 @@ def test_dwdet_export_onnx_matches_pytorch_with_box_refinement(refining_demo_che
     graph = onnx.load(out)
     props = {p.key: p.value for p in graph.metadata_props}
     model, _, categories = builders.load_detector(refining_demo_checkpoint)
-    assert model.head.refine and json.loads(props["categories"]) == categories
+    assert model.head.refine and model.objectness_power == 2.0 and json.loads(props["categories"]) == categories
     # post-processing and the refinement's sampling are inside the graph, in standard operators
     assert {"NonMaxSuppression", "TopK", "GridSample"} <= {node.op_type for node in graph.graph.node}
     # one graph for every image size: landscape, portrait and square images, scaled by their short
