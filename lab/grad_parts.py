@@ -3,7 +3,7 @@ part (backbone, FPN, the class and box towers, the class logits, the box and obj
 under each run's loss, on the same training batches, from each run's weights.
 
     python -m lab.grad_parts work_dirs/compare/p80a_fcos/seed0 work_dirs/compare/p80a_dw/seed0 \\
-        --checkpoint epoch_2.pth --batches 8 --json docs/results/patterns80_grad_parts.json
+        --checkpoint epoch_2.pth --trained-weights --batches 8 --json docs/results/patterns80_grad_parts/e2_seed0.json
 
 Every run's weights (at ``--checkpoint``) take every run's loss in turn, so that a loss's pull is
 seen apart from the state its own training reached. With SGD a part moves by the lr times its
