@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dwdet.engine import CheckpointError, builders, load_checkpoint
+from dwdet.engine import CheckpointError, builders
 from dwdet.engine.precision import autocast
 from dwdet.engine.runtime import environment_record, seed_everything
 from dwdet.utils.io import write_json
@@ -70,9 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", help="also write the norms here, with the environment (revision, CPU, command)")
     args = parser.parse_args(argv)
     try:
-        loaded = {run: builders.load_run(run, "train", args.checkpoint, args.trained_weights
-                                         and "train_model" in load_checkpoint(run / args.checkpoint))
-                  for run in args.runs}
+        loaded = {run: builders.load_run(run, "train", args.checkpoint, args.trained_weights) for run in args.runs}
     except CheckpointError as error:
         raise SystemExit(str(error)) from None
     batches = training_batches(loaded[args.runs[0]][1], args.batches)

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-images", type=int, default=None, help="measure only the first images")
     parser.add_argument("--json", help="also write the statistics here")
     parser.add_argument("--trained-weights", action="store_true",
-                        help="for runs trained with train.ema: their trained weights, not their average")
+                        help="for the runs trained with train.ema: their trained weights, not their average "
+                             "(the others have only their trained weights)")
     args = parser.parse_args(argv)
     results = {run: run_stats(Path(run), args.split, args.max_images, args.trained_weights) for run in args.runs}
     print("| run | " + " | ".join(COLUMNS) + " |\n" + "| --- " * (len(COLUMNS) + 1) + "|")

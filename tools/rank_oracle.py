@@ -32,7 +32,7 @@ from torch.utils.data import Subset  # noqa: E402
 from torchvision.ops import box_iou  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from dwdet.engine import CheckpointError, builders, load_checkpoint  # noqa: E402
+from dwdet.engine import CheckpointError, builders  # noqa: E402
 from dwdet.engine.evaluation import PER_IOU, coco_bbox_eval, detections_to_coco  # noqa: E402
 from dwdet.engine.loaders import eval_loader  # noqa: E402
 from dwdet.engine.precision import autocast  # noqa: E402
@@ -112,11 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--objectness-powers", type=float, nargs="+", default=[], metavar="P",
                         help="also rank by sigmoid(cls) * sigmoid(objectness) ** P, as model.objectness_power=P would")
     args = parser.parse_args(argv)
-    # the trained weights where a run has an average beside them; a run without one has only those
-    trained = {run: args.trained_weights and (Path(run) / "last.pth").is_file()
-               and "train_model" in load_checkpoint(Path(run) / "last.pth") for run in args.runs}
-    metrics = {run: run_oracle(Path(run), args.split, trained[run], args.max_images, tuple(args.objectness_powers))
-               for run in args.runs}
+    metrics = {run: run_oracle(Path(run), args.split, args.trained_weights, args.max_images,
+                               tuple(args.objectness_powers)) for run in args.runs}
     thresholds = ("0.50", "0.75", "0.90")
     print("| run | ranking | AP | " + " | ".join(f"AP@{t}" for t in thresholds) + " |")
     print("| --- " * (3 + len(thresholds)) + "|")
@@ -126,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
                   + " | ".join(f"{100 * stats[PER_IOU][t]:.1f}" for t in thresholds) + " |")
     if args.json:
         write_json({"environment": environment_record(), "split": args.split,
-                    "trained_weights": trained, "metrics": metrics}, args.json, indent=1)
+                    "trained_weights": args.trained_weights, "metrics": metrics}, args.json, indent=1)
 
 
 if __name__ == "__main__":

@@ -211,7 +211,15 @@ def load_detector(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
     checkpoint's weights replace them. ``trained_weights`` loads the trained weights of a run with
     ``train.ema`` instead of their average (which is what the checkpoint's ``model`` holds)."""
     source = os.fspath(checkpoint)
-    ckpt = load_checkpoint(source)
+    return detector_from_checkpoint(load_checkpoint(source), source, overrides, categories, cfg, trained_weights,
+                                    changes)
+
+
+def detector_from_checkpoint(ckpt: Mapping[str, Any], source: str, overrides: Sequence[str] = (),
+                             categories: Sequence[dict[str, Any]] | None = None, cfg: Config | None = None,
+                             trained_weights: bool = False, changes: Mapping[str, Any] | None = None
+                             ) -> tuple[nn.Module, Config, list[dict[str, Any]]]:
+    """:func:`load_detector` of a checkpoint already read from ``source``."""
     if trained_weights and "train_model" not in ckpt:
         raise CheckpointError(f"{source} holds no weight average beside its trained weights (it was trained "
                               f"without train.ema, or exported): load it without asking for the trained weights")
@@ -239,8 +247,10 @@ def load_detector(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
 def load_run(run: str | os.PathLike, split: str, checkpoint: str = "last.pth", trained_weights: bool = False
              ) -> tuple[nn.Module, Config, Any]:
     """(our detector in eval mode, its config, the dataset of ``split``) of a finished run folder of
-    tools/train.py (its config.json and ``checkpoint``), for the tools that study trained runs;
-    ``trained_weights`` as in :func:`load_detector`."""
+    tools/train.py (its config.json and ``checkpoint``), for the tools that study trained runs.
+    ``trained_weights``: the trained weights where the checkpoint holds an average beside them (a
+    run trained with ``train.ema``); a run without an average has only its trained weights, so a
+    study can ask the same of every run."""
     folder = os.fspath(run)
     for name in ("config.json", checkpoint):
         if not os.path.isfile(os.path.join(folder, name)):
@@ -250,6 +260,8 @@ def load_run(run: str | os.PathLike, split: str, checkpoint: str = "last.pth", t
         raise CheckpointError(f"{folder}: model.type={cfg.model.type!r}; only our detector (model.type='fcos') "
                               "can be studied")
     dataset = build_dataset(cfg, split)
-    model, cfg, _ = load_detector(os.path.join(folder, checkpoint), cfg=cfg,
-                                  categories=getattr(dataset, "categories", None), trained_weights=trained_weights)
+    source = os.path.join(folder, checkpoint)
+    ckpt = load_checkpoint(source)
+    model, cfg, _ = detector_from_checkpoint(ckpt, source, cfg=cfg, categories=getattr(dataset, "categories", None),
+                                             trained_weights=trained_weights and "train_model" in ckpt)
     return model, cfg, dataset

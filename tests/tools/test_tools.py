@@ -303,7 +303,7 @@ def test_captions_are_sized_to_the_image_and_sit_on_a_filled_box(size):
     assert ((caption == 255).all(0) | (caption == 0).all(0)).any()  # white or black text on it
 
 
-def test_test_evaluates_the_trained_weights_of_a_run_with_ema_on_request(stand_ins, tmp_path):
+def test_test_evaluates_the_trained_weights_of_a_run_with_ema_on_request(stand_ins, tmp_path, monkeypatch):
     config, work_dir = str(stand_ins), tmp_path / "run"
     ema = ["train.epochs=1", "train.ema=True", "train.ema_decay=0.9", "train.ema_tau=2.0"]
     assert load_tool("train").main([config, "--opts", *ema, "--work-dir", str(work_dir)]) == 0
@@ -320,3 +320,9 @@ def test_test_evaluates_the_trained_weights_of_a_run_with_ema_on_request(stand_i
     assert load_tool("train").main([config, "--opts", "train.epochs=1", "--work-dir", str(plain)]) == 0
     with pytest.raises(CheckpointError, match="no weight average beside its trained weights"):
         builders.load_detector(plain / "last.pth", trained_weights=True)
+    # the study tools ask every run for its trained weights: the averaged run gives them, the plain its only ones
+    monkeypatch.setattr(builders, "build_dataset", lambda cfg, split: None)  # the stand-ins have no dataset type
+    for run, key in ((work_dir, "train_model"), (plain, "model")):
+        model, _, _ = builders.load_run(run, "val", trained_weights=True)
+        expected = load_checkpoint(run / "last.pth")[key]
+        assert all(torch.equal(model.state_dict()[k], expected[k]) for k in expected)
