@@ -290,6 +290,11 @@ STUDIES = {
                TREECROWNS_IMAGENET_FCOS, (*TREECROWNS_D8, *schedule(12, 10 / 12), "eval.interval=2"), all_seeds=False),
         Method("tc_dw_effl0_d8_e12", "DW (released), EfficientNet-Lite0 (ImageNet), 8 symmetries, 12 epochs",
                TREECROWNS_IMAGENET_DW, (*TREECROWNS_D8, *schedule(12, 10 / 12), "eval.interval=2"), all_seeds=False),
+        # the same schedule with the left-right flip alone: what the symmetries add
+        Method("tc_fcos_effl0_e12", "FCOS, EfficientNet-Lite0 (ImageNet), 12 epochs", TREECROWNS_IMAGENET_FCOS,
+               (*schedule(12, 10 / 12), "eval.interval=2"), all_seeds=False),
+        Method("tc_dw_effl0_e12", "DW (released), EfficientNet-Lite0 (ImageNet), 12 epochs", TREECROWNS_IMAGENET_DW,
+               (*schedule(12, 10 / 12), "eval.interval=2"), all_seeds=False),
     ),
     # a whole place held out for val and test (its own val set: no pairing with the above); needs
     # python -m lab.make_treecrowns --layout sites --out data/treecrowns-sites
