@@ -19,9 +19,9 @@ draw a bar chart and the loss curves.
     python -m lab.compare --study patterns80_assigners --report-only --records docs/results/patterns80_runs.jsonl
 
 Each run is ``tools/train.py <config> <overrides> train.seed=<seed>`` in
-``<out>/<method>/seed<seed>`` with its log in ``train.log`` there; a finished run (``result.json``)
-is skipped and an interrupted one resumes from its ``last.pth``, so the command can simply be
-rerun. ``--jobs`` runs that many trainings at once, sharing the CPU threads between them (on a GPU
+``<out>/<method>/seed<seed>``, its log in ``train.log`` there and its console in ``console.log``; a
+finished run (``result.json``) is skipped and an interrupted one resumes from its ``last.pth``, so
+the command can simply be rerun. ``--jobs`` runs that many trainings at once, sharing the CPU threads between them (on a GPU
 machine keep ``--jobs 1``). ``--opts`` applies to every run (e.g. a longer schedule or larger
 images on a GPU). The report is ``results.json``, ``results.md``, ``ap.png`` and ``loss.png`` in
 ``<out>``, and ``runs.jsonl``: one line per finished run (its result.json). Those lines are small

@@ -3,9 +3,9 @@
 finished run leaves, with its provenance.
 
 Each run is ``tools/train.py <config> <overrides> train.seed=<seed>`` in
-``<out>/<method>/seed<seed>`` with its log in ``train.log`` there; a finished run (``result.json``)
-is skipped and an interrupted one resumes from its ``last.pth``, so the command can simply be
-rerun. A record (a run's result.json, one line of ``runs.jsonl``) holds the run's metrics on val,
+``<out>/<method>/seed<seed>``, its log in ``train.log`` there and its console in ``console.log``; a
+finished run (``result.json``) is skipped and an interrupted one resumes from its ``last.pth``, so
+the command can simply be rerun. A record (a run's result.json, one line of ``runs.jsonl``) holds the run's metrics on val,
 its resolved config, command, environment (revision, CPU, ISA, threads) and first loss;
 :func:`evaluate_split` adds the metrics of its ``last.pth`` on the benchmark's test split (once per
 run). :func:`read_records` reads ``runs.jsonl`` files back, so that a report can cover runs made in
@@ -99,12 +99,14 @@ def train(method: Method, seed: int, out: str, opts: list[str], threads: int) ->
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = train_command(method, seed, work_dir, opts)
     say(f"{method.name} seed {seed}: training ({work_dir}/train.log)")
-    with open(work_dir / "train.log", "a") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
+    # the trainer writes train.log itself; its console (progress bars, warnings, a crash's
+    # traceback) goes beside it, so that no line is logged twice
+    with open(work_dir / "console.log", "a") as console:
+        code = subprocess.run(command, stdout=console, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
     evaluation = final_eval(work_dir)
     if code != 0 or evaluation is None:
         raise RuntimeError(f"{method.name} seed {seed} did not finish (exit code {code}); "
-                           f"see {work_dir}/train.log, and rerun to resume it")
+                           f"see {work_dir}/console.log, and rerun to resume it")
     minutes = training_minutes(work_dir)
     result = {"method": method.name, "seed": seed, "opts": opts, "command": command[1:], "minutes": round(minutes, 2),
               **kept(evaluation), **provenance(work_dir),

@@ -306,6 +306,9 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path, monkeypatc
         first = json.loads((out / name / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
         assert result["first_loss"] == {"iter": first["iter"], "loss": first["loss"]}
     log = out / "dw" / "seed0" / "train.log"
+    records = [line for line in log.read_text().splitlines() if "type=train" in line]
+    assert records and len(set(records)) == len(records)  # each logged once, the console kept apart
+    assert "Traceback" not in (out / "dw" / "seed0" / "console.log").read_text()
     size = log.stat().st_size
     assert compare.main(["--out", str(out), "--seeds", "0", "--opts", *opts]) == 0  # nothing left to train
     assert log.stat().st_size == size
