@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         for _, cfg in runs:
             print_config(cfg)
         return
-    dataset = builders.build_dataset(runs[0][1], args.split)
+    dataset = builders.build_dataset(runs[0][1], args.split, training=False)  # the image as it is
     if not 0 <= args.index < len(dataset):
         raise SystemExit(f"--index {args.index} is out of range: the {args.split} set has {len(dataset)} images")
     image, target = dataset[args.index]

@@ -140,18 +140,19 @@ def resolve_num_classes(cfg: Config, categories: Sequence[dict[str, Any]] | None
     return cfg.merge({"model": {"num_classes": len(categories)}})
 
 
-def build_dataset(cfg: Config, split: str) -> Any:
+def build_dataset(cfg: Config, split: str, training: bool | None = None) -> Any:
     """``cfg.data.type``: "coco" (``root`` + ``{split}_images`` / ``{split}_ann``) or a registered data
-    source (``dwdet.data.sources``, e.g. the lab's "synthetic"). Training images are
-    flipped left to right with probability ``flip``, top to bottom with ``vflip`` and transposed
-    with ``transpose``; images without boxes are skipped in training only."""
+    source (``dwdet.data.sources``, e.g. the lab's "synthetic"). ``training`` (by default: the split
+    is "train"): images are flipped left to right with probability ``flip``, top to bottom with
+    ``vflip`` and transposed with ``transpose``, and images without boxes are skipped; otherwise
+    every image is given as it is, as an evaluation of the split needs it."""
     from dwdet.data import CocoDetection, RandomFlips
     data = cfg.data
     images, annotations = split_files(cfg, split)
-    train = split == "train"
+    training = split == "train" if training is None else training
     probabilities = (data.flip, data.vflip, data.transpose)
-    flip = RandomFlips(*probabilities) if train and any(p > 0 for p in probabilities) else None
-    return CocoDetection(images, annotations, flip, filter_empty=train, on_bad_image=data.on_bad_image,
+    flip = RandomFlips(*probabilities) if training and any(p > 0 for p in probabilities) else None
+    return CocoDetection(images, annotations, flip, filter_empty=training, on_bad_image=data.on_bad_image,
                          on_unknown_category=data.on_unknown_category)
 
 
@@ -246,7 +247,8 @@ def detector_from_checkpoint(ckpt: Mapping[str, Any], source: str, overrides: Se
 
 def load_run(run: str | os.PathLike, split: str, checkpoint: str = "last.pth", trained_weights: bool = False
              ) -> tuple[nn.Module, Config, Any]:
-    """(our detector in eval mode, its config, the dataset of ``split``) of a finished run folder of
+    """(our detector in eval mode, its config, the dataset of ``split``, its images as they are: no
+    flips, every image, whatever the split) of a finished run folder of
     tools/train.py (its config.json and ``checkpoint``), for the tools that study trained runs.
     ``trained_weights``: the trained weights where the checkpoint holds an average beside them (a
     run trained with ``train.ema``); a run without an average has only its trained weights, so a
@@ -259,7 +261,7 @@ def load_run(run: str | os.PathLike, split: str, checkpoint: str = "last.pth", t
     if cfg.model.get("type", "fcos") != "fcos":
         raise CheckpointError(f"{folder}: model.type={cfg.model.type!r}; only our detector (model.type='fcos') "
                               "can be studied")
-    dataset = build_dataset(cfg, split)
+    dataset = build_dataset(cfg, split, training=False)
     source = os.path.join(folder, checkpoint)
     ckpt = load_checkpoint(source)
     model, cfg, _ = detector_from_checkpoint(ckpt, source, cfg=cfg, categories=getattr(dataset, "categories", None),

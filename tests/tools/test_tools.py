@@ -321,7 +321,7 @@ def test_test_evaluates_the_trained_weights_of_a_run_with_ema_on_request(stand_i
     with pytest.raises(CheckpointError, match="no weight average beside its trained weights"):
         builders.load_detector(plain / "last.pth", trained_weights=True)
     # the study tools ask every run for its trained weights: the averaged run gives them, the plain its only ones
-    monkeypatch.setattr(builders, "build_dataset", lambda cfg, split: None)  # the stand-ins have no dataset type
+    monkeypatch.setattr(builders, "build_dataset", lambda cfg, split, training=None: None)  # the stand-ins have no dataset type
     for run, key in ((work_dir, "train_model"), (plain, "model")):
         model, _, _ = builders.load_run(run, "val", trained_weights=True)
         expected = load_checkpoint(run / "last.pth")[key]

@@ -59,3 +59,20 @@ def test_eval_shards_see_every_image_once_in_order():
     assert batches == [[0, 1], [2, 3], [4]]
     with pytest.raises(ValueError, match=r"rank must be in \[0, 3\), got 3"):
         eval_loader(dataset, 2, 0, 3, 3)
+
+
+def test_a_split_is_augmented_for_training_only_and_given_as_it_is_for_evaluation(tmp_path):
+    from dwdet.config import load_config
+    from dwdet.engine import builders
+    from tests.dwdet.data.test_data_coco import ann, write_coco
+    images = [{"id": 1, "width": 40, "height": 30}, {"id": 2, "width": 20, "height": 20}]
+    root, ann_file, _ = write_coco(tmp_path, images, [ann(1, 1, 7, [2.0, 3.0, 10.0, 5.0])])
+    cfg = load_config("configs/_base_/coco.py", ["data.root=/", f"data.train_images={root}",
+                                                 f"data.train_ann={ann_file}", "data.flip=1.0", "data.vflip=1.0"])
+    as_annotated = torch.tensor([[2.0, 3.0, 12.0, 8.0]])
+    trained = builders.build_dataset(cfg, "train")
+    assert trained.ids == [1]  # no image without a box to learn from
+    torch.testing.assert_close(trained[0][1]["boxes"], torch.tensor([[28.0, 22.0, 38.0, 27.0]]))  # both flips
+    evaluated = builders.build_dataset(cfg, "train", training=False)
+    assert evaluated.ids == [1, 2]  # every image, as COCO's evaluation counts them
+    torch.testing.assert_close(evaluated[0][1]["boxes"], as_annotated)
