@@ -7,10 +7,11 @@ table of means, then the paired gaps), and nothing else.
     python -m lab.docs_tables --check docs/studies/*.md README.md  # exit 1 naming each table that differs
 
 A table of gaps across benchmarks, one row per comparison, is generated the same way from a
-``<!-- gaps: BASELINE | METHOD -->`` block (the two columns' titles) whose rows are
-``<!-- row: LABEL | ARGS -->`` lines (ARGS naming the baseline, then the method, with
-``--methods``): each row gives both methods' AP and the paired gap
-at AP, AP50 and AP75 with its 95 % interval, and says "win" or "loss" only where the interval
+``<!-- gaps: BASELINE | METHOD [| OTHER ...] -->`` block (the columns' titles) whose rows are
+``<!-- row: LABEL | ARGS -->`` lines (ARGS naming the baseline, the method and each other column's
+method with ``--methods``, ``-`` where a row has none): each row gives the baseline's and the
+method's AP and the method's paired gap at AP, AP50 and AP75 with its 95 % interval, each other
+column the method's label, AP and paired gap at AP; "win" or "loss" only where the interval
 excludes 0.
 
 A ``<!-- rank-oracle: RECORD | BASELINE=FOLDER | METHOD=FOLDER -->`` block is the table of a
@@ -61,35 +62,55 @@ def generate(args_text: str) -> str:
     return report.tables(summary, args.baseline)
 
 
-def gap_row(label: str, args_text: str) -> str:
-    """One row of a gaps table: the two methods of ARGS (``--methods BASELINE METHOD``) on its split."""
-    args = compare.parse_args(shlex.split(args_text))
-    if not args.records or not args.methods or len(args.methods) != 2:
-        raise ValueError(f"<!-- row: {label} | {args_text} -->: a row needs --records and --methods BASELINE METHOD")
+def gap_row(label: str, args_text: str, columns: int = 2) -> str:
+    """One row of a gaps table: the methods of ARGS (``--methods BASELINE METHOD [OTHER ...]``, one
+    per column, ``-`` where a benchmark has none) on its split. BASELINE and METHOD get their AP and
+    METHOD its paired gap at AP, AP50 and AP75; each OTHER a cell of its label, AP and paired gap at AP."""
+    tokens = shlex.split(args_text)
+    args = compare.parse_args([token for token in tokens if token != "-"])  # "-": no method in that column
+    if args.methods is not None:
+        start = tokens.index("--methods") + 1
+        args.methods = tokens[start:next((i for i in range(start, len(tokens)) if tokens[i].startswith("--")),
+                                         len(tokens))]
+    if not args.records or not args.methods or len(args.methods) != columns or "-" in args.methods[:2]:
+        raise ValueError(f"<!-- row: {label} | {args_text} -->: a row needs --records and --methods BASELINE METHOD"
+                         + " OTHER" * (columns - 2) + " (an OTHER may be -)")
     by_name = {m.name: m for m in runner.selected_methods(args.study)}
     records = runner.read_records([str(REPO / path) for path in args.records])
-    summary = report.summarize([by_name[name] for name in args.methods], None, records, args.split)
-    base, other = args.methods
-    if set(summary) != {base, other}:
+    named = [name for name in args.methods if name != "-"]
+    summary = report.summarize([by_name[name] for name in named], None, records, args.split)
+    base, main, *others = args.methods
+    if set(summary) != set(named):
         raise ValueError(f"<!-- row: {label} | {args_text} -->: no {args.split} records of "
-                         f"{sorted({base, other} - set(summary))}")
-    gap = report.paired_gaps(summary, base)[other]
+                         f"{sorted(set(named) - set(summary))}")
+    gaps = report.paired_gaps(summary, base)
 
     def ap(name: str) -> str:
         mean, std = summary[name]["mean"]["AP"], summary[name]["std"]["AP"]
         return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
 
-    return (f"| {label} | {args.split} | {len(gap['seeds'])} | {ap(base)} | {ap(other)} | "
-            + " | ".join(report.gap_cell(gap["gap"][k], "**") for k in GAP_METRICS) + " |\n")
+    seeds = len(gaps[main]["seeds"])
+
+    def other_cell(name: str) -> str:
+        if name == "-":
+            return "—"
+        count = len(gaps[name]["seeds"])
+        return (f"{by_name[name].label}: {ap(name)}, {report.gap_cell(gaps[name]['gap']['AP'], '**')}"
+                + ("" if count == seeds else f" ({count} seeds)"))
+
+    return (f"| {label} | {args.split} | {seeds} | {ap(base)} | {ap(main)} | "
+            + " | ".join(report.gap_cell(gaps[main]["gap"][k], "**") for k in GAP_METRICS)
+            + "".join(f" | {other_cell(name)}" for name in others) + " |\n")
 
 
 def generate_gaps(titles: str, rows: str) -> str:
-    """The gaps table of a block: its columns' titles (``BASELINE | METHOD``) and its row lines."""
-    base, _, other = (t.strip() for t in titles.partition("|"))
-    header = (f"| benchmark | split | paired seeds | {base} AP | {other} AP | "
-              + " | ".join(f"gap {k} [95 % CI]" for k in GAP_METRICS) + " |\n")
-    return header + "| --- " * (5 + len(GAP_METRICS)) + "|\n" + "".join(
-        gap_row(m["label"].strip(), m["args"]) for m in ROW.finditer(rows))
+    """The gaps table of a block: its columns' titles (``BASELINE | METHOD [| OTHER ...]``) and its row lines."""
+    base, main, *others = (t.strip() for t in titles.split("|"))
+    header = (f"| benchmark | split | paired seeds | {base} AP | {main} AP | "
+              + " | ".join(f"gap {k} [95 % CI]" for k in GAP_METRICS)
+              + "".join(f" | {other} (AP, gap AP [95 % CI])" for other in others) + " |\n")
+    return header + "| --- " * (5 + len(GAP_METRICS) + len(others)) + "|\n" + "".join(
+        gap_row(m["label"].strip(), m["args"], 2 + len(others)) for m in ROW.finditer(rows))
 
 
 def generate_rank_oracle(args_text: str) -> str:

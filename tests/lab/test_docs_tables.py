@@ -3,6 +3,7 @@ reports from docs/results/*.jsonl, every "mean ± std" figure of the README is a
 table, and every shipped weight file has the sha256 the docs state."""
 import hashlib
 import json
+import statistics
 import re
 import subprocess
 
@@ -101,6 +102,27 @@ def test_a_gaps_row_is_the_paired_gap_of_its_records(tmp_path, capsys):
     assert "differs from its records" in capsys.readouterr().out
     page.write_text(row.replace("--methods p80a_fcos p80a_dw ", ""))
     with pytest.raises(SystemExit, match="a row needs --records and --methods BASELINE METHOD"):
+        docs_tables.main([str(page)])
+
+
+def test_a_gaps_row_gives_each_further_column_its_label_and_paired_gap(tmp_path):
+    row = ("<!-- gaps: FCOS | DW | DW, recommended | best other -->\n<!-- row: p80 | --study patterns80_inference "
+           "--split test --methods p80a_fcos_trained p80a_dw_trained p80a_dw_obj4 - "
+           "--records docs/results/patterns80_inference_runs.jsonl -->\n<!-- /gaps -->\n")
+    page = tmp_path / "page.md"
+    page.write_text(row)
+    assert docs_tables.main([str(page)]) == 0
+    header, _, line = page.read_text().splitlines()[2:5]
+    assert header.endswith("| DW, recommended (AP, gap AP [95 % CI]) | best other (AP, gap AP [95 % CI]) |")
+    records = [json.loads(x) for x in (REPO / "docs/results/patterns80_inference_runs.jsonl").read_text().splitlines()]
+    ap = {(r["method"], r["seed"]): 100 * r["test"]["AP"] for r in records}
+    seeds = sorted(s for m, s in ap if m == "p80a_dw_obj4")
+    gap = statistics.fmean(ap["p80a_dw_obj4", s] - ap["p80a_fcos_trained", s] for s in seeds)
+    mean = statistics.fmean(ap["p80a_dw_obj4", s] for s in seeds)
+    assert f"| DW (released), objectness^4 at inference: {mean:.1f} ± " in line and f", {gap:+.1f} [" in line
+    assert line.endswith(" | — |") and line.count("|") == 11
+    page.write_text(row.replace(" p80a_dw_obj4 - ", " p80a_dw_obj4 "))
+    with pytest.raises(SystemExit, match="--methods BASELINE METHOD OTHER OTHER"):
         docs_tables.main([str(page)])
 
 
