@@ -136,7 +136,7 @@ def generate_rank_oracle(args_text: str) -> str:
             raise ValueError(f"<!-- rank-oracle: {args_text} -->: no ranking {fixed!r} in {path} (it has {rankings})")
     if base_ranking is not None and method_ranking is not None:
         rankings = [f"{base_ranking} / {method_ranking}"]
-    lines = [f"| ranking | IoU threshold | {base_title} | {title} | gap ({len(seeds)} paired seeds) [95 % CI] |",
+    lines = [f"| ranking | IoU threshold | {base_title} | {title} | gap ({len(seeds)} paired seed{'s' * (len(seeds) != 1)}) [95 % CI] |",
              "| --- | --- | --- | --- | --- |"]
     for row_ranking in rankings:
         for label, threshold in ORACLE_THRESHOLDS:
