@@ -321,6 +321,13 @@ STUDIES = {
                ("data.root=data/treecrowns-sites", *schedule(12, 10 / 12))),
     ),
     # the lr of each detector on ImageNet's backbone, 8 symmetries, 12 epochs (val)
+    # the paper's table 6 on the tree crowns as chosen on val: the six assigners, the four others at
+    # the lr FCOS and DW chose (not swept for each); FCOS and DW are the lr study's runs
+    "treecrowns_assigners": tuple(
+        Method(f"tc_{kind}_effl0_d8_e12_lr{lr}", label, f"configs/lab/{kind}_effl0_treecrowns.py",
+               (*TREECROWNS_D8_E12, f"train.lr={lr}"))
+        for kind, label, lr in ((kind, label, TREECROWNS_LRS.get(kind, TREECROWNS_LRS["fcos"])) for kind, label in (("fcos", "FCOS"), ("atss", "ATSS"), ("gfl", "GFL"), ("vfl", "VFL"), ("tood", "TOOD"),
+                            ("dw", "DW (released)")))),
     # (FCOS still gained at 1.6e-3, so the sweep goes on to 3.2e-3)
     "treecrowns_imagenet_lr": lr_study((("tc_fcos_effl0_d8_e12", "FCOS", TREECROWNS_IMAGENET_FCOS),
                                         ("tc_dw_effl0_d8_e12", "DW (released)", TREECROWNS_IMAGENET_DW)),
