@@ -93,13 +93,14 @@ def schedule(epochs: int, step_fraction: float = 5 / 6) -> tuple[str, ...]:
             f"train.checkpoint_interval={epochs}")
 
 
-# the patterns80 AdamW configs' recipe as overrides, for the other benchmarks
 # the tree crowns on ImageNet's backbone: the 8 symmetries, 12 epochs (both detectors were ahead
 # after 10 of 40), val every 2 epochs for the curve
 TREECROWNS_D8_E12 = (*TREECROWNS_D8, *schedule(12, 10 / 12), "eval.interval=2")
 # each detector's lr there, chosen on val (the study treecrowns_imagenet_lr, seed 0: FCOS 18.0,
-# 19.5, 20.5, 20.3 AP at 4e-4 .. 3.2e-3; DW 14.5, 16.6, 17.5, 18.4, 18.3 at 2e-4 .. 3.2e-3)
+# 19.5, 20.5, 20.3 AP at 4e-4 .. 3.2e-3; DW 14.5, 16.6, 17.5, 18.4, 18.3 at 2e-4 .. 3.2e-3); the
+# other assigners take FCOS's
 TREECROWNS_LRS = {"fcos": "1.6e-3", "dw": "1.6e-3"}
+# the patterns80 AdamW configs' recipe as overrides, for the other benchmarks
 ADAMW_RECIPE = (*ADAMW, "train.lr=4e-4", "train.amp=bf16", "train.ema_decay=0.995", "train.ema_tau=100",
                 *schedule(PATTERNS80_ADAMW_EPOCHS))
 
@@ -320,18 +321,19 @@ STUDIES = {
         Method("tc_fcos_sites_e12", "FCOS, 12 epochs, a whole place held out", TREECROWNS_FCOS,
                ("data.root=data/treecrowns-sites", *schedule(12, 10 / 12))),
     ),
-    # the lr of each detector on ImageNet's backbone, 8 symmetries, 12 epochs (val)
-    # the paper's table 6 on the tree crowns as chosen on val: the six assigners, the four others at
-    # the lr FCOS and DW chose (not swept for each); FCOS and DW are the lr study's runs
-    "treecrowns_assigners": tuple(
-        Method(f"tc_{kind}_effl0_d8_e12_lr{lr}", label, f"configs/lab/{kind}_effl0_treecrowns.py",
-               (*TREECROWNS_D8_E12, f"train.lr={lr}"))
-        for kind, label, lr in ((kind, label, TREECROWNS_LRS.get(kind, TREECROWNS_LRS["fcos"])) for kind, label in (("fcos", "FCOS"), ("atss", "ATSS"), ("gfl", "GFL"), ("vfl", "VFL"), ("tood", "TOOD"),
-                            ("dw", "DW (released)")))),
-    # (FCOS still gained at 1.6e-3, so the sweep goes on to 3.2e-3)
+    # the lr of each detector on ImageNet's backbone, 8 symmetries, 12 epochs (val); FCOS still
+    # gained at 1.6e-3, so the sweep goes on to 3.2e-3
     "treecrowns_imagenet_lr": lr_study((("tc_fcos_effl0_d8_e12", "FCOS", TREECROWNS_IMAGENET_FCOS),
                                         ("tc_dw_effl0_d8_e12", "DW (released)", TREECROWNS_IMAGENET_DW)),
                                        lrs=(*ADAMW_LRS, "3.2e-3"), overrides=TREECROWNS_D8_E12),
+    # the paper's table 6 on the tree crowns as chosen on val: the six assigners, ATSS, GFL, VFL and
+    # TOOD at FCOS's lr (not swept for each); FCOS and DW are the lr study's runs
+    "treecrowns_assigners": tuple(
+        Method(f"tc_{kind}_effl0_d8_e12_lr{TREECROWNS_LRS.get(kind, TREECROWNS_LRS['fcos'])}", label,
+               f"configs/lab/{kind}_effl0_treecrowns.py",
+               (*TREECROWNS_D8_E12, f"train.lr={TREECROWNS_LRS.get(kind, TREECROWNS_LRS['fcos'])}"))
+        for kind, label in (("fcos", "FCOS"), ("atss", "ATSS"), ("gfl", "GFL"), ("vfl", "VFL"), ("tood", "TOOD"),
+                            ("dw", "DW (released)"))),
     "treecrowns_lr": lr_study((("tc_fcos", "FCOS", TREECROWNS_FCOS), ("tc_dw", "DW (released)", TREECROWNS_DW))),
     # the benchmark's design, chosen on val with FCOS: input scale, backbone, length
     "treecrowns_design": (
