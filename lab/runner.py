@@ -5,11 +5,11 @@ finished run leaves, with its provenance.
 Each run is ``tools/train.py <config> <overrides> train.seed=<seed>`` in
 ``<out>/<method>/seed<seed>``, its log in ``train.log`` there and its console in ``console.log``; a
 finished run (``result.json``) is skipped and an interrupted one resumes from its ``last.pth``, so
-the command can simply be rerun. A record (a run's result.json, one line of ``runs.jsonl``) holds the run's metrics on val,
-its resolved config, command, environment (revision, CPU, ISA, threads) and first loss;
-:func:`evaluate_split` adds the metrics of its ``last.pth`` on the benchmark's test split (once per
-run). :func:`read_records` reads ``runs.jsonl`` files back, so that a report can cover runs made in
-another checkout. The studies themselves are in lab/studies.py; the report in lab/report.py.
+the command can simply be rerun. A record (a run's result.json, one line of ``runs.jsonl``) holds
+the run's metrics on val, its resolved config, command, environment (revision, CPU, ISA, threads)
+and first loss; :func:`evaluate_split` adds the metrics of its ``last.pth`` on the benchmark's test
+split (once per run). :func:`read_records` reads ``runs.jsonl`` files back, so that a report can
+cover runs made in another checkout. The studies themselves are in lab/studies.py; the report in lab/report.py.
 """
 from __future__ import annotations
 
