@@ -57,7 +57,7 @@ def test_every_method_config_loads_and_builds():
                        "sigma06": ("sigma", 0.6), "beta2": ("beta", 2.0)}.get(method.name.rpartition("_")[2])
             if ablated is not None:
                 assert getattr(loss, ablated[0]) == ablated[1]
-            scale = {"neg10": 10.0, "neg100": 100.0}.get(method.name.rpartition("_")[2], 1.0)
+            scale = {"neg4": 4.0, "neg10": 10.0, "neg100": 100.0}.get(method.name.rpartition("_")[2], 1.0)
             assert loss.neg_scale == scale
             reference = studies.COCO_SCORES_PER_OBJECT if "negref" in method.name else None
             assert loss.neg_reference_scores == reference
