@@ -20,6 +20,11 @@ two methods' means over the seeds they share (run folders ``.../FOLDER/seedN``; 
 several path parts) and the paired gap. ``FOLDER@RANKING`` holds a column to one ranking (e.g.
 ``DW=p80a_dw_ema@model | DW, cls×obj^3=p80a_dw_ema@cls×obj^3``: one setting against another).
 
+A ``<!-- tide: RECORD | BASELINE=FOLDER | METHOD=FOLDER -->`` block is the table of a
+``tools/tide_errors.py --json`` record: AP50 by COCO's evaluation and by TIDE's, and the AP50 each of
+TIDE's errors would add if fixed, for both methods over the seeds they share, with the paired gap
+(rows that are 0 for every run, such as the class errors of one class, are left out).
+
 A figure elsewhere in a page ("37.8 ± 1.0") can be checked against the tables with
 ``figures_without_table``: tests/lab/test_docs_tables.py does so for the README.
 """
@@ -33,6 +38,7 @@ import shlex
 import statistics
 import sys
 from pathlib import Path
+from typing import Callable
 
 from dwdet.engine.evaluation import PER_IOU
 from lab import compare, report, runner
@@ -43,6 +49,7 @@ BLOCK = re.compile(r"(?P<head><!-- compare: (?P<args>[^\n]*?) -->\n)(?P<table>.*
 GAPS = re.compile(r"(?P<head><!-- gaps: (?P<titles>[^\n]*?) -->\n(?P<rows>(?:<!-- row: [^\n]*? -->\n)+))(?P<table>.*?)(?P<tail><!-- /gaps -->)",
                   re.S)
 ORACLE = re.compile(r"(?P<head><!-- rank-oracle: (?P<args>[^\n]*?) -->\n)(?P<table>.*?)(?P<tail><!-- /rank-oracle -->)", re.S)
+TIDE = re.compile(r"(?P<head><!-- tide: (?P<args>[^\n]*?) -->\n)(?P<table>.*?)(?P<tail><!-- /tide -->)", re.S)
 ORACLE_THRESHOLDS = (("0.50:0.95", None), ("0.50", "0.50"), ("0.75", "0.75"), ("0.90", "0.90"))
 ROW = re.compile(r"<!-- row: (?P<label>[^|\n]*?) \| (?P<args>[^\n]*?) -->")
 FIGURE = re.compile(r"(\d+\.\d) ± (\d+\.\d)")
@@ -121,33 +128,69 @@ def generate_rank_oracle(args_text: str) -> str:
     record = json.loads((REPO / path).read_text())
     (base_title, base), (title, method) = (column.split("=", 1) for column in columns)
     (base, base_ranking), (method, method_ranking) = (_folder_and_ranking(c) for c in (base, method))
-    runs = {}  # (FOLDER, seed folder): metrics, FOLDER being the end of the run's parent folder
-    for run, by_ranking in record["metrics"].items():
-        parent = Path(run).parent.as_posix()
-        for folder in (base, method):
-            if parent == folder or parent.endswith("/" + folder):
-                runs[(folder, Path(run).name)] = by_ranking
-    seeds = sorted({s for m, s in runs if m == base} & {s for m, s in runs if m == method})
-    if not seeds:
-        raise ValueError(f"<!-- rank-oracle: {args_text} -->: no seed of both {base} and {method} in {path}")
+    runs, seeds = _paired_runs(record["metrics"], base, method, f"<!-- rank-oracle: {args_text} -->: ", path)
     rankings = list(runs[(base, seeds[0])])
     for fixed in (base_ranking, method_ranking):
         if fixed is not None and fixed not in rankings:
             raise ValueError(f"<!-- rank-oracle: {args_text} -->: no ranking {fixed!r} in {path} (it has {rankings})")
     if base_ranking is not None and method_ranking is not None:
         rankings = [f"{base_ranking} / {method_ranking}"]
-    lines = [f"| ranking | IoU threshold | {base_title} | {title} | gap ({len(seeds)} paired seed{'s' * (len(seeds) != 1)}) [95 % CI] |",
+    lines = [f"| ranking | IoU threshold | {base_title} | {title} | {_gap_title(seeds)} |",
              "| --- | --- | --- | --- | --- |"]
     for row_ranking in rankings:
         for label, threshold in ORACLE_THRESHOLDS:
             def values(folder: str, ranking: str) -> list[float]:
                 stats = [runs[(folder, seed)][ranking] for seed in seeds]
                 return [100 * (s["AP"] if threshold is None else s[PER_IOU][threshold]) for s in stats]
-            ours = values(method, method_ranking or row_ranking)
-            theirs = values(base, base_ranking or row_ranking)
-            lines.append(f"| {row_ranking} | {label} | {statistics.fmean(theirs):.1f} | {statistics.fmean(ours):.1f} | "
-                         f"{report.gap_cell(list(report.paired_gap(ours, theirs)), '**')} |")
+            lines.append(_paired_row(f"{row_ranking} | {label}", values(base, base_ranking or row_ranking),
+                                     values(method, method_ranking or row_ranking)))
     return "\n".join(lines) + "\n"
+
+
+def generate_tide(args_text: str) -> str:
+    """The table of a tide block (see the module's docstring)."""
+    path, *columns = (part.strip() for part in args_text.split("|"))
+    if len(columns) != 2 or not all("=" in column for column in columns):
+        raise ValueError(f"<!-- tide: {args_text} -->: needs RECORD | BASELINE=FOLDER | METHOD=FOLDER")
+    record = json.loads((REPO / path).read_text())
+    (base_title, base), (title, method) = (column.split("=", 1) for column in columns)
+    runs, seeds = _paired_runs(record["errors"], base, method, f"<!-- tide: {args_text} -->: ", path)
+    lines = [f"| AP50 | {base_title} | {title} | {_gap_title(seeds)} |", "| --- | --- | --- | --- |"]
+    rows = [("COCO's evaluation", lambda run: 100 * run["coco"]["AP50"], ("win", "loss")),
+            ("TIDE's", lambda run: run["tide"]["AP50"], ("win", "loss"))]
+    errors = [name for name in runs[(base, seeds[0])]["tide"] if name != "AP50"]
+    rows += [(f"added by fixing {name}", lambda run, name=name: run["tide"][name], ("more lost", "less lost"))
+             for name in errors]
+    for label, value, verdicts in rows:
+        base_values, values = ([value(runs[(folder, seed)]) for seed in seeds] for folder in (base, method))
+        if any(base_values) or any(values):  # one class: no class errors to show
+            lines.append(_paired_row(label, base_values, values, verdicts))
+    return "\n".join(lines) + "\n"
+
+
+def _paired_runs(by_run: dict, base: str, method: str, block: str, path: str) -> tuple[dict, list[str]]:
+    """A record's entries keyed by (FOLDER, seed folder), FOLDER being the end of the run's parent
+    folder, and the seeds that both ``base`` and ``method`` have."""
+    runs = {}
+    for run, entry in by_run.items():
+        parent = Path(run).parent.as_posix()
+        for folder in (base, method):
+            if parent == folder or parent.endswith("/" + folder):
+                runs[(folder, Path(run).name)] = entry
+    seeds = sorted({s for m, s in runs if m == base} & {s for m, s in runs if m == method})
+    if not seeds:
+        raise ValueError(f"{block}no seed of both {base} and {method} in {path}")
+    return runs, seeds
+
+
+def _gap_title(seeds: list[str]) -> str:
+    return f"gap ({len(seeds)} paired seed{'s' * (len(seeds) != 1)}) [95 % CI]"
+
+
+def _paired_row(label: str, base_values: list[float], values: list[float],
+                verdicts: tuple[str, str] = ("win", "loss")) -> str:
+    return (f"| {label} | {statistics.fmean(base_values):.1f} | {statistics.fmean(values):.1f} | "
+            f"{report.gap_cell(list(report.paired_gap(values, base_values)), '**', verdicts)} |")
 
 
 def _folder_and_ranking(column: str) -> tuple[str, str | None]:
@@ -172,13 +215,17 @@ def refresh(text: str) -> tuple[str, list[str]]:
             changed.append("gaps: " + "; ".join(m["label"].strip() for m in ROW.finditer(match["rows"])))
         return match["head"] + table + match["tail"]
 
-    def replace_oracle(match: re.Match) -> str:
-        table = generate_rank_oracle(match["args"])
-        if table != match["table"]:
-            changed.append("rank-oracle: " + match["args"])
-        return match["head"] + table + match["tail"]
+    def record_table(kind: str, generate_table) -> Callable[[re.Match], str]:
+        def replace_record(match: re.Match) -> str:
+            table = generate_table(match["args"])
+            if table != match["table"]:
+                changed.append(f"{kind}: " + match["args"])
+            return match["head"] + table + match["tail"]
+        return replace_record
 
-    return ORACLE.sub(replace_oracle, GAPS.sub(replace_gaps, BLOCK.sub(replace, text))), changed
+    text = GAPS.sub(replace_gaps, BLOCK.sub(replace, text))
+    text = ORACLE.sub(record_table("rank-oracle", generate_rank_oracle), text)
+    return TIDE.sub(record_table("tide", generate_tide), text), changed
 
 
 def figures_without_table(text: str, tables_text: str) -> list[str]:
@@ -201,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             new, changed = refresh(text)
         except ValueError as error:
             raise SystemExit(f"{path}: {error}") from None
-        stale += [f"{path}: <!-- {a if a.startswith(('gaps: ', 'rank-oracle: ')) else 'compare: ' + a} -->"
+        stale += [f"{path}: <!-- {a if a.startswith(('gaps: ', 'rank-oracle: ', 'tide: ')) else 'compare: ' + a} -->"
                   for a in changed]
         if changed and not args.check:
             path.write_text(new)

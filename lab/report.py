@@ -121,15 +121,17 @@ def paired_gaps(summary: dict, baseline: str) -> dict:
     return found
 
 
-def gap_cell(gap: list | None, mark: str = "") -> str:
+def gap_cell(gap: list | None, mark: str = "", verdicts: tuple[str, str] = ("win", "loss")) -> str:
     """A paired gap as "mean [low, high]", with "win" where the interval is above 0 and "loss" where
-    it is below (each wrapped in ``mark``, e.g. "**")."""
+    it is below (each wrapped in ``mark``, e.g. "**"; ``verdicts`` words them for a measure where
+    more is not better)."""
     if gap is None:
         return "n/a"
     mean, low, high = gap
     if math.isnan(low):
         return f"{mean:+.1f}"
-    verdict = f" {mark}win{mark}" if low > 0 else f" {mark}loss{mark}" if high < 0 else ""
+    above, below = verdicts
+    verdict = f" {mark}{above}{mark}" if low > 0 else f" {mark}{below}{mark}" if high < 0 else ""
     return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]{verdict}"
 
 

@@ -162,3 +162,30 @@ def test_a_rank_oracle_table_is_the_paired_gap_of_its_record(tmp_path, capsys, m
     page.write_text("<!-- rank-oracle: oracle.json | A=base@cls | B=ours -->\n<!-- /rank-oracle -->\n")
     with pytest.raises(SystemExit, match="no ranking 'cls' in oracle.json"):
         docs_tables.main([str(page)])
+
+
+def test_a_tide_table_gives_each_error_kind_with_its_paired_gap(tmp_path, capsys, monkeypatch):
+    def errors(ap50: float, loc: float) -> dict:
+        tide = {"AP50": 100 * ap50, "Cls": 0.0, "Loc": loc, "Both": 0.0, "Dupe": 0.0, "Bkg": 1.0, "Miss": 0.0,
+                "FalsePos": loc + 1.0, "FalseNeg": 0.0}
+        return {"coco": {"AP50": ap50}, "tide": tide}
+
+    record = {"errors": {"/runs/base/seed0": errors(0.50, 20.0), "/runs/base/seed1": errors(0.52, 22.0),
+                         "/runs/ours/seed0": errors(0.45, 25.0), "/runs/ours/seed1": errors(0.47, 27.0)}}
+    (tmp_path / "tide.json").write_text(json.dumps(record))
+    monkeypatch.setattr(docs_tables, "REPO", tmp_path)
+    page = tmp_path / "page.md"
+    page.write_text("<!-- tide: tide.json | A=base | B=ours -->\n<!-- /tide -->\n")
+    assert docs_tables.main([str(page)]) == 0
+    lines = page.read_text().splitlines()
+    assert lines[1] == "| AP50 | A | B | gap (2 paired seeds) [95 % CI] |"
+    assert lines[3] == "| COCO's evaluation | 51.0 | 46.0 | -5.0 [-5.0, -5.0] **loss** |"
+    assert lines[4] == "| TIDE's | 51.0 | 46.0 | -5.0 [-5.0, -5.0] **loss** |"
+    # an error that costs B more is "more lost", not a win; kinds that are 0 for every run are left out
+    assert lines[5] == "| added by fixing Loc | 21.0 | 26.0 | +5.0 [+5.0, +5.0] **more lost** |"
+    assert lines[6] == "| added by fixing Bkg | 1.0 | 1.0 | +0.0 [+0.0, +0.0] |"
+    assert lines[7] == "| added by fixing FalsePos | 22.0 | 27.0 | +5.0 [+5.0, +5.0] **more lost** |"
+    assert len(lines) == 3 + 6
+    page.write_text(page.read_text().replace("| 26.0 |", "| 26.1 |", 1))
+    assert docs_tables.main(["--check", str(page)]) == 1
+    assert "differs from its records: " in capsys.readouterr().out

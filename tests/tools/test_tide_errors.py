@@ -1,11 +1,13 @@
-"""lab/tide_errors.py: a detector's AP50 sorted into TIDE's errors."""
+"""tools/tide_errors.py: a detector's AP50 sorted into TIDE's errors."""
 import random
 
 import pytest
 from pycocotools.coco import COCO
 
 from dwdet.engine.evaluation import PER_IOU, coco_bbox_eval
-from lab import tide_errors
+from tests.tool_loader import load_tool
+
+tide_errors = load_tool("tide_errors")
 
 # COCO's AP: precision interpolated at the 101 recalls 0, 0.01, .., 1
 HALF_FOUND = 100 * 51 / 101  # every box right, half the objects found

@@ -1,7 +1,7 @@
 """What a trained detector's AP50 loses to each kind of error, by TIDE (Bolya et al., ECCV 2020;
 the ``tidecv-light`` package).
 
-    python -m lab.tide_errors work_dirs/a/fcos/seed0 work_dirs/a/dw/seed0 --split test --json record.json
+    python tools/tide_errors.py work_dirs/a/fcos/seed0 work_dirs/a/dw/seed0 --split test --json record.json
 
 Each run (its config.json and last.pth) is evaluated as its own evaluation runs it, and TIDE
 sorts its detections at IoU 0.5 (background below IoU 0.1) into the six main errors, each given as
@@ -19,18 +19,21 @@ COCO metrics beside TIDE's, so that the AP50 TIDE explains can be checked agains
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-import torch
-from pycocotools.coco import COCO
-from tidecv import TIDE, Data
-from torchvision.ops import box_area, box_iou
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dwdet, and lab for custom_imports
 
-from dwdet.engine import CheckpointError, builders
-from dwdet.engine.evaluation import CocoEvaluator, evaluate
-from dwdet.engine.loaders import eval_loader
-from dwdet.engine.runtime import environment_record
-from dwdet.utils.io import write_json
+import torch  # noqa: E402
+from pycocotools.coco import COCO  # noqa: E402
+from tidecv import TIDE, Data  # noqa: E402
+from torchvision.ops import box_area, box_iou  # noqa: E402
+
+from dwdet.engine import CheckpointError, builders  # noqa: E402
+from dwdet.engine.evaluation import CocoEvaluator, evaluate  # noqa: E402
+from dwdet.engine.loaders import eval_loader  # noqa: E402
+from dwdet.engine.runtime import environment_record  # noqa: E402
+from dwdet.utils.io import write_json  # noqa: E402
 
 MAIN_ERRORS = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
 SUMMARIES = ("FalsePos", "FalseNeg")
