@@ -364,6 +364,8 @@ STUDIES = {
             ("sigma2", "DW, centre prior sigma 2 strides (not 1.11)", ("loss.sigma=2.0",)),
             ("pneg", "DW, w_neg = P_neg only", ("loss.neg_weighting=pneg",)),
             ("muden5", "DW, per-GT normaliser exponent 5 (not 3)", ("loss.mu_den=5.0",)),
+            # its AP50 is lost to loose boxes ranked above fitted ones (tools/tide_errors.py)
+            ("refine", "DW + box refinement", ("model.refine=True",)),
         )),
         *(Method(f"tc_{name}_effl0_d8_e24_lr{TREECROWNS_LRS[name]}", f"{label}, 24 epochs", config,
                  (*TREECROWNS_D8, *schedule(24, 20 / 24), "eval.interval=4", f"train.lr={TREECROWNS_LRS[name]}"),
