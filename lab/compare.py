@@ -17,6 +17,8 @@ draw a bar chart and the loss curves.
     python -m lab.compare --study treecrowns --seeds 0 1 2 3 4 --jobs 2 --split test  # then on the test split
     python -m lab.compare --report-only            # rebuild the report from finished runs
     python -m lab.compare --study patterns80_assigners --report-only --records docs/results/patterns80_runs.jsonl
+    python -m lab.compare --study treecrowns_dw_ablation --seeds 0 --jobs 2 --out work_dirs/treecrowns \
+        --merge-into docs/results/treecrowns_imagenet_runs.jsonl  # the page's records, new runs added
 
 Each run is ``tools/train.py <config> <overrides> train.seed=<seed>`` in
 ``<out>/<method>/seed<seed>``, its log in ``train.log`` there and its console in ``console.log``; a
@@ -27,7 +29,7 @@ images on a GPU). The report is ``results.json``, ``results.md``, ``ap.png`` and
 ``<out>``, and ``runs.jsonl``: one line per finished run (its result.json). Those lines are small
 enough to keep beside the docs when the run folders go; ``--records`` reads them back, so a report
 can cover runs made in another checkout (a run folder under ``<out>`` wins over a record of the
-same method and seed). A record holds the run's metrics on val, its resolved config, command,
+same method and seed), and ``--merge-into`` merges them into a page's records file. A record holds the run's metrics on val, its resolved config, command,
 environment (revision, CPU, ISA, threads) and first loss; ``--split test`` adds the metrics of its
 ``last.pth`` on the benchmark's test split (once per run; choices are made on val, numbers are
 reported on test) and reports those. The studies themselves are in lab/studies.py, the runs'
@@ -46,7 +48,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from lab.report import report
-from lab.runner import evaluate_split, planned_runs, read_records, run_dir, say, selected_methods, train
+from lab.runner import (LATER_SPLITS, evaluate_split, merge_records, planned_runs, read_records, run_dir, say,
+                        selected_methods, train)
 from lab.studies import STUDIES
 
 
@@ -62,9 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
     parser.add_argument("--records", nargs="+", default=[], metavar="JSONL",
                         help="runs.jsonl files of runs made elsewhere, to include in the report")
-    parser.add_argument("--split", choices=("val", "test"), default="val",
+    parser.add_argument("--split", choices=("val", *LATER_SPLITS), default="val",
                         help="the split the report gives: test evaluates every finished run's last.pth on the "
                              "benchmark's test split once (kept in its result.json)")
+    parser.add_argument("--merge-into", metavar="JSONL",
+                        help="also merge the report's run records into this runs.jsonl (the docs' records of "
+                             "a page), one line per method and seed, keeping test evaluations it already has")
     parser.add_argument("--baseline", metavar="NAME", help="the method the paired gaps are taken against "
                                                            "(default: the study's first with runs)")
     args = parser.parse_args(argv)
@@ -107,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             if failures:
                 code = 1
                 break
-    report(methods, args.out, records, args.split, args.baseline)
+    summary = report(methods, args.out, records, args.split, args.baseline)
+    if args.merge_into:
+        lines = merge_records(args.merge_into, [run for entry in summary.values() for run in entry["runs"]])
+        say(f"{lines} records in {args.merge_into}")
     return code
 
 

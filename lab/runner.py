@@ -32,6 +32,10 @@ RUN_ENVIRONMENT = ("git_revision", "git_dirty", "torch", "python", "threads", "c
                    "onednn_max_cpu_isa", "world_size")
 
 
+# the splits a finished run is evaluated on after training (tools/test.py), each kept in its
+# result.json under the split's name
+LATER_SPLITS = ("test",)
+
 def selected_methods(study: str) -> list[Method]:
     names = list(STUDIES) if study == "all" else [study]
     methods: dict[str, Method] = {}
@@ -205,6 +209,20 @@ def provenance(work_dir: Path) -> dict:
         first = min(logged)
         found["first_loss"] = {"iter": first, "loss": logged[first]["loss"]}
     return found
+
+
+def merge_records(target: str | Path, records: list[dict]) -> int:
+    """``records`` merged into the ``runs.jsonl`` file ``target`` (made if missing), one line per
+    (method, seed): a new record replaces the old one but keeps the evaluations on other splits
+    (``"test"``) that only the old one holds. Returns the number of lines written."""
+    path = Path(target)
+    merged = read_records([str(path)]) if path.is_file() else {}
+    for record in records:
+        key = (str(record["method"]), int(record["seed"]))
+        kept_splits = {split: metrics for split, metrics in merged.get(key, {}).items() if split in LATER_SPLITS}
+        merged[key] = {**kept_splits, **record}
+    path.write_text("".join(json.dumps(record) + "\n" for record in merged.values()))
+    return len(merged)
 
 
 def say(line: str, stream=sys.stdout) -> None:

@@ -387,3 +387,21 @@ def test_runs_are_planned_seed_by_seed_so_a_stopped_study_leaves_whole_pairs():
     runs = runner.planned_runs(runner.selected_methods("patterns80_ema"), [3, 4])
     names = ["p80a_fcos_trained", "p80a_dw_trained", "p80a_fcos_ema", "p80a_dw_ema"]
     assert [(m.name, s) for m, s in runs] == [(name, seed) for seed in (3, 4) for name in names]
+
+
+def test_merge_into_adds_the_reports_runs_to_a_records_file_and_keeps_its_test_evaluations(tmp_path):
+    out, target = tmp_path / "out", tmp_path / "page_runs.jsonl"
+    _fake_run(out, "dw", 0, 0.30, [2.0, 1.0])
+    _fake_run(out, "fcos", 0, 0.25, [3.0, 2.0])
+    target.write_text(json.dumps({"method": "dw", "seed": 0, "AP": 0.10, "test": {"AP": 0.28}}) + "\n"
+                      + json.dumps({"method": "other_study", "seed": 3, "AP": 0.5}) + "\n")
+    assert compare.main(["--out", str(out), "--report-only", "--merge-into", str(target)]) == 0
+    merged = runner.read_records([str(target)])
+    assert sorted(merged) == [("dw", 0), ("fcos", 0), ("other_study", 3)]
+    assert merged[("dw", 0)]["AP"] == pytest.approx(0.30)  # the run wins over the old record
+    assert merged[("dw", 0)]["test"] == {"AP": 0.28}  # but its test evaluation is kept
+    assert "test" not in merged[("fcos", 0)] and merged[("other_study", 3)]["AP"] == 0.5
+    # merging again changes nothing
+    before = target.read_text()
+    assert compare.main(["--out", str(out), "--report-only", "--merge-into", str(target)]) == 0
+    assert target.read_text() == before
