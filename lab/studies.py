@@ -366,6 +366,8 @@ STUDIES = {
             ("muden5", "DW, per-GT normaliser exponent 5 (not 3)", ("loss.mu_den=5.0",)),
             # its AP50 is lost to loose boxes ranked above fitted ones (tools/tide_errors.py)
             ("refine", "DW + box refinement", ("model.refine=True",)),
+            # the objectness learnt from geometry (as FCOS's centerness), not from the predictions only
+            ("ctr", "DW + FCOS's centerness target on the objectness", ("loss.objectness_target=centerness",)),
         )),
         *(Method(f"tc_{name}_effl0_d8_e24_lr{TREECROWNS_LRS[name]}", f"{label}, 24 epochs", config,
                  (*TREECROWNS_D8, *schedule(24, 20 / 24), "eval.interval=4", f"train.lr={TREECROWNS_LRS[name]}"),

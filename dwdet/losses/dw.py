@@ -15,12 +15,14 @@ from torch import Tensor
 import dw_ops
 from dwdet.losses.batch import Batch
 from dwdet.losses.common import Assignment, ClassWeights, PointLoss, candidate_bags, joint_score, rank_in_group
+from dwdet.losses.fcos import centerness_target, gt_distances
 from dwdet.utils.dist import reduce_mean
 
 CENTER_PRIORS = ("soft", "hard", "threshold", "topk")
 NEG_WEIGHTINGS = ("pneg_ineg", "pneg", "ineg", "one_minus_wpos", "none")
 VARIANTS = ("released", "paper")
 POS_CLS_TARGETS = ("one", "iou")
+OBJECTNESS_TARGETS = ("none", "centerness")
 
 
 def assign_dw(batch: Batch, *, variant: str = "released", beta: float = 5.0, mu: float = 5.0,
@@ -92,6 +94,10 @@ class DWLoss(PointLoss):
         neg_reference_power: the exponent of that factor (0.5: the square root, chosen from the
             ``neg_scale`` runs at 530 and 1.4e5 scores per object; 1: a strength per object
             independent of S, which the same runs rule out). See docs/studies/synthetic128.md.
+        objectness_target: ``"none"`` (both variants: the objectness logit learns only through the
+            joint score) or ``"centerness"``: besides, FCOS's centerness BCE pulls it towards each
+            bag point's centerness in its GT (``loss_ctr``, the mean over the bag's pairs), a target
+            from geometry alone, where every other target of DW comes from the predictions.
 
     Normalisers (both variants): the positive terms by the number of GTs in the batch, the
     negative term by sum(1 - P_neg), each averaged over DDP ranks and clamped to >= 1.
@@ -101,9 +107,11 @@ class DWLoss(PointLoss):
                  mu_den: float | None = None, gamma1: float = 2.0, gamma2: float = 2.0, center_prior: str = "soft",
                  sigma: float = 1.11, prior_threshold: float = 1.7, prior_topk: int = 9,
                  neg_weighting: str = "pneg_ineg", pos_reweight: float | None = None, pos_cls_target: str = "one",
-                 focal_alpha: float = 0.25, neg_scale: float = 1.0, neg_reference_scores: float | None = None, neg_reference_power: float = 0.5):
+                 focal_alpha: float = 0.25, neg_scale: float = 1.0, neg_reference_scores: float | None = None,
+                 neg_reference_power: float = 0.5, objectness_target: str = "none"):
         super().__init__()
         _check_choice("variant", variant, VARIANTS)
+        _check_choice("objectness_target", objectness_target, OBJECTNESS_TARGETS)
         _check_choice("center_prior", center_prior, CENTER_PRIORS)
         _check_choice("neg_weighting", neg_weighting, NEG_WEIGHTINGS)
         _check_choice("pos_cls_target", pos_cls_target, POS_CLS_TARGETS)
@@ -127,6 +135,7 @@ class DWLoss(PointLoss):
         self.neg_weighting = neg_weighting
         self.pos_reweight = pos_reweight if pos_reweight is not None else (0.25 if variant == "released" else 1.0)
         self.pos_cls_target = pos_cls_target
+        self.objectness_target = objectness_target
         # The released model applies s^2 BCE to every score; the paper uses focal loss outside the bag.
         self.neg_base_weight = 1.0 if variant == "released" else 1.0 - focal_alpha
 
@@ -155,9 +164,21 @@ class DWLoss(PointLoss):
         loss_neg = self.neg_scale * neg / neg_norm
         if self.neg_reference_scores is not None:
             loss_neg = loss_neg * self._pressure_factor(cls, num_gts)
-        return {"loss_cls_pos": self.pos_reweight * pos_cls / num_gts,
-                "loss_loc": self.pos_reweight * pos_loc / num_gts,
-                "loss_cls_neg": loss_neg}
+        terms = {"loss_cls_pos": self.pos_reweight * pos_cls / num_gts,
+                 "loss_loc": self.pos_reweight * pos_loc / num_gts,
+                 "loss_cls_neg": loss_neg}
+        if self.objectness_target == "centerness":
+            terms["loss_ctr"] = self._centerness_term(batch, bag)
+        return terms
+
+    @staticmethod
+    def _centerness_term(batch: Batch, bag: dw_ops.BagPairs) -> Tensor:
+        """FCOS's centerness BCE on the objectness logit at every bag pair, over the number of pairs
+        (averaged over ranks). Bag points lie inside their GT, so the distances are >= 0."""
+        target = centerness_target(gt_distances(batch, bag.point_index, bag.gt_index).clamp(min=0))
+        logits = batch.objectness[bag.image_index, bag.point_index]
+        num_pairs = reduce_mean(logits.new_full((), float(len(logits)))).clamp(min=1.0)
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / num_pairs
 
     def _pressure_factor(self, cls: Tensor, num_gts: Tensor) -> Tensor:
         """(S_ref / S) ** power, S the batch's (point, class) scores per GT (both averaged over ranks)."""

@@ -176,6 +176,60 @@ def test_iou_target_pulls_each_positive_score_towards_its_iou(variant):
         DWLoss(num_classes=2, pos_cls_target="giou")
 
 
+@pytest.mark.parametrize("variant", ["released", "paper"])
+def test_centerness_objectness_target_adds_fcos_centerness_bce_on_the_bag(variant):
+    """objectness_target="centerness": the other terms as released, plus the mean over the bag's
+    pairs of BCE(sigmoid(objectness), centerness of the point in its GT)."""
+    inputs, want, _ = _hand_example(variant)
+    got = dw(strides=(8,), num_classes=2, variant=variant, objectness_target="centerness")(*inputs)
+    for key, value in want.items():
+        assert got[key].item() == pytest.approx(value, rel=1e-9), key
+    # the points (4, 4), (12, 4), (20, 4) in the GT (1, 1, 23, 7): left/right 3/19, 11/11, 19/3, top/bottom 3/3
+    centerness = [math.sqrt(3 / 19), 1.0, math.sqrt(3 / 19)]
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    bce = lambda p, q: -(q * math.log(p) + (1 - q) * math.log(1 - p))  # noqa: E731
+    expected = sum(bce(sig(o), c) for o, c in zip([0.2, -0.4, 0.7], centerness)) / 3
+    assert got["loss_ctr"].item() == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="objectness_target must be one of"):
+        DWLoss(num_classes=2, objectness_target="iou")
+
+
+def test_centerness_objectness_target_on_a_batch_against_a_dense_computation():
+    """Every (point inside a GT, GT) pair of every level and image, centerness from the box sides;
+    the term's gradient reaches the objectness logits only."""
+    cls, reg, ctr, targets = random_batch(3)
+    got = dw(num_classes=4, objectness_target="centerness")(cls, reg, ctr, targets)
+    released = dw(num_classes=4)(cls, reg, ctr, targets)
+    assert all(torch.equal(got[key], released[key]) for key in released)
+    total, pairs = 0.0, 0
+    for image, target in enumerate(targets):
+        for level, ((h, w), stride) in enumerate(zip(SIZES, STRIDES)):
+            ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                                    indexing="ij")
+            x, y = (xs.flatten() + 0.5) * stride, (ys.flatten() + 0.5) * stride
+            logit = ctr[level][image, 0].flatten()
+            for box in target["boxes"]:
+                l, t, r, b = x - box[0], y - box[1], box[2] - x, box[3] - y
+                inside = (l > 0) & (t > 0) & (r > 0) & (b > 0)
+                c = (torch.minimum(l, r) / torch.maximum(l, r) * torch.minimum(t, b) / torch.maximum(t, b)).sqrt()
+                total += torch.nn.functional.binary_cross_entropy_with_logits(
+                    logit[inside], c[inside], reduction="sum").item()
+                pairs += int(inside.sum())
+    assert pairs > 100
+    assert got["loss_ctr"].item() == pytest.approx(total / pairs, rel=1e-9)
+    leaves = [x.clone().requires_grad_() for x in cls + reg + ctr]
+    k = len(cls)
+    out = DWLoss(num_classes=4, objectness_target="centerness")._centerness_term(
+        *_batch_and_bag(leaves[:k], leaves[k:2 * k], leaves[2 * k:], targets))
+    grads = torch.autograd.grad(out, leaves, allow_unused=True)
+    assert all(g is None or not g.any() for g in grads[:2 * k]) and any(g is not None and g.any() for g in grads[2 * k:])
+
+
+def _batch_and_bag(cls, reg, ctr, targets):
+    batch = prepare_batch(cls, reg, ctr, targets, STRIDES)
+    return batch, DWLoss(num_classes=4).assign(batch).bag
+
+
 @pytest.mark.parametrize("weighting", ["pneg", "ineg", "one_minus_wpos", "none"])
 def test_neg_weighting_ablations(weighting):
     """Table 5's variants change only the weights of the bag entries (class 1 at every point)."""
