@@ -93,10 +93,11 @@ def _outside_crowds(results: list[dict], anns: list[dict]) -> list[dict]:
     return kept
 
 
-def run_errors(run: Path, split: str) -> dict[str, dict]:
-    """A run's COCO metrics on ``split`` and its TIDE errors there."""
+def run_errors(run: Path, split: str, trained_weights: bool = False) -> dict[str, dict]:
+    """A run's COCO metrics on ``split`` and its TIDE errors there (``trained_weights``: see
+    ``builders.load_run``)."""
     try:
-        model, cfg, dataset = builders.load_run(run, split)
+        model, cfg, dataset = builders.load_run(run, split, trained_weights=trained_weights)
     except CheckpointError as error:
         raise SystemExit(str(error)) from None
     evaluator = CocoEvaluator(dataset.coco, dataset.cat_ids)
@@ -111,8 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", help="run folders written by tools/train.py")
     parser.add_argument("--split", choices=("train", "val", "test"), default="val")
     parser.add_argument("--json", help="also write the errors here, with the environment (revision, CPU, command)")
+    parser.add_argument("--trained-weights", action="store_true",
+                        help="for the runs trained with train.ema: their trained weights, not their average")
     args = parser.parse_args(argv)
-    errors = {run: run_errors(Path(run), args.split) for run in args.runs}
+    errors = {run: run_errors(Path(run), args.split, args.trained_weights) for run in args.runs}
     columns = ("AP50", *MAIN_ERRORS, *SUMMARIES)
     print("| run | COCO AP50 | " + " | ".join(columns) + " |")
     print("| --- " * (2 + len(columns)) + "|")
@@ -120,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {run} | {100 * found['coco']['AP50']:.1f} | "
               + " | ".join(f"{found['tide'][name]:.1f}" for name in columns) + " |")
     if args.json:
-        write_json({"environment": environment_record(), "split": args.split, "errors": errors}, args.json, indent=1)
+        write_json({"environment": environment_record(), "split": args.split, "trained_weights": args.trained_weights,
+                    "errors": errors}, args.json, indent=1)
 
 
 if __name__ == "__main__":
