@@ -76,6 +76,16 @@ def test_from_a_folder_of_coco_data_to_drawn_detections(tmp_path):
     assert results and {r["category_id"] for r in results} <= {3, 7, 12}
     assert {r["category_name"] for r in results} <= {"red", "green", "blue"}
 
+    # the run's AP50 on val sorted into TIDE's errors: the same AP50 as its own evaluation
+    record = tmp_path / "tide.json"
+    sorted_errors = run("tools/tide_errors.py", str(work_dir), "--split", "val", "--json", str(record))
+    assert sorted_errors.returncode == 0, sorted_errors.stdout[-3000:] + sorted_errors.stderr[-3000:]
+    found = json.loads(record.read_text())["errors"][str(work_dir)]
+    logged = [json.loads(line) for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
+    assert found["coco"]["AP50"] == [r for r in logged if r["type"] == "val"][-1]["AP50"]
+    assert abs(found["tide"]["AP50"] - 100 * found["coco"]["AP50"]) <= 100 / 101
+    assert set(found["tide"]) == {"AP50", "Cls", "Loc", "Both", "Dupe", "Bkg", "Miss", "FalsePos", "FalseNeg"}
+
     # the same command again (here in this process, to save the start-up) is refused, naming
     # --resume; with --resume it says the run is complete
     arguments = [str(ROOT / train[1]), *train[2:]]

@@ -104,6 +104,12 @@ def test_ap50_agrees_with_pycocotools(seed):
     assert _errors(coco, results)["AP50"] == pytest.approx(100 * expected, abs=100 / 101)
 
 
+def test_no_detections_score_zero_without_an_error():
+    # TIDE fixes act on detections: with none, nothing is left to fix
+    errors = _errors(_coco([[[10, 10, 20, 20]]]), [])
+    assert errors["AP50"] == 0 and all(errors[name] == 0 for name in (*tide_errors.MAIN_ERRORS, *tide_errors.SUMMARIES))
+
+
 def test_a_folder_that_is_not_a_run_is_named(tmp_path):
     with pytest.raises(SystemExit, match="not a finished run folder: config.json is missing"):
         tide_errors.run_errors(tmp_path, "val")
