@@ -219,8 +219,9 @@ def merge_records(target: str | Path, records: list[dict]) -> int:
     merged = read_records([str(path)]) if path.is_file() else {}
     for record in records:
         key = (str(record["method"]), int(record["seed"]))
-        kept_splits = {split: metrics for split, metrics in merged.get(key, {}).items() if split in LATER_SPLITS}
-        merged[key] = {**kept_splits, **record}
+        kept_splits = {split: metrics for split, metrics in merged.get(key, {}).items()
+                       if split in LATER_SPLITS and split not in record}
+        merged[key] = {**record, **kept_splits}
     path.write_text("".join(json.dumps(record) + "\n" for record in merged.values()))
     return len(merged)
 
