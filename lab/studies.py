@@ -296,6 +296,13 @@ STUDIES = {
         *PATTERNS80_TRAINED,
         Method("p80a_dw_iou", "DW, positive score target IoU", PATTERNS80_ADAMW_DW, ("loss.pos_cls_target=iou",)),
     ),
+    # the tree crowns' DW setting (the objectness's centerness target) on patterns80's recipe: does
+    # DW keep its lead there with it? Paired with the recipe's runs of the same seeds
+    "patterns80_dw_centerness": (
+        *PATTERNS80_TRAINED,
+        Method("p80a_dw_ctr", "DW + FCOS's centerness target on the objectness", PATTERNS80_ADAMW_DW,
+               ("loss.objectness_target=centerness",)),
+    ),
     # real aerial images of tree crowns, one class, val and test at places not trained on
     "treecrowns": (
         Method("tc_fcos", "FCOS", TREECROWNS_FCOS),
