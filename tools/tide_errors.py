@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's dwdet, and lab for custom_imports
@@ -70,10 +71,15 @@ def _outside_crowds(results: list[dict], anns: list[dict]) -> list[dict]:
     def boxes(entries: list[dict]) -> torch.Tensor:
         return torch.tensor([_xyxy(e["bbox"]) for e in entries], dtype=torch.float64).reshape(-1, 4)
 
+    by_key, objects_by_key = defaultdict(list), defaultdict(list)
+    for entry in results:
+        by_key[(entry["image_id"], entry["category_id"])].append(entry)
+    for ann in anns:
+        objects_by_key[(ann["image_id"], ann["category_id"])].append(ann)
     kept = []
-    for key in {(e["image_id"], e["category_id"]) for e in results}:
-        mine = sorted((e for e in results if (e["image_id"], e["category_id"]) == key), key=lambda e: -e["score"])
-        objects = [a for a in anns if (a["image_id"], a["category_id"]) == key]
+    for key, entries in by_key.items():
+        mine = sorted(entries, key=lambda e: -e["score"])
+        objects = objects_by_key[key]
         crowds = boxes([a for a in objects if a.get("iscrowd", 0)])
         if len(crowds) == 0:
             kept += mine
