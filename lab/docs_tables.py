@@ -122,11 +122,7 @@ def generate_gaps(titles: str, rows: str) -> str:
 
 def generate_rank_oracle(args_text: str) -> str:
     """The table of a rank-oracle block (see the module's docstring)."""
-    path, *columns = (part.strip() for part in args_text.split("|"))
-    if len(columns) != 2 or not all("=" in column for column in columns):
-        raise ValueError(f"<!-- rank-oracle: {args_text} -->: needs RECORD | BASELINE=FOLDER | METHOD=FOLDER")
-    record = json.loads((REPO / path).read_text())
-    (base_title, base), (title, method) = (column.split("=", 1) for column in columns)
+    path, record, (base_title, base), (title, method) = _record_block("rank-oracle", args_text)
     (base, base_ranking), (method, method_ranking) = (_folder_and_ranking(c) for c in (base, method))
     runs, seeds = _paired_runs(record["metrics"], base, method, f"<!-- rank-oracle: {args_text} -->: ", path)
     rankings = list(runs[(base, seeds[0])])
@@ -149,11 +145,7 @@ def generate_rank_oracle(args_text: str) -> str:
 
 def generate_tide(args_text: str) -> str:
     """The table of a tide block (see the module's docstring)."""
-    path, *columns = (part.strip() for part in args_text.split("|"))
-    if len(columns) != 2 or not all("=" in column for column in columns):
-        raise ValueError(f"<!-- tide: {args_text} -->: needs RECORD | BASELINE=FOLDER | METHOD=FOLDER")
-    record = json.loads((REPO / path).read_text())
-    (base_title, base), (title, method) = (column.split("=", 1) for column in columns)
+    path, record, (base_title, base), (title, method) = _record_block("tide", args_text)
     runs, seeds = _paired_runs(record["errors"], base, method, f"<!-- tide: {args_text} -->: ", path)
     lines = [f"| AP50 | {base_title} | {title} | {_gap_title(seeds)} |", "| --- | --- | --- | --- |"]
     rows = [("COCO's evaluation", lambda run: 100 * run["coco"]["AP50"], ("win", "loss")),
@@ -166,6 +158,16 @@ def generate_tide(args_text: str) -> str:
         if any(base_values) or any(values):  # one class: no class errors to show
             lines.append(_paired_row(label, base_values, values, verdicts))
     return "\n".join(lines) + "\n"
+
+
+def _record_block(kind: str, args_text: str) -> tuple[str, dict, list[str], list[str]]:
+    """RECORD | BASELINE=FOLDER | METHOD=FOLDER of a record block: the record's path, its content
+    and the two (title, folder) columns."""
+    path, *columns = (part.strip() for part in args_text.split("|"))
+    if len(columns) != 2 or not all("=" in column for column in columns):
+        raise ValueError(f"<!-- {kind}: {args_text} -->: needs RECORD | BASELINE=FOLDER | METHOD=FOLDER")
+    base, method = (column.split("=", 1) for column in columns)
+    return path, json.loads((REPO / path).read_text()), base, method
 
 
 def _paired_runs(by_run: dict, base: str, method: str, block: str, path: str) -> tuple[dict, list[str]]:
