@@ -386,6 +386,11 @@ STUDIES = {
             ("muden5", "DW, per-GT normaliser exponent 5 (not 3)", ("loss.mu_den=5.0",)),
             # its AP50 is lost to loose boxes ranked above fitted ones (tools/tide_errors.py)
             ("refine", "DW + box refinement", ("model.refine=True",)),
+            # those loose boxes come from DW's stride-16 points, which FCOS never uses for crowns
+            # this small: each size on the levels FCOS gives it, alone and with the centerness target
+            ("levels", "DW, bags on FCOS's levels for each size", ("loss.bag_levels=fcos_ranges",)),
+            ("levels_ctr", "DW, bags on FCOS's levels + the centerness target",
+             ("loss.bag_levels=fcos_ranges", "loss.objectness_target=centerness")),
         )),
         TREECROWNS_DW_CENTERNESS,
         *(Method(f"tc_{name}_effl0_d8_e24_lr{TREECROWNS_LRS[name]}", f"{label}, 24 epochs", config,

@@ -15,7 +15,7 @@ from torch import Tensor
 import dw_ops
 from dwdet.losses.batch import Batch
 from dwdet.losses.common import Assignment, ClassWeights, PointLoss, candidate_bags, joint_score, rank_in_group
-from dwdet.losses.fcos import centerness_target, gt_distances
+from dwdet.losses.fcos import DEFAULT_REGRESS_RANGES, centerness_target, gt_distances, within_regress_ranges
 from dwdet.utils.dist import reduce_mean
 
 CENTER_PRIORS = ("soft", "hard", "threshold", "topk")
@@ -23,17 +23,22 @@ NEG_WEIGHTINGS = ("pneg_ineg", "pneg", "ineg", "one_minus_wpos", "none")
 VARIANTS = ("released", "paper")
 POS_CLS_TARGETS = ("one", "iou")
 OBJECTNESS_TARGETS = ("none", "centerness")
+BAG_LEVELS = ("all", "fcos_ranges")
 
 
 def assign_dw(batch: Batch, *, variant: str = "released", beta: float = 5.0, mu: float = 5.0,
               mu_den: float | None = None, gamma1: float = 2.0, center_prior: str = "soft", sigma: float = 1.11,
-              prior_threshold: float = 1.7, prior_topk: int = 9) -> Assignment:
+              prior_threshold: float = 1.7, prior_topk: int = 9, bag_levels: str = "all") -> Assignment:
     """DW's label assignment of a batch: every pair of the candidate bags, with its dual weights
     (``dw_ops.dual_weights``): w_pos per pair, P_neg per score entry of a bag (see :class:`DWLoss`)."""
     _check_choice("center_prior", center_prior, CENTER_PRIORS)
+    _check_choice("bag_levels", bag_levels, BAG_LEVELS)
     bag = candidate_bags(batch, sigma=sigma, hard_prior=center_prior == "hard")
     if center_prior in ("threshold", "topk"):
         bag = _select_bag(batch, bag, prior_threshold if center_prior == "threshold" else None, prior_topk)
+    if bag_levels == "fcos_ranges":
+        within = within_regress_ranges(batch, bag.point_index, bag.gt_index, DEFAULT_REGRESS_RANGES)
+        bag = _bag_subset(bag, within, bag.prior[within])
     score = dw_ops.pair_scores(bag, batch.cls, batch.objectness, batch.labels)
     weights = dw_ops.dual_weights(bag, score, batch.labels, batch.num_points, batch.num_classes, pos_mode=variant,
                                   beta=beta, mu=mu, mu_den=mu_den, neg_mode=variant, gamma1=gamma1)
@@ -54,11 +59,16 @@ def _select_bag(batch: Batch, bag: dw_ops.BagPairs, threshold: float | None, top
     else:
         level = torch.bucketize(strides[bag.point_index], strides.new_tensor(batch.level_strides))
         keep = rank_in_group(bag.gt_index * len(batch.level_strides) + level, distance) < topk
+    return _bag_subset(bag, keep, torch.ones_like(bag.prior[keep]))
+
+
+def _bag_subset(bag: dw_ops.BagPairs, keep: Tensor, prior: Tensor) -> dw_ops.BagPairs:
+    """The pairs ``keep`` (a mask) of ``bag``, with ``prior`` as their center prior."""
     gt_index = bag.gt_index[keep]
     counts = torch.bincount(gt_index, minlength=bag.gt_image.numel())
     offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     return dw_ops.BagPairs(gt_index, bag.point_index[keep], bag.image_index[keep], offsets, bag.gt_image,
-                           torch.ones_like(bag.prior[keep]), bag.iou[keep], bag.giou_loss[keep])
+                           prior, bag.iou[keep], bag.giou_loss[keep])
 
 
 class DWLoss(PointLoss):
@@ -94,6 +104,10 @@ class DWLoss(PointLoss):
         neg_reference_power: the exponent of that factor (0.5: the square root, chosen from the
             ``neg_scale`` runs at 530 and 1.4e5 scores per object; 1: a strength per object
             independent of S, which the same runs rule out). See docs/studies/synthetic128.md.
+        bag_levels: ``"all"`` (both variants: a GT's bag holds its points of every FPN level) or
+            ``"fcos_ranges"``: only the points whose largest distance to the GT's sides lies in their
+            level's FCOS regression range, so that each object size is learnt on the levels FCOS
+            gives it.
         objectness_target: ``"none"`` (both variants: the objectness logit learns only through the
             joint score) or ``"centerness"``: besides, FCOS's centerness BCE pulls it towards each
             bag point's centerness in its GT (``loss_ctr``, the mean over the bag's pairs), a target
@@ -108,9 +122,10 @@ class DWLoss(PointLoss):
                  sigma: float = 1.11, prior_threshold: float = 1.7, prior_topk: int = 9,
                  neg_weighting: str = "pneg_ineg", pos_reweight: float | None = None, pos_cls_target: str = "one",
                  focal_alpha: float = 0.25, neg_scale: float = 1.0, neg_reference_scores: float | None = None,
-                 neg_reference_power: float = 0.5, objectness_target: str = "none"):
+                 neg_reference_power: float = 0.5, objectness_target: str = "none", bag_levels: str = "all"):
         super().__init__()
         _check_choice("variant", variant, VARIANTS)
+        _check_choice("bag_levels", bag_levels, BAG_LEVELS)
         _check_choice("objectness_target", objectness_target, OBJECTNESS_TARGETS)
         _check_choice("center_prior", center_prior, CENTER_PRIORS)
         _check_choice("neg_weighting", neg_weighting, NEG_WEIGHTINGS)
@@ -136,13 +151,14 @@ class DWLoss(PointLoss):
         self.pos_reweight = pos_reweight if pos_reweight is not None else (0.25 if variant == "released" else 1.0)
         self.pos_cls_target = pos_cls_target
         self.objectness_target = objectness_target
+        self.bag_levels = bag_levels
         # The released model applies s^2 BCE to every score; the paper uses focal loss outside the bag.
         self.neg_base_weight = 1.0 if variant == "released" else 1.0 - focal_alpha
 
     def assign(self, batch: Batch) -> Assignment:
         a = assign_dw(batch, variant=self.variant, beta=self.beta, mu=self.mu, mu_den=self.mu_den,
                       gamma1=self.gamma1, center_prior=self.center_prior, sigma=self.sigma,
-                      prior_threshold=self.prior_threshold, prior_topk=self.prior_topk)
+                      prior_threshold=self.prior_threshold, prior_topk=self.prior_topk, bag_levels=self.bag_levels)
         return a._replace(target=a.bag.iou.to(a.target.dtype)) if self.pos_cls_target == "iou" else a
 
     def terms(self, batch: Batch, a: Assignment) -> Dict[str, Tensor]:

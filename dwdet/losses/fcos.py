@@ -31,12 +31,8 @@ def assign_fcos(batch: Batch, *, center_radius: Optional[float] = 1.5,
     level's regression range ``(low, high)`` (both ends included; one range per level). A point
     with several candidates takes the GT of minimum area, ties to the lower GT index.
     """
-    if len(regress_ranges) != len(batch.level_strides):
-        raise ValueError(f"got {len(regress_ranges)} regress_ranges for {len(batch.level_strides)} levels "
-                         f"(strides {batch.level_strides})")
     bag = candidate_bags(batch)
     point, gt = bag.point_index, bag.gt_index
-    distances = gt_distances(batch, point, gt)
     candidate = torch.ones_like(gt, dtype=torch.bool)  # a bag pair: strictly inside the box
     if center_radius is not None:
         (x, y), box = batch.points[point].unbind(1), batch.gt_boxes[gt]
@@ -46,13 +42,23 @@ def assign_fcos(batch: Batch, *, center_radius: Optional[float] = 1.5,
         region = torch.stack((x - torch.maximum(cx - radius, x1), y - torch.maximum(cy - radius, y1),
                               torch.minimum(cx + radius, x2) - x, torch.minimum(cy + radius, y2) - y), dim=1)
         candidate = region.amin(dim=1) > 0
-    reach = distances.amax(dim=1)
-    ranges = batch.per_point(regress_ranges)[point]
-    candidate &= (reach >= ranges[:, 0]) & (reach <= ranges[:, 1])
+    candidate &= within_regress_ranges(batch, point, gt, regress_ranges)
     pairs = candidate.nonzero().squeeze(1)
     entry = bag.image_index[pairs] * batch.num_points + point[pairs]
     pairs = pairs[one_gt_per_point(entry, -box_area(batch.gt_boxes)[gt[pairs]], gt[pairs])]
     return hard_assignment(batch, bag, pairs)
+
+
+def within_regress_ranges(batch: Batch, point: Tensor, gt: Tensor,
+                          regress_ranges: Sequence[Tuple[float, float]]) -> Tensor:
+    """Whether the largest distance from each point to its GT's sides lies within its level's
+    regression range ``(low, high)``, both ends included (FCOS's assignment of sizes to levels)."""
+    if len(regress_ranges) != len(batch.level_strides):
+        raise ValueError(f"got {len(regress_ranges)} regress_ranges for {len(batch.level_strides)} levels "
+                         f"(strides {batch.level_strides})")
+    reach = gt_distances(batch, point, gt).amax(dim=1)
+    ranges = batch.per_point(regress_ranges)[point]
+    return (reach >= ranges[:, 0]) & (reach <= ranges[:, 1])
 
 
 def gt_distances(batch: Batch, point: Tensor, gt: Tensor) -> Tensor:

@@ -63,6 +63,7 @@ def test_every_method_config_loads_and_builds():
             assert loss.neg_reference_scores == reference
             assert loss.neg_reference_power == (1.0 if method.name.endswith("_p1") else 0.5)
             assert loss.objectness_target == ("centerness" if method.name.endswith("_ctr") else "none")
+            assert loss.bag_levels == ("fcos_ranges" if "_levels" in method.name else "all")
         if method.axis == "lr":
             assert cfg.train.lr == method.x and method.curve in method.label
         if method.x is not None and method.axis == "length":

@@ -225,6 +225,36 @@ def test_centerness_objectness_target_on_a_batch_against_a_dense_computation():
     assert all(g is None or not g.any() for g in grads[:2 * k]) and any(g is not None and g.any() for g in grads[2 * k:])
 
 
+def test_bag_on_fcos_ranges_keeps_the_pairs_whose_reach_fits_their_level():
+    """bag_levels="fcos_ranges": the released bag's pairs whose largest distance to the GT's sides
+    lies in FCOS's range of their level, priors and IoUs as they were; the loss changes with them."""
+    cls, reg, ctr, targets = random_batch(4)
+    batch = prepare_batch(cls, reg, ctr, targets, STRIDES)
+    full = DWLoss(num_classes=4).assign(batch).bag
+    kept = DWLoss(num_classes=4, bag_levels="fcos_ranges").assign(batch).bag
+    ranges = {8: (-1, 64), 16: (64, 128), 32: (128, 256), 64: (256, 512), 128: (512, math.inf)}
+    expected = []
+    for k in range(len(full.gt_index)):
+        (x, y), box = batch.points[full.point_index[k]].tolist(), batch.gt_boxes[full.gt_index[k]].tolist()
+        reach = max(x - box[0], y - box[1], box[2] - x, box[3] - y)
+        low, high = ranges[int(batch.strides[full.point_index[k]])]
+        if low <= reach <= high:
+            expected.append(k)
+    assert 0 < len(expected) < len(full.gt_index)
+    index = torch.tensor(expected)
+    for name in ("gt_index", "point_index", "image_index", "prior", "iou", "giou_loss"):
+        assert torch.equal(getattr(kept, name), getattr(full, name)[index]), name
+    counts = torch.bincount(kept.gt_index, minlength=len(batch.gt_boxes))
+    assert torch.equal(kept.gt_offsets, torch.cat([counts.new_zeros(1), counts.cumsum(0)]))
+    released = dw(num_classes=4)(cls, reg, ctr, targets)
+    ranged = dw(num_classes=4, bag_levels="fcos_ranges")(cls, reg, ctr, targets)
+    assert ranged.keys() == released.keys() and ranged["loss_cls_pos"] != released["loss_cls_pos"]
+    with pytest.raises(ValueError, match="bag_levels must be one of"):
+        DWLoss(num_classes=2, bag_levels="p3")
+    with pytest.raises(ValueError, match="got 5 regress_ranges for 1 levels"):
+        dw(strides=(8,), num_classes=2, bag_levels="fcos_ranges")(*_hand_example("released")[0])
+
+
 def _batch_and_bag(cls, reg, ctr, targets):
     batch = prepare_batch(cls, reg, ctr, targets, STRIDES)
     return batch, DWLoss(num_classes=4).assign(batch).bag
