@@ -18,6 +18,10 @@ box's quality; what ``IoU`` still lacks at high IoU thresholds is lost to the bo
 
     cls×obj^P  sigmoid(cls) * sigmoid(objectness) ** P, the candidates chosen by that score (P = 0:
                the class score alone; the model's own ranking is P = model.objectness_power, 1 as released)
+
+``--finest-levels 1 2`` adds the model's own ranking with only the candidates of its finest FPN
+levels (``levels<=1``: stride 8 alone; ``levels<=2``: strides 8 and 16): how much of its AP a
+detector draws from its coarser levels.
 """
 from __future__ import annotations
 
@@ -55,10 +59,11 @@ def best_iou_of_class(boxes: torch.Tensor, labels: torch.Tensor, gt_boxes: torch
 
 @torch.no_grad()
 def rescored_detections(model: FCOSDetector, images: list[torch.Tensor], targets: list[dict],
-                        objectness_powers: tuple[float, ...] = ()) -> list[dict[str, dict]]:
-    """The detections of each image of a batch under each of :data:`RESCORINGS` and each of
-    ``objectness_powers``, in the image's own pixels; the batch is padded and run as the evaluation
-    runs it."""
+                        objectness_powers: tuple[float, ...] = (), finest_levels: tuple[int, ...] = ()
+                        ) -> list[dict[str, dict]]:
+    """The detections of each image of a batch under each of :data:`RESCORINGS`, each of
+    ``objectness_powers`` and each of ``finest_levels``, in the image's own pixels; the batch is
+    padded and run as the evaluation runs it."""
     original_sizes = [tuple(image.shape[-2:]) for image in images]
     batch, resized = model.transform(images, [{"boxes": t["boxes"].float(), "labels": t["labels"]} for t in targets])
     outputs = [[x.float() for x in level_maps] for level_maps in model.head(list(model.backbone(batch.tensors).values()))]
@@ -68,6 +73,8 @@ def rescored_detections(model: FCOSDetector, images: list[torch.Tensor], targets
                 for name, rescore in RESCORINGS.items()}
     for power in objectness_powers:
         rankings[f"cls×obj^{power:g}"] = model.candidates(*outputs, batch.image_sizes, objectness_power=power)
+    for count in finest_levels:  # candidates() reads the levels it is given, finest first
+        rankings[f"levels<={count}"] = model.candidates(*(maps[:count] for maps in outputs), batch.image_sizes)
     detections = [{} for _ in images]
     for name, ranked in rankings.items():
         kept = model.transform.postprocess(model.select(ranked, batch.image_sizes), batch.image_sizes, original_sizes)
@@ -77,7 +84,7 @@ def rescored_detections(model: FCOSDetector, images: list[torch.Tensor], targets
 
 
 def run_oracle(run: Path, split: str, trained_weights: bool = False, max_images: int | None = None,
-               objectness_powers: tuple[float, ...] = ()) -> dict[str, dict]:
+               objectness_powers: tuple[float, ...] = (), finest_levels: tuple[int, ...] = ()) -> dict[str, dict]:
     """COCO metrics of ``run`` on ``split`` under each ranking (:func:`rescored_detections`), its
     images batched and its precision (``train.amp``) as its evaluation has them."""
     try:
@@ -92,7 +99,7 @@ def run_oracle(run: Path, split: str, trained_weights: bool = False, max_images:
     device = torch.device("cpu")
     for images, targets in tqdm(eval_loader(dataset, cfg.eval.batch_size, 0), desc=str(run), dynamic_ncols=True):
         with autocast(device, cfg.train.amp):
-            detections = rescored_detections(model, images, targets, objectness_powers)
+            detections = rescored_detections(model, images, targets, objectness_powers, finest_levels)
         for target, by_rescoring in zip(targets, detections):
             image_ids.append(int(target["image_id"]))
             for name, found in by_rescoring.items():
@@ -109,11 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trained-weights", action="store_true",
                         help="for the runs trained with train.ema: their trained weights, not their average "
                              "(the others have only their trained weights)")
+    parser.add_argument("--finest-levels", type=int, nargs="+", default=[], metavar="K",
+                        help="also rank with only the candidates of the K finest FPN levels")
     parser.add_argument("--objectness-powers", type=float, nargs="+", default=[], metavar="P",
                         help="also rank by sigmoid(cls) * sigmoid(objectness) ** P, as model.objectness_power=P would")
     args = parser.parse_args(argv)
     metrics = {run: run_oracle(Path(run), args.split, args.trained_weights, args.max_images,
-                               tuple(args.objectness_powers)) for run in args.runs}
+                               tuple(args.objectness_powers), tuple(args.finest_levels)) for run in args.runs}
     thresholds = ("0.50", "0.75", "0.90")
     print("| run | ranking | AP | " + " | ".join(f"AP@{t}" for t in thresholds) + " |")
     print("| --- " * (3 + len(thresholds)) + "|")

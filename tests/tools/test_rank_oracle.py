@@ -73,3 +73,27 @@ def test_objectness_powers_rank_as_the_detector_would_with_that_setting():
                 assert torch.equal(image_found[f"cls×obj^{power:g}"][key], image_expected[key])
     # the class score alone ranks otherwise than the model's own score
     assert not torch.equal(found[0]["cls×obj^0"]["scores"], found[0]["model"]["scores"])
+
+
+def test_finest_levels_keep_the_candidates_of_those_levels_only():
+    torch.manual_seed(0)
+    model = build_fcos(3, None, backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=64,
+                       min_size=64, max_size=128).eval()
+    model.score_thresh = 0.0
+    images = [torch.rand(3, 40, 56), torch.rand(3, 48, 40)]
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 34.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[10.0, 10.0, 30.0, 44.0]]), "labels": torch.tensor([0])}]
+    levels = len(model.head.strides)
+    found = rank_oracle.rescored_detections(model, images, targets, finest_levels=(1, levels))
+    for image_found in found:
+        for key in ("boxes", "scores", "labels"):  # every level: the model's own detections
+            assert torch.equal(image_found[f"levels<={levels}"][key], image_found["model"][key])
+    # the finest level alone: its scores are the stride-8 map's, fewer than the model's boxes
+    with torch.no_grad():
+        batch, _ = model.transform(images)
+        cls, _, obj = model.head(list(model.backbone(batch.tensors).values()))
+    for i, image_found in enumerate(found):
+        finest = (cls[0][i].sigmoid() * obj[0][i].sigmoid()).flatten()
+        scores = image_found["levels<=1"]["scores"]
+        assert len(scores) > 0 and torch.isin(scores, finest).all()
+        assert not torch.isin(image_found["model"]["scores"], finest).all()
