@@ -112,6 +112,11 @@ def _treecrowns_chosen(kind: str) -> tuple[str, ...]:
     return (*TREECROWNS_D8_E12, f"train.lr={_treecrowns_lr(kind)}")
 
 
+# FCOS and the released DW on that setting (the lr study's runs at the chosen lr)
+TREECROWNS_CHOSEN = tuple(Method(f"tc_{name}_effl0_d8_e12_lr{_treecrowns_lr(name)}", label, config,
+                                 _treecrowns_chosen(name))
+                          for name, label, config in (("fcos", "FCOS", TREECROWNS_IMAGENET_FCOS),
+                                                      ("dw", "DW (released)", TREECROWNS_IMAGENET_DW)))
 # the objectness learnt from geometry too (FCOS's centerness target), not from DW's predictions
 # alone: its one-seed ablation on the tree crowns' val, and every seed for the setting's study
 TREECROWNS_DW_CENTERNESS = Method(
@@ -361,9 +366,7 @@ STUDIES = {
     # the setting the ablation found (val, seed 0: 20.4 AP against the released DW's 18.4), over
     # every seed beside the two plain runs of the same seeds: val to confirm it, then the test split
     "treecrowns_dw_setting": (
-        *(Method(f"tc_{name}_effl0_d8_e12_lr{_treecrowns_lr(name)}", label, config, _treecrowns_chosen(name))
-          for name, label, config in (("fcos", "FCOS", TREECROWNS_IMAGENET_FCOS),
-                                      ("dw", "DW (released)", TREECROWNS_IMAGENET_DW))),
+        *TREECROWNS_CHOSEN,
         TREECROWNS_DW_CENTERNESS,
     ),
     # why the released DW trails FCOS on the tree crowns (val, the first seed): each part changed
@@ -371,10 +374,8 @@ STUDIES = {
     # the lr study's. One class gives 171 (point, class) scores per object, 1400x fewer than on
     # COCO, so the negative term's strength comes first
     "treecrowns_dw_ablation": (
-        *(Method(f"tc_{name}_effl0_d8_e12_lr{_treecrowns_lr(name)}", label, config, _treecrowns_chosen(name))
-          for name, label, config in (("fcos", "FCOS", TREECROWNS_IMAGENET_FCOS),
-                                      ("dw", "DW (released)", TREECROWNS_IMAGENET_DW))),
-        *(Method(f"tc_dw_effl0_d8_e12_lr{TREECROWNS_LRS['dw']}_{name}", label, TREECROWNS_IMAGENET_DW,
+        *TREECROWNS_CHOSEN,
+        *(Method(f"tc_dw_effl0_d8_e12_lr{_treecrowns_lr('dw')}_{name}", label, TREECROWNS_IMAGENET_DW,
                  (*_treecrowns_chosen("dw"), *overrides), all_seeds=False) for name, label, overrides in (
             ("negref", "DW, negative as on COCO (about x37 here)", NEG_AS_ON_COCO),
             ("neg4", "DW, negative x4", ("loss.neg_scale=4.0",)),
@@ -386,7 +387,7 @@ STUDIES = {
             ("muden5", "DW, per-GT normaliser exponent 5 (not 3)", ("loss.mu_den=5.0",)),
             # its AP50 is lost to loose boxes ranked above fitted ones (tools/tide_errors.py)
             ("refine", "DW + box refinement", ("model.refine=True",)),
-            # those loose boxes come from DW's stride-16 points, which FCOS never uses for crowns
+            # DW draws part of its AP from stride 16, which FCOS's size ranges leave alone for crowns
             # this small: each size on the levels FCOS gives it, alone and with the centerness target
             ("levels", "DW, bags on FCOS's levels for each size", ("loss.bag_levels=fcos_ranges",)),
             ("levels_ctr", "DW, bags on FCOS's levels + the centerness target",

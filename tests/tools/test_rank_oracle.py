@@ -55,7 +55,8 @@ def test_a_folder_that_is_not_a_run_is_named(tmp_path):
         rank_oracle.run_oracle(tmp_path, "val")
 
 
-def test_objectness_powers_rank_as_the_detector_would_with_that_setting():
+def _untrained_model_and_batch():
+    """An untrained detector keeping every candidate, and two images of two sizes with one GT each."""
     torch.manual_seed(0)
     model = build_fcos(3, None, backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=64,
                        min_size=64, max_size=128).eval()
@@ -63,6 +64,11 @@ def test_objectness_powers_rank_as_the_detector_would_with_that_setting():
     images = [torch.rand(3, 40, 56), torch.rand(3, 48, 40)]
     targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 34.0]]), "labels": torch.tensor([1])},
                {"boxes": torch.tensor([[10.0, 10.0, 30.0, 44.0]]), "labels": torch.tensor([0])}]
+    return model, images, targets
+
+
+def test_objectness_powers_rank_as_the_detector_would_with_that_setting():
+    model, images, targets = _untrained_model_and_batch()
     found = rank_oracle.rescored_detections(model, images, targets, objectness_powers=(1.0, 0.0))
     for power in (1.0, 0.0):
         model.objectness_power = power
@@ -76,13 +82,7 @@ def test_objectness_powers_rank_as_the_detector_would_with_that_setting():
 
 
 def test_finest_levels_keep_the_candidates_of_those_levels_only():
-    torch.manual_seed(0)
-    model = build_fcos(3, None, backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=64,
-                       min_size=64, max_size=128).eval()
-    model.score_thresh = 0.0
-    images = [torch.rand(3, 40, 56), torch.rand(3, 48, 40)]
-    targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 34.0]]), "labels": torch.tensor([1])},
-               {"boxes": torch.tensor([[10.0, 10.0, 30.0, 44.0]]), "labels": torch.tensor([0])}]
+    model, images, targets = _untrained_model_and_batch()
     levels = len(model.head.strides)
     found = rank_oracle.rescored_detections(model, images, targets, finest_levels=(1, levels))
     for image_found in found:
