@@ -29,8 +29,9 @@ images on a GPU). The report is ``results.json``, ``results.md``, ``ap.png`` and
 ``<out>``, and ``runs.jsonl``: one line per finished run (its result.json). Those lines are small
 enough to keep beside the docs when the run folders go; ``--records`` reads them back, so a report
 can cover runs made in another checkout (a run folder under ``<out>`` wins over a record of the
-same method and seed), and ``--merge-into`` merges them into a page's records file. A record holds the run's metrics on val, its resolved config, command,
-environment (revision, CPU, ISA, threads) and first loss; ``--split test`` adds the metrics of its
+same method and seed), and ``--merge-into`` merges them into a page's records file. A record holds
+the run's metrics on val, its resolved config, command, environment (revision, CPU, ISA, threads)
+and first loss; ``--split test`` adds the metrics of its
 ``last.pth`` on the benchmark's test split (once per run; choices are made on val, numbers are
 reported on test) and reports those. The studies themselves are in lab/studies.py, the runs'
 bookkeeping in lab/runner.py and the report in lab/report.py.
