@@ -300,6 +300,9 @@ STUDIES = {
     "patterns80_dw_quality": (
         *PATTERNS80_TRAINED,
         Method("p80a_dw_iou", "DW, positive score target IoU", PATTERNS80_ADAMW_DW, ("loss.pos_cls_target=iou",)),
+        # the IoU on the objectness alone: the class logit keeps DW's target 1
+        Method("p80a_dw_objiou", "DW + the box's IoU as the objectness's target", PATTERNS80_ADAMW_DW,
+               ("loss.objectness_target=iou",)),
     ),
     # the tree crowns' DW setting (the objectness's centerness target) on patterns80's recipe: does
     # DW keep its lead there with it? Paired with the recipe's runs of the same seeds
@@ -392,6 +395,9 @@ STUDIES = {
             ("levels", "DW, bags on FCOS's levels for each size", ("loss.bag_levels=fcos_ranges",)),
             ("levels_ctr", "DW, bags on FCOS's levels + the centerness target",
              ("loss.bag_levels=fcos_ranges", "loss.objectness_target=centerness")),
+            # DW's boxes ranked by their fit beat FCOS's (tools/rank_oracle.py), its scores do not
+            # follow them: the objectness, a factor of every score, taught each box's IoU
+            ("objiou", "DW + the box's IoU as the objectness's target", ("loss.objectness_target=iou",)),
         )),
         TREECROWNS_DW_CENTERNESS,
         *(Method(f"tc_{name}_effl0_d8_e24_lr{TREECROWNS_LRS[name]}", f"{label}, 24 epochs", config,

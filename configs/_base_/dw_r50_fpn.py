@@ -37,5 +37,6 @@ loss = dict(
     neg_reference_scores=None,  # None = released; e.g. 2.4e5: the negative term's strength as on COCO
     neg_reference_power=0.5,  # at any (point, class) scores per object (docs/studies/synthetic128.md)
     bag_levels="all",  # all (released) | fcos_ranges: each GT's bag on the levels FCOS gives its size
-    objectness_target="none",  # none (released) | centerness: FCOS's centerness BCE on the objectness
+    # none (released) | centerness: FCOS's centerness BCE on the objectness | iou: BCE towards the box's IoU
+    objectness_target="none",
 )

@@ -22,7 +22,9 @@ CENTER_PRIORS = ("soft", "hard", "threshold", "topk")
 NEG_WEIGHTINGS = ("pneg_ineg", "pneg", "ineg", "one_minus_wpos", "none")
 VARIANTS = ("released", "paper")
 POS_CLS_TARGETS = ("one", "iou")
-OBJECTNESS_TARGETS = ("none", "centerness")
+OBJECTNESS_TARGETS = ("none", "centerness", "iou")
+# the objectness term's name in the losses, per target
+OBJECTNESS_TERMS = {"centerness": "loss_ctr", "iou": "loss_obj_iou"}
 BAG_LEVELS = ("all", "fcos_ranges")
 
 
@@ -111,7 +113,10 @@ class DWLoss(PointLoss):
         objectness_target: ``"none"`` (both variants: the objectness logit learns only through the
             joint score) or ``"centerness"``: besides, FCOS's centerness BCE pulls it towards each
             bag point's centerness in its GT (``loss_ctr``, the mean over the bag's pairs), a target
-            from geometry alone, where every other target of DW comes from the predictions.
+            from geometry alone, where every other target of DW comes from the predictions; or
+            ``"iou"``: the same BCE towards the IoU of the pair's predicted box with its GT (a
+            target, not a path to the boxes; ``loss_obj_iou``), so that the objectness, and with it
+            the joint score, follows how well each box fits (as PAA's IoU branch does).
 
     Normalisers (both variants): the positive terms by the number of GTs in the batch, the
     negative term by sum(1 - P_neg), each averaged over DDP ranks and clamped to >= 1.
@@ -183,16 +188,20 @@ class DWLoss(PointLoss):
         terms = {"loss_cls_pos": self.pos_reweight * pos_cls / num_gts,
                  "loss_loc": self.pos_reweight * pos_loc / num_gts,
                  "loss_cls_neg": loss_neg}
-        if self.objectness_target == "centerness":
-            terms["loss_ctr"] = self._centerness_term(batch, bag)
+        if self.objectness_target != "none":
+            terms[OBJECTNESS_TERMS[self.objectness_target]] = self._objectness_term(batch, bag)
         return terms
 
-    @staticmethod
-    def _centerness_term(batch: Batch, bag: dw_ops.BagPairs) -> Tensor:
-        """FCOS's centerness BCE on the objectness logit at every bag pair, over the number of pairs
-        (averaged over ranks). Bag points lie inside their GT, so the distances are >= 0."""
-        target = centerness_target(gt_distances(batch, bag.point_index, bag.gt_index).clamp(min=0))
+    def _objectness_term(self, batch: Batch, bag: dw_ops.BagPairs) -> Tensor:
+        """BCE of the objectness logit at every bag pair towards the pair's target (its centerness in
+        its GT, or its box's IoU), over the number of pairs (averaged over ranks). Bag points lie
+        inside their GT, so the distances are >= 0."""
+        if self.objectness_target == "centerness":
+            target = centerness_target(gt_distances(batch, bag.point_index, bag.gt_index).clamp(min=0))
+        else:
+            target = bag.iou  # the op gives it without a gradient
         logits = batch.objectness[bag.image_index, bag.point_index]
+        target = target.to(logits.dtype)
         num_pairs = reduce_mean(logits.new_full((), float(len(logits)))).clamp(min=1.0)
         return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / num_pairs
 

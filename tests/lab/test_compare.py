@@ -62,7 +62,7 @@ def test_every_method_config_loads_and_builds():
             reference = studies.COCO_SCORES_PER_OBJECT if "negref" in method.name else None
             assert loss.neg_reference_scores == reference
             assert loss.neg_reference_power == (1.0 if method.name.endswith("_p1") else 0.5)
-            assert loss.objectness_target == ("centerness" if method.name.endswith("_ctr") else "none")
+            assert loss.objectness_target == {"ctr": "centerness", "objiou": "iou"}.get(method.name.rpartition("_")[2], "none")
             assert loss.bag_levels == ("fcos_ranges" if "_levels" in method.name else "all")
         if method.axis == "lr":
             assert cfg.train.lr == method.x and method.curve in method.label

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 import dw_ops
 from dwdet.losses import DWLoss, prepare_batch
@@ -191,7 +192,43 @@ def test_centerness_objectness_target_adds_fcos_centerness_bce_on_the_bag(varian
     expected = sum(bce(sig(o), c) for o, c in zip([0.2, -0.4, 0.7], centerness)) / 3
     assert got["loss_ctr"].item() == pytest.approx(expected, rel=1e-9)
     with pytest.raises(ValueError, match="objectness_target must be one of"):
-        DWLoss(num_classes=2, objectness_target="iou")
+        DWLoss(num_classes=2, objectness_target="giou")
+
+
+@pytest.mark.parametrize("variant", ["released", "paper"])
+def test_iou_objectness_target_adds_bce_towards_each_bag_boxs_iou(variant):
+    """objectness_target="iou": the other terms as released, plus the mean over the bag's pairs of
+    BCE(sigmoid(objectness), IoU of the pair's predicted box with its GT)."""
+    inputs, want, rows = _hand_example(variant)
+    got = dw(strides=(8,), num_classes=2, variant=variant, objectness_target="iou")(*inputs)
+    for key, value in want.items():
+        assert got[key].item() == pytest.approx(value, rel=1e-9), key
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    bce = lambda p, q: -(q * math.log(p) + (1 - q) * math.log(1 - p))  # noqa: E731
+    expected = sum(bce(sig(o), r["iou"]) for o, r in zip([0.2, -0.4, 0.7], rows)) / 3
+    assert got["loss_obj_iou"].item() == pytest.approx(expected, rel=1e-9)
+    assert "loss_ctr" not in got
+
+
+def test_iou_objectness_target_trains_the_objectness_only():
+    """The IoU is a target, not a path: the term's gradient reaches the objectness logits and not the
+    box regression that made the IoU."""
+    cls, reg, ctr, targets = random_batch(5)
+    leaves = [x.clone().requires_grad_() for x in cls + reg + ctr]
+    k = len(cls)
+    loss = DWLoss(num_classes=4, objectness_target="iou")
+    batch, bag = _batch_and_bag(leaves[:k], leaves[k:2 * k], leaves[2 * k:], targets)
+    out = loss._objectness_term(batch, bag)
+    grads = torch.autograd.grad(out, leaves, allow_unused=True)
+    assert all(g is None or not g.any() for g in grads[:2 * k]) and any(g is not None and g.any() for g in grads[2 * k:])
+    # the value against IoUs computed apart (torchvision), from each pair's decoded box
+    (x, y), d = batch.points[bag.point_index].unbind(1), batch.dist[bag.image_index, bag.point_index].detach()
+    boxes = torch.stack([x - d[:, 0], y - d[:, 1], x + d[:, 2], y + d[:, 3]], 1)
+    iou = box_iou(boxes, batch.gt_boxes[bag.gt_index]).diagonal()
+    logits = batch.objectness[bag.image_index, bag.point_index].detach()
+    assert len(iou) > 100
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, iou)
+    assert out.item() == pytest.approx(expected.item(), rel=1e-9)
 
 
 def test_centerness_objectness_target_on_a_batch_against_a_dense_computation():
@@ -219,7 +256,7 @@ def test_centerness_objectness_target_on_a_batch_against_a_dense_computation():
     assert got["loss_ctr"].item() == pytest.approx(total / pairs, rel=1e-9)
     leaves = [x.clone().requires_grad_() for x in cls + reg + ctr]
     k = len(cls)
-    out = DWLoss(num_classes=4, objectness_target="centerness")._centerness_term(
+    out = DWLoss(num_classes=4, objectness_target="centerness")._objectness_term(
         *_batch_and_bag(leaves[:k], leaves[k:2 * k], leaves[2 * k:], targets))
     grads = torch.autograd.grad(out, leaves, allow_unused=True)
     assert all(g is None or not g.any() for g in grads[:2 * k]) and any(g is not None and g.any() for g in grads[2 * k:])
