@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (init and order)")
     parser.add_argument("--out", default="work_dirs/compare", help="folder of the runs and the report")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once (they share the CPU threads)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per training (default: the machine's divided by --jobs); set it when "
+                             "other work shares the machine, e.g. a second lab.compare")
     parser.add_argument("--opts", nargs="+", default=[], metavar="key=value", help="config overrides for every run")
     parser.add_argument("--methods", nargs="+", default=None, metavar="NAME",
                         help="train only these methods of the study (the report still covers all of it)")
@@ -77,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
     known = [m.name for m in selected_methods(args.study)]
     if args.baseline is not None and args.baseline not in known:
         parser.error(f"--baseline {args.baseline}: not in study {args.study!r}, whose methods are {known}")
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     if not args.report_only:
         runs = planned_runs([m for m in methods if args.methods is None or m.name in args.methods], args.seeds)
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
         # runs that need another run (its weights to start from, or to evaluate) go second, once
         # those have finished; the evaluation on the test split last, on every finished run
         phases = [(train, [r for r in runs if r[0].depends_on is None]),

@@ -296,6 +296,21 @@ def test_methods_trains_a_subset_of_the_study(tmp_path, monkeypatch):
     assert sorted(trained) == [("s80_dw_e12", 0), ("s80_fcos_e2", 0)]  # single-seed lengths: the first seed
 
 
+def test_threads_per_training_default_to_the_machine_shared_by_the_jobs(tmp_path, monkeypatch, capsys):
+    threads = []
+    monkeypatch.setattr(compare, "train", lambda method, seed, out, opts, n, *rest: threads.append(n))
+    monkeypatch.setattr(compare, "report", lambda *args, **kwargs: None)
+    args = ["--study", "shapes80", "--seeds", "0", "--out", str(tmp_path), "--jobs", "2"]
+    assert compare.main(args) == 0
+    assert set(threads) == {max(1, (os.cpu_count() or 1) // 2)}
+    threads.clear()
+    assert compare.main([*args, "--threads", "1"]) == 0  # another compare shares the machine
+    assert set(threads) == {1}
+    with pytest.raises(SystemExit):
+        compare.parse_args([*args, "--threads", "0"])
+    assert "--threads must be >= 1" in capsys.readouterr().err
+
+
 def test_methods_outside_the_study_are_named(capsys):
     with pytest.raises(SystemExit):
         compare.parse_args(["--study", "shapes80", "--methods", "s80_dw", "wneg_none"])
