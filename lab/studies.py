@@ -398,6 +398,8 @@ STUDIES = {
             # DW's boxes ranked by their fit beat FCOS's (tools/rank_oracle.py), its scores do not
             # follow them: the objectness, a factor of every score, taught each box's IoU
             ("objiou", "DW + the box's IoU as the objectness's target", ("loss.objectness_target=iou",)),
+            # the two screens that gained besides the centerness target, each with it
+            ("beta2_ctr", "DW, beta 2 + the centerness target", ("loss.beta=2.0", "loss.objectness_target=centerness")),
         )),
         TREECROWNS_DW_CENTERNESS,
         *(Method(f"tc_{name}_effl0_d8_e24_lr{TREECROWNS_LRS[name]}", f"{label}, 24 epochs", config,
