@@ -22,9 +22,9 @@ CENTER_PRIORS = ("soft", "hard", "threshold", "topk")
 NEG_WEIGHTINGS = ("pneg_ineg", "pneg", "ineg", "one_minus_wpos", "none")
 VARIANTS = ("released", "paper")
 POS_CLS_TARGETS = ("one", "iou")
-OBJECTNESS_TARGETS = ("none", "centerness", "iou")
-# the objectness term's name in the losses, per target
+# the objectness term's name in the losses, per target besides "none"
 OBJECTNESS_TERMS = {"centerness": "loss_ctr", "iou": "loss_obj_iou"}
+OBJECTNESS_TARGETS = ("none", *OBJECTNESS_TERMS)
 BAG_LEVELS = ("all", "fcos_ranges")
 
 
@@ -201,7 +201,6 @@ class DWLoss(PointLoss):
         else:
             target = bag.iou  # the op gives it without a gradient
         logits = batch.objectness[bag.image_index, bag.point_index]
-        target = target.to(logits.dtype)
         num_pairs = reduce_mean(logits.new_full((), float(len(logits)))).clamp(min=1.0)
         return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / num_pairs
 
