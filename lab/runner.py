@@ -8,7 +8,8 @@ finished run (``result.json``) is skipped and an interrupted one resumes from it
 the command can simply be rerun. A record (a run's result.json, one line of ``runs.jsonl``) holds
 the run's metrics on val, its resolved config, command, environment (revision, CPU, ISA, threads)
 and first loss; :func:`evaluate_split` adds the metrics of its ``last.pth`` on the benchmark's test
-split (once per run). :func:`read_records` reads ``runs.jsonl`` files back, so that a report can
+split (once per run), each evaluation with its own command and ``evaluation_environment``: the
+checkout and machine that measured it, which need not be those that trained. :func:`read_records` reads ``runs.jsonl`` files back, so that a report can
 cover runs made in another checkout. The studies themselves are in lab/studies.py; the report in lab/report.py.
 """
 from __future__ import annotations
@@ -65,6 +66,14 @@ def train_command(method: Method, seed: int, work_dir: Path, opts: list[str]) ->
 def kept(evaluation: dict) -> dict:
     """The part of an evaluation a record keeps."""
     return {k: evaluation[k] for k in KEPT if k in evaluation}
+
+
+def evaluation_record(evaluation: dict, command: list[str]) -> dict:
+    """What a record keeps of an evaluation by tools/test.py: its metrics, its command and the
+    environment it ran in (tools/test.py writes it beside the metrics)."""
+    environment = evaluation.get("environment") or {}
+    return {**kept(evaluation), "command": command[1:],
+            "evaluation_environment": {k: environment.get(k) for k in RUN_ENVIRONMENT}}
 
 
 def final_eval(work_dir: Path) -> dict | None:
@@ -174,8 +183,8 @@ def evaluate_trained_weights(method: Method, seed: int, out: str, opts: list[str
     trained = json.loads((source / "result.json").read_text())
     evaluation, command = run_test(method, seed, out, opts, threads, "val")
     result = {**{k: v for k, v in trained.items() if k != "test"},  # (the source's test metrics: of its average)
-              "method": method.name, "opts": opts, "command": command[1:],
-              **kept(evaluation), "trained_weights_of": str(source)}
+              "method": method.name, "opts": opts, **evaluation_record(evaluation, command),
+              "trained_weights_of": str(source)}
     (run_dir(out, method, seed) / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     say(f"{method.name} seed {seed}: AP {100 * result['AP']:.1f} (the trained weights of {source})")
     return result
@@ -189,7 +198,7 @@ def evaluate_split(method: Method, seed: int, out: str, opts: list[str], threads
     if split in result:
         return result
     evaluation, command = run_test(method, seed, out, opts, threads, split)
-    result[split] = {**kept(evaluation), "command": command[1:]}
+    result[split] = evaluation_record(evaluation, command)
     (work_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     say(f"{method.name} seed {seed}: {split} AP {100 * evaluation['AP']:.1f}")
     return result

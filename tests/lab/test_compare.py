@@ -348,6 +348,9 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path, monkeypatc
         stored = json.loads((out / name / "seed0" / "test" / "metrics_last.json").read_text())
         assert result["test"]["AP"] == stored["AP"] and 0 <= stored["AP"] <= 1
         assert result["test"]["AP_per_iou"] == stored["AP_per_iou"]
+        # what measured it: the evaluation's own checkout, machine and threads, not the training's
+        assert result["test"]["evaluation_environment"] == {k: stored["environment"][k] for k in runner.RUN_ENVIRONMENT}
+        assert result["test"]["evaluation_environment"]["threads"] == (os.cpu_count() or 1)
         assert f"data.val_ann={tmp_path / 'data' / 'annotations' / 'instances_test.json'}" in result["test"]["command"]
         assert result["config"] == json.loads((out / name / "seed0" / "config.json").read_text())
     assert "| FCOS | 1 |" in (out / "results_test.md").read_text()
@@ -378,6 +381,8 @@ def test_toy_comparison_end_to_end_then_skips_finished_runs(tmp_path, monkeypatc
     assert trained["test"]["AP"] == plain["test"]["AP"] and "--trained-weights" in trained["test"]["command"]
     assert "--trained-weights" not in average["test"]["command"]
     assert trained["environment"] == average["environment"] and trained["config"] == average["config"]
+    evaluated = json.loads((out / "fcos_trained" / "seed0" / "val" / "metrics_last_trained.json").read_text())
+    assert trained["evaluation_environment"] == {k: evaluated["environment"][k] for k in runner.RUN_ENVIRONMENT}
     # an inference setting on the same trained weights, on val and on test
     cls_only = json.loads((out / "fcos_cls_only" / "seed0" / "result.json").read_text())
     for command in (cls_only["command"], cls_only["test"]["command"]):
