@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from lab import docs_tables
+from lab import docs_tables, runner
 
 REPO = docs_tables.REPO
 PAGES = sorted((REPO / "docs").rglob("*.md"))
@@ -75,6 +75,29 @@ def test_transcribed_records_are_marked():
             record = json.loads(line)
             if "transcribed" in record.get("source", ""):
                 assert record.get("transcribed") is True, (path.name, record["method"], record["seed"])
+
+
+def test_every_record_names_the_clean_checkout_that_measured_it_or_says_what_is_missing():
+    """A record's metrics were measured by its training (``environment``) or, for trained weights
+    and for the test split, by tools/test.py afterwards (``evaluation_environment``): each names a
+    revision without changes, the CPU and the threads, or the record says in ``provenance_note``
+    (or as a transcription) what was not kept."""
+    for path in sorted((REPO / "docs" / "results").glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("transcribed") or record.get("provenance_note"):
+                continue
+            measured = {"training": record.get("environment")}
+            if "trained_weights_of" in record:
+                measured["its trained weights' evaluation"] = record.get("evaluation_environment")
+            for split in runner.LATER_SPLITS:
+                if split in record:
+                    measured[f"the {split} evaluation"] = record[split].get("evaluation_environment")
+            for what, environment in measured.items():
+                where = (path.name, record["method"], record["seed"], what)
+                assert environment, where
+                assert environment["git_revision"] and environment["git_dirty"] is False, where
+                assert environment["cpu"] and environment["threads"], where
 
 
 def test_shipped_weights_have_the_sha256_the_docs_state():
