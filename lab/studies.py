@@ -400,6 +400,9 @@ STUDIES = {
             ("objiou", "DW + the box's IoU as the objectness's target", ("loss.objectness_target=iou",)),
             # the two screens that gained besides the centerness target, each with it
             ("beta2_ctr", "DW, beta 2 + the centerness target", ("loss.beta=2.0", "loss.objectness_target=centerness")),
+            # weights computed from predictions that are noise at the start: a third of the
+            # schedule (TOOD's share) trained with FCOS's loss first
+            ("fcoswarm4", "DW after 4 epochs of FCOS's loss", ("loss.fcos_warmup_epochs=4",)),
         )),
         TREECROWNS_DW_CENTERNESS,
         *(Method(f"tc_{name}_effl0_d8_e24_lr{TREECROWNS_LRS[name]}", f"{label}, 24 epochs", config,

@@ -39,4 +39,5 @@ loss = dict(
     bag_levels="all",  # all (released) | fcos_ranges: each GT's bag on the levels FCOS gives its size
     # none (released) | centerness: FCOS's centerness BCE on the objectness | iou: BCE towards the box's IoU
     objectness_target="none",
+    fcos_warmup_epochs=0,  # 0 (released) | N: the first N epochs trained with FCOS's loss
 )

@@ -74,10 +74,12 @@ class TrainState:
 
 
 class _LogWindow:
-    """Sums over the iterations since the last record; skipped steps count, but add no loss values."""
+    """Sums over the iterations since the last record; skipped steps count, but add no loss values.
+    Each value is averaged over the steps that logged it (a loss with a warm-up changes its terms)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
         self.steps = self.skipped = 0
         self.iter_time = self.data_time = 0.0
 
@@ -91,12 +93,13 @@ class _LogWindow:
             self.steps += 1
             for name, value in values.items():
                 self.sums[name] = self.sums.get(name, 0.0) + value
+                self.counts[name] = self.counts.get(name, 0) + 1
         self.iter_time += iter_time
         self.data_time += data_time
 
     def record(self) -> dict[str, float]:
         done = len(self)
-        return {**{k: v / max(self.steps, 1) for k, v in self.sums.items()}, "skipped": self.skipped,
+        return {**{k: v / self.counts[k] for k, v in self.sums.items()}, "skipped": self.skipped,
                 "time": self.iter_time / done, "data_time": self.data_time / done}
 
 

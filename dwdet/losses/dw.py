@@ -15,7 +15,8 @@ from torch import Tensor
 import dw_ops
 from dwdet.losses.batch import Batch
 from dwdet.losses.common import Assignment, ClassWeights, PointLoss, candidate_bags, joint_score, rank_in_group
-from dwdet.losses.fcos import DEFAULT_REGRESS_RANGES, centerness_target, gt_distances, within_regress_ranges
+from dwdet.losses.fcos import (DEFAULT_REGRESS_RANGES, FCOSLoss, centerness_target, gt_distances,
+                               within_regress_ranges)
 from dwdet.utils.dist import reduce_mean
 
 CENTER_PRIORS = ("soft", "hard", "threshold", "topk")
@@ -117,6 +118,11 @@ class DWLoss(PointLoss):
             ``"iou"``: the same BCE towards the IoU of the pair's predicted box with its GT (a
             target, not a path to the boxes; ``loss_obj_iou``), so that the objectness, and with it
             the joint score, follows how well each box fits (as PAA's IoU branch does).
+        fcos_warmup_epochs: 0 (both variants: DW's weights from the first step) or the number of
+            first epochs trained with FCOS's loss instead (:class:`FCOSLoss`: its assignment, the
+            focal loss on the class logits, its centerness target on the objectness), so that DW's
+            weights, computed from the predictions, start from a detector rather than from noise.
+            The trainer calls :meth:`set_epoch`; a loss never told the epoch (a trained model) is DW's.
 
     Normalisers (both variants): the positive terms by the number of GTs in the batch, the
     negative term by sum(1 - P_neg), each averaged over DDP ranks and clamped to >= 1.
@@ -127,7 +133,8 @@ class DWLoss(PointLoss):
                  sigma: float = 1.11, prior_threshold: float = 1.7, prior_topk: int = 9,
                  neg_weighting: str = "pneg_ineg", pos_reweight: float | None = None, pos_cls_target: str = "one",
                  focal_alpha: float = 0.25, neg_scale: float = 1.0, neg_reference_scores: float | None = None,
-                 neg_reference_power: float = 0.5, objectness_target: str = "none", bag_levels: str = "all"):
+                 neg_reference_power: float = 0.5, objectness_target: str = "none", bag_levels: str = "all",
+                 fcos_warmup_epochs: int = 0):
         super().__init__()
         _check_choice("variant", variant, VARIANTS)
         _check_choice("bag_levels", bag_levels, BAG_LEVELS)
@@ -143,6 +150,8 @@ class DWLoss(PointLoss):
             raise ValueError(f"neg_reference_scores must be > 0 or None, got {neg_reference_scores}")
         if not neg_reference_power >= 0:
             raise ValueError(f"neg_reference_power must be >= 0, got {neg_reference_power}")
+        if isinstance(fcos_warmup_epochs, bool) or not (isinstance(fcos_warmup_epochs, int) and fcos_warmup_epochs >= 0):
+            raise ValueError(f"fcos_warmup_epochs must be an integer >= 0, got {fcos_warmup_epochs!r}")
         self.num_classes = num_classes
         self.neg_scale = float(neg_scale)
         self.neg_reference_scores = None if neg_reference_scores is None else float(neg_reference_scores)
@@ -157,16 +166,31 @@ class DWLoss(PointLoss):
         self.pos_cls_target = pos_cls_target
         self.objectness_target = objectness_target
         self.bag_levels = bag_levels
+        self.fcos_warmup_epochs = fcos_warmup_epochs
+        self.warmup_loss = FCOSLoss(num_classes) if fcos_warmup_epochs else None
+        self.epoch: int | None = None
         # The released model applies s^2 BCE to every score; the paper uses focal loss outside the bag.
         self.neg_base_weight = 1.0 if variant == "released" else 1.0 - focal_alpha
 
+    def set_epoch(self, epoch: int) -> None:
+        """The 0-based epoch about to be trained (FCOS's loss during the warm-up)."""
+        self.epoch = epoch
+
+    @property
+    def warming_up(self) -> bool:
+        return self.epoch is not None and self.epoch < self.fcos_warmup_epochs
+
     def assign(self, batch: Batch) -> Assignment:
+        if self.warming_up:
+            return self.warmup_loss.assign(batch)
         a = assign_dw(batch, variant=self.variant, beta=self.beta, mu=self.mu, mu_den=self.mu_den,
                       gamma1=self.gamma1, center_prior=self.center_prior, sigma=self.sigma,
                       prior_threshold=self.prior_threshold, prior_topk=self.prior_topk, bag_levels=self.bag_levels)
         return a._replace(target=a.bag.iou.to(a.target.dtype)) if self.pos_cls_target == "iou" else a
 
     def terms(self, batch: Batch, a: Assignment) -> Dict[str, Tensor]:
+        if self.warming_up:
+            return self.warmup_loss.terms(batch, a)
         cls, bag, w_pos = batch.cls, a.bag, a.w_pos
         score = dw_ops.pair_scores(bag, cls, batch.objectness, batch.labels)
         ones = torch.ones_like(score)
@@ -229,7 +253,9 @@ class DWLoss(PointLoss):
     def classification_weights(self, batch: Batch, a: Assignment) -> ClassWeights:
         """Table 1's weights of ``loss_cls_pos`` and ``loss_cls_neg`` (unnormalised, before
         ``pos_reweight`` and ``neg_scale``): w_pos per bag pair; ``neg_base_weight s^gamma2`` outside
-        the bags and the weighting of ``neg_weighting`` in them."""
+        the bags and the weighting of ``neg_weighting`` in them (FCOS's during the warm-up)."""
+        if self.warming_up:
+            return self.warmup_loss.classification_weights(batch, a)
         score = joint_score(batch).contiguous()  # flat entries index the (N, P, C) layout
         index, value, gamma_in = self._bag_neg_weights(batch, a)
         w_neg = self.neg_base_weight * score.pow(self.gamma2)

@@ -240,13 +240,24 @@ def test_the_trainer_tells_a_model_with_set_epoch_each_epoch(tmp_path):
     assert epochs == [0, 1]
 
 
-def test_the_detector_passes_the_epoch_to_a_loss_with_an_epoch_schedule():
+@pytest.mark.parametrize("name", ["tood", "dw"])
+def test_the_detector_passes_the_epoch_to_a_loss_with_an_epoch_schedule(name):
     from dwdet.models import build_fcos
-    from dwdet.losses import TOODLoss
-    loss = TOODLoss(2)
+    from dwdet.losses import DWLoss, TOODLoss
+    loss = TOODLoss(2) if name == "tood" else DWLoss(2, fcos_warmup_epochs=4)
     detector = build_fcos(2, loss, backbone="resnet10", backbone_weights=None, channels=32)
     detector.set_epoch(3)
-    assert loss.epoch == 3
+    assert loss.epoch == 3 and loss.warming_up
+
+
+def test_a_logged_term_is_averaged_over_the_steps_that_had_it():
+    from dwdet.engine.loop import _LogWindow
+    window = _LogWindow()  # a loss whose terms change at the end of its warm-up, mid-window
+    window.add({"loss_ctr": 1.0, "loss": 2.0}, 0.1, 0.0)
+    window.add(None, 0.1, 0.0)  # a skipped step
+    window.add({"loss_cls_neg": 3.0, "loss": 4.0}, 0.1, 0.0)
+    record = window.record()
+    assert (record["loss_ctr"], record["loss_cls_neg"], record["loss"], record["skipped"]) == (1.0, 3.0, 3.0, 1)
 
 
 def test_train_log_and_tensorboard_events_in_the_run_folder(tmp_path):

@@ -6,7 +6,7 @@ import torch
 from torchvision.ops import box_iou
 
 import dw_ops
-from dwdet.losses import DWLoss, prepare_batch
+from dwdet.losses import DWLoss, FCOSLoss, prepare_batch
 from dwdet.models.points import anchor_points
 from tests.dense_dw import dense_dw_loss
 
@@ -399,3 +399,25 @@ def test_bench_baseline_matches_dense_oracle(seed):
         torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=0, msg=key)
     for a, b in zip(got_grads, want_grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-12)
+
+
+def test_fcos_warmup_trains_as_fcos_then_as_dw():
+    batch = prepare_batch(*random_batch(11), STRIDES)
+    warm, plain, fcos = DWLoss(4, fcos_warmup_epochs=2), DWLoss(4), FCOSLoss(4)
+
+    def same(a, b):
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+    same(warm(batch), plain(batch))  # never told the epoch: a trained model, DW's loss
+    warm.set_epoch(1)
+    same(warm(batch), fcos(batch))
+    a = warm.assign(batch)
+    for ours, theirs in zip(warm.classification_weights(batch, a), fcos.classification_weights(batch, a)):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    warm.set_epoch(2)
+    same(warm(batch), plain(batch))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="fcos_warmup_epochs"):
+            DWLoss(4, fcos_warmup_epochs=bad)
