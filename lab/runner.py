@@ -9,8 +9,9 @@ the command can simply be rerun. A record (a run's result.json, one line of ``ru
 the run's metrics on val, its resolved config, command, environment (revision, CPU, ISA, threads)
 and first loss; :func:`evaluate_split` adds the metrics of its ``last.pth`` on the benchmark's test
 split (once per run), each evaluation with its own command and ``evaluation_environment``: the
-checkout and machine that measured it, which need not be those that trained. :func:`read_records` reads ``runs.jsonl`` files back, so that a report can
-cover runs made in another checkout. The studies themselves are in lab/studies.py; the report in lab/report.py.
+checkout and machine that measured it, which need not be those that trained.
+:func:`read_records` reads ``runs.jsonl`` files back, so that a report can cover runs made in
+another checkout. The studies themselves are in lab/studies.py; the report in lab/report.py.
 """
 from __future__ import annotations
 

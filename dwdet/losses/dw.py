@@ -150,7 +150,7 @@ class DWLoss(PointLoss):
             raise ValueError(f"neg_reference_scores must be > 0 or None, got {neg_reference_scores}")
         if not neg_reference_power >= 0:
             raise ValueError(f"neg_reference_power must be >= 0, got {neg_reference_power}")
-        if isinstance(fcos_warmup_epochs, bool) or not (isinstance(fcos_warmup_epochs, int) and fcos_warmup_epochs >= 0):
+        if isinstance(fcos_warmup_epochs, bool) or not isinstance(fcos_warmup_epochs, int) or fcos_warmup_epochs < 0:
             raise ValueError(f"fcos_warmup_epochs must be an integer >= 0, got {fcos_warmup_epochs!r}")
         self.num_classes = num_classes
         self.neg_scale = float(neg_scale)
