@@ -398,7 +398,7 @@ STUDIES = {
             # DW's boxes ranked by their fit beat FCOS's (tools/rank_oracle.py), its scores do not
             # follow them: the objectness, a factor of every score, taught each box's IoU
             ("objiou", "DW + the box's IoU as the objectness's target", ("loss.objectness_target=iou",)),
-            # the two screens that gained besides the centerness target, each with it
+            # beta 2, one of the two screens that gained besides it (sigma 2 the other), with the centerness target
             ("beta2_ctr", "DW, beta 2 + the centerness target", ("loss.beta=2.0", "loss.objectness_target=centerness")),
             # weights computed from predictions that are noise at the start: a third of the
             # schedule (TOOD's share) trained with FCOS's loss first
