@@ -127,6 +127,21 @@ def test_shapes80_adamw_study_is_the_patterns80_recipe_on_shapes80():
         assert cfg.model == plain.model and cfg.data == plain.data  # shapes80's backbone and images
 
 
+def test_patterns80_adamw_assigners_are_the_recipe_with_each_assigners_loss():
+    recipe = load_config(os.path.join(ROOT, studies.PATTERNS80_ADAMW_FCOS))
+    kinds = set()
+    for method in runner.selected_methods("patterns80_adamw_assigners"):
+        if method.trained_weights_of is not None:  # the recipe's own FCOS and DW runs
+            continue
+        cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
+        assert cfg.train == recipe.train and cfg.eval == recipe.eval
+        assert cfg.model == recipe.model and cfg.data == recipe.data
+        kinds.add(cfg.loss.type)
+        if cfg.loss.type == "tood":  # its ATSS warm-up: a third of the schedule, as in TOOD's recipe
+            assert abs(cfg.loss.warmup_epochs / cfg.train.epochs - 1 / 3) < 0.05
+    assert kinds == {"atss", "gfl", "vfl", "tood"}
+
+
 def test_length_report_draws_ap_against_length(tmp_path):
     for name, ap in (("s80_fcos_e2", 0.1), ("s80_fcos", 0.3), ("s80_dw_e2", 0.05), ("s80_dw", 0.35)):
         _fake_run(tmp_path, name, 0, ap, [2.0, 1.0])
