@@ -164,9 +164,9 @@ def lr_study(methods: tuple[tuple[str, str, str], ...], recipe_lr: str = "4e-4",
 
 
 def objects_study() -> tuple[Method, ...]:
-    """FCOS and DW on patterns80 with 1-2 objects per image (the 3-seed runs of the patterns80
-    study) and 4-6 (one seed), nothing else changed; the x is the (point, class) scores per object."""
-    return tuple(Method(name + suffix, label, config, overrides, all_seeds=not overrides, curve=label, x=x, axis="objects")
+    """FCOS and DW on patterns80 with 1-2 objects per image (the runs of the patterns80 study) and
+    4-6, nothing else changed; the x is the (point, class) scores per object."""
+    return tuple(Method(name + suffix, label, config, overrides, curve=label, x=x, axis="objects")
                  for name, label, config in (("p80_fcos", "FCOS", PATTERNS80_FCOS), ("p80_dw", "DW (released)", PATTERNS80_DW))
                  for suffix, overrides, x in (("", (), PATTERNS80_SCORES_PER_OBJECT),
                                               ("_o4to6", PATTERNS80_MORE_OBJECTS, PATTERNS80_MORE_OBJECTS_SCORES)))
