@@ -71,6 +71,29 @@ class PointLoss(nn.Module):
         raise NotImplementedError
 
 
+class EpochWarmup:
+    """A loss whose first ``warmup_epochs`` epochs train another way (TOOD's ATSS warm-up, DW's
+    optional FCOS one). The trainer calls :meth:`set_epoch` before each epoch; a loss never told the
+    epoch (a trained model, a tool) is past its warm-up."""
+
+    warmup_epochs: int = 0
+    epoch: int | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """The 0-based epoch about to be trained."""
+        self.epoch = epoch
+
+    @property
+    def warming_up(self) -> bool:
+        return self.epoch is not None and self.epoch < self.warmup_epochs
+
+
+def check_epochs(name: str, value: int) -> None:
+    """A count of epochs: an integer >= 0 (not a bool, which Python counts as one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+
 def check_positive(name: str, value: float) -> None:
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}")

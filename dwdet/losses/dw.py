@@ -14,7 +14,8 @@ from torch import Tensor
 
 import dw_ops
 from dwdet.losses.batch import Batch
-from dwdet.losses.common import Assignment, ClassWeights, PointLoss, candidate_bags, joint_score, rank_in_group
+from dwdet.losses.common import (Assignment, ClassWeights, EpochWarmup, PointLoss, candidate_bags, check_epochs,
+                                 joint_score, rank_in_group)
 from dwdet.losses.fcos import (DEFAULT_REGRESS_RANGES, FCOSLoss, centerness_target, gt_distances,
                                within_regress_ranges)
 from dwdet.utils.dist import reduce_mean
@@ -74,7 +75,7 @@ def _bag_subset(bag: dw_ops.BagPairs, keep: Tensor, prior: Tensor) -> dw_ops.Bag
                            prior, bag.iou[keep], bag.giou_loss[keep])
 
 
-class DWLoss(PointLoss):
+class DWLoss(EpochWarmup, PointLoss):
     """DW loss: ``loss(batch)`` -> dict of loss terms, on the joint score ``s = sigmoid(cls) sigmoid(objectness)``.
 
     Args:
@@ -150,8 +151,7 @@ class DWLoss(PointLoss):
             raise ValueError(f"neg_reference_scores must be > 0 or None, got {neg_reference_scores}")
         if not neg_reference_power >= 0:
             raise ValueError(f"neg_reference_power must be >= 0, got {neg_reference_power}")
-        if isinstance(fcos_warmup_epochs, bool) or not isinstance(fcos_warmup_epochs, int) or fcos_warmup_epochs < 0:
-            raise ValueError(f"fcos_warmup_epochs must be an integer >= 0, got {fcos_warmup_epochs!r}")
+        check_epochs("fcos_warmup_epochs", fcos_warmup_epochs)
         self.num_classes = num_classes
         self.neg_scale = float(neg_scale)
         self.neg_reference_scores = None if neg_reference_scores is None else float(neg_reference_scores)
@@ -166,19 +166,10 @@ class DWLoss(PointLoss):
         self.pos_cls_target = pos_cls_target
         self.objectness_target = objectness_target
         self.bag_levels = bag_levels
-        self.fcos_warmup_epochs = fcos_warmup_epochs
+        self.warmup_epochs = fcos_warmup_epochs
         self.warmup_loss = FCOSLoss(num_classes) if fcos_warmup_epochs else None
-        self.epoch: int | None = None
         # The released model applies s^2 BCE to every score; the paper uses focal loss outside the bag.
         self.neg_base_weight = 1.0 if variant == "released" else 1.0 - focal_alpha
-
-    def set_epoch(self, epoch: int) -> None:
-        """The 0-based epoch about to be trained (FCOS's loss during the warm-up)."""
-        self.epoch = epoch
-
-    @property
-    def warming_up(self) -> bool:
-        return self.epoch is not None and self.epoch < self.fcos_warmup_epochs
 
     def assign(self, batch: Batch) -> Assignment:
         if self.warming_up:

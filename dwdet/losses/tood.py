@@ -8,7 +8,7 @@ of TOOD's regression alignment if wanted. docs/semantics.md has the formulas.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +17,9 @@ from torch import Tensor
 import dw_ops
 from dwdet.losses.atss import assign_atss, check_atss_options, positive_centerness
 from dwdet.losses.batch import Batch
-from dwdet.losses.common import (Assignment, ClassWeights, PointLoss, candidate_bags, check_positive,
-                                 focal_weights, hard_assignment, joint_score, joint_score_terms, num_positives,
-                                 one_gt_per_point, quality_focal_pos, rank_in_group)
+from dwdet.losses.common import (Assignment, ClassWeights, EpochWarmup, PointLoss, candidate_bags, check_epochs,
+                                 check_positive, focal_weights, hard_assignment, joint_score, joint_score_terms,
+                                 num_positives, one_gt_per_point, quality_focal_pos, rank_in_group)
 from dwdet.losses.gfl import qfl_weights
 from dwdet.utils.dist import reduce_mean
 
@@ -48,7 +48,7 @@ def assign_task_aligned(batch: Batch, *, topk: int = 13, alpha: float = 1.0, bet
     return hard_assignment(batch, bag, pair, target=t / (max_t[gt] + 1e-7) * max_iou[gt])
 
 
-class TOODLoss(PointLoss):
+class TOODLoss(EpochWarmup, PointLoss):
     """TOOD loss with the loss contract of dwdet (see docs/architecture.md).
 
     With ``s`` the joint score ``sigmoid(cls) * sigmoid(objectness)`` and ``t^`` the normalised alignment
@@ -70,8 +70,7 @@ class TOODLoss(PointLoss):
         super().__init__()
         if not (isinstance(topk, int) and topk >= 1):
             raise ValueError(f"topk must be an integer >= 1, got {topk!r}")
-        if not (isinstance(warmup_epochs, int) and warmup_epochs >= 0):
-            raise ValueError(f"warmup_epochs must be an integer >= 0, got {warmup_epochs!r}")
+        check_epochs("warmup_epochs", warmup_epochs)
         check_atss_options(atss_topk, anchor_scale)
         for name, value in (("alpha", alpha), ("beta", beta), ("qfl_beta", qfl_beta), ("focal_gamma", focal_gamma)):
             check_positive(name, value)
@@ -79,15 +78,6 @@ class TOODLoss(PointLoss):
         self.topk, self.alpha, self.beta, self.qfl_beta, self.box_weight = topk, alpha, beta, qfl_beta, box_weight
         self.warmup_epochs, self.atss_topk, self.anchor_scale = warmup_epochs, atss_topk, anchor_scale
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
-        self.epoch: Optional[int] = None
-
-    def set_epoch(self, epoch: int) -> None:
-        """The 0-based epoch about to be trained (chooses the warm-up or the task-aligned loss)."""
-        self.epoch = epoch
-
-    @property
-    def warming_up(self) -> bool:
-        return self.epoch is not None and self.epoch < self.warmup_epochs
 
     def assign(self, batch: Batch) -> Assignment:
         if self.warming_up:

@@ -256,6 +256,9 @@ def test_bad_config_values_name_the_key():
     tood = os.path.join(ROOT, "configs/lab/compare_tood_r18_synthetic.py")
     with pytest.raises(ValueError, match=r"config key loss \(type 'tood'\): warmup_epochs must be an integer >= 0"):
         build_loss(load_config(tood, ["loss.warmup_epochs=-1"]))
+    for bad in (1.5, True):  # a bool is an int to Python, not a count of epochs
+        with pytest.raises(ValueError, match="warmup_epochs must be an integer >= 0"):
+            TOODLoss(4, warmup_epochs=bad)
     with pytest.raises(ValueError, match=r"beta must be > 0, got 0"):
         GFLLoss(4, beta=0.0)
 
