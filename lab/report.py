@@ -94,10 +94,18 @@ def paired_gap(values: list[float], baseline: list[float]) -> tuple[float, float
     return mean, mean - half, mean + half
 
 
+def machine(run: dict) -> str | None:
+    """The CPU type a run was trained on (its model name and the ISA torch's kernels used), None
+    where unrecorded: the kernels differ between ISAs, so the protocol pairs runs of one type."""
+    env = run.get("environment") or {}
+    return f"{env['cpu']}, {env.get('cpu_capability')}" if env.get("cpu") else None
+
+
 def paired_gaps(summary: dict, baseline: str) -> dict:
     """Per method other than ``baseline``: the seeds both ran and the paired gap (mean, low, high)
-    of each metric against it. Where the baseline is a point of a curve, a point of another curve
-    is paired with the baseline curve's point at the same x (DW at 7 epochs with FCOS at 7)."""
+    of each metric against it, and the CPU types that trained those pairs (more than one breaks
+    the protocol). Where the baseline is a point of a curve, a point of another curve is paired
+    with the baseline curve's point at the same x (DW at 7 epochs with FCOS at 7)."""
     found = {}
     for name, entry in summary.items():
         base_name = baseline
@@ -117,7 +125,9 @@ def paired_gaps(summary: dict, baseline: str) -> dict:
                      for s in seeds]
             known = all(v >= 0 for pair in pairs for v in pair)  # NaN or COCOeval's -1 (no GT of that size): none
             gaps[k] = list(paired_gap(*zip(*pairs))) if known else None
-        found[name] = {"baseline": base_name, "seeds": seeds, "gap": gaps}
+        runs = [e["runs"][e["seeds"].index(s)] for s in seeds for e in (entry, base)]
+        machines = sorted({m for m in map(machine, runs) if m is not None})
+        found[name] = {"baseline": base_name, "seeds": seeds, "gap": gaps, "machines": machines}
     return found
 
 
@@ -139,9 +149,15 @@ def paired_table(summary: dict, gaps: dict) -> str:
     """Each method's paired gap to the baseline: mean [95 % CI] per metric (:func:`gap_cell`)."""
     lines = ["| paired gap (95 % CI) | seeds | " + " | ".join(METRICS) + " |", "| --- " * (len(METRICS) + 2) + "|"]
     for name, entry in gaps.items():
-        lines.append(f"| {summary[name]['label']} − {summary[entry['baseline']]['label']} | {len(entry['seeds'])} | "
+        lines.append(f"| {summary[name]['label']} − {summary[entry['baseline']]['label']} | {seeds_cell(entry)} | "
                      + " | ".join(gap_cell(entry["gap"][k]) for k in METRICS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def seeds_cell(gap: dict) -> str:
+    """The paired seeds of a gap, and how many CPU types trained them where that is more than one."""
+    mixed = len(gap["machines"])
+    return f"{len(gap['seeds'])}" + (f" ({mixed} CPU types)" if mixed > 1 else "")
 
 
 def point_label(method: Method) -> str:

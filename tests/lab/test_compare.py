@@ -235,6 +235,22 @@ def test_report_gives_the_paired_gap_on_shared_seeds_and_calls_wins(tmp_path):
     assert "| FCOS − DW (released) | 3 | -3.0 [-5.5, -0.5] loss |" in (tmp_path / "results.md").read_text()
 
 
+def test_pairs_trained_on_several_cpu_types_are_counted_in_the_seeds_cell():
+    def record(method, seed, cpu):
+        env = {"cpu": "AMD EPYC", "cpu_capability": cpu} if cpu else {}
+        return {"method": method, "seed": seed, "environment": env, **{k: 0.3 for k in runner.METRICS}}
+
+    methods = runner.selected_methods("methods")
+    one = {(m, s): record(m, s, "AVX512") for m in ("fcos", "dw") for s in (0, 1)}
+    one[("dw", 2)], one[("fcos", 2)] = record("dw", 2, None), record("fcos", 2, None)  # unrecorded: not a type
+    gaps = report.paired_gaps(report.summarize(methods, None, one), "fcos")
+    assert gaps["dw"]["machines"] == ["AMD EPYC, AVX512"]
+    assert report.seeds_cell(gaps["dw"]) == "3"
+    mixed = {**one, ("dw", 1): record("dw", 1, "AVX2")}
+    gaps = report.paired_gaps(report.summarize(methods, None, mixed), "fcos")
+    assert len(gaps["dw"]["machines"]) == 2 and report.seeds_cell(gaps["dw"]) == "3 (2 CPU types)"
+
+
 def test_report_of_the_test_split_uses_the_test_metrics_and_marks_transcribed_records(tmp_path):
     records = [{"method": "fcos", "seed": 0, "AP": 0.5, "test": {k: 0.2 for k in runner.METRICS}},
                {"method": "fcos", "seed": 1, "AP": 0.5, "transcribed": True, "test": {k: 0.3 for k in runner.METRICS}},

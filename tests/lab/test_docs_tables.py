@@ -128,6 +128,19 @@ def test_a_gaps_row_is_the_paired_gap_of_its_records(tmp_path, capsys):
         docs_tables.main([str(page)])
 
 
+def test_a_gaps_row_says_when_its_pairs_were_trained_on_several_cpu_types(tmp_path):
+    records = [json.loads(line) for line in (REPO / "docs/results/patterns80_runs.jsonl").read_text().splitlines()]
+    recipe = [r for r in records if r["method"] in ("p80a_fcos", "p80a_dw")]
+    assert {r["environment"]["cpu_capability"] for r in recipe} == {"AVX512"}
+    recipe[-1]["environment"] = {**recipe[-1]["environment"], "cpu_capability": "AVX2"}
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recipe))
+    page = tmp_path / "page.md"
+    page.write_text(f"<!-- gaps: FCOS | DW -->\n<!-- row: p80 | --study patterns80_adamw --methods p80a_fcos p80a_dw "
+                    f"--records {tmp_path / 'runs.jsonl'} -->\n<!-- /gaps -->\n")
+    assert docs_tables.main([str(page)]) == 0
+    assert "| p80 | val | 3 (2 CPU types) | " in page.read_text()
+
+
 def test_a_gaps_row_gives_each_further_column_its_label_and_paired_gap(tmp_path):
     row = ("<!-- gaps: FCOS | DW | DW, recommended | best other -->\n<!-- row: p80 | --study patterns80_inference "
            "--split test --methods p80a_fcos_trained p80a_dw_trained p80a_dw_obj4 - "
