@@ -3,6 +3,7 @@ FCOS baseline loss, with DW and with DW + box refinement, and of torchvision's
 ``fcos_resnet50_fpn``, on the same input.
 
     python tools/bench_train.py [--device cpu|cuda] [--steps 5] [--json docs/bench_train_cpu.json]
+    python tools/bench_train.py --models fcos dw --amp none bf16   # each model also under bf16 autocast
 
 Input: ``--batch`` images of ``--height`` x ``--width`` (default 2 x 800 x 1333), which every
 model keeps at that size (padded to 800 x 1344), 80 classes, ``--gts`` random COCO-like boxes per image.
@@ -10,7 +11,8 @@ Backbones are randomly initialised (timing does not depend on the weights; nothi
 After ``--warmup`` steps per model, the models take turns step by step, so that drifts of a shared
 machine hit them alike; reported are the median step times and their ratios, with the spread of
 the ratio over the rounds (each round's step of one model over the other's: quartiles), and on CUDA
-the peak allocated memory of a step. A ratio's target of a few per cent needs about 20 steps or more.
+the peak allocated memory of a step. With ``--amp none bf16`` each model is also timed under bf16
+autocast (as ``train.amp=bf16`` trains), named ``MODEL+bf16``, beside its float32 step. A ratio's target of a few per cent needs about 20 steps or more.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torchvision.models.detection import fcos_resnet50_fpn  # noqa: E402
 
+from dwdet.engine.precision import AMP_MODES, autocast  # noqa: E402
+from dwdet.engine.runtime import environment_record  # noqa: E402
 from dwdet.losses import DWLoss, FCOSLoss  # noqa: E402
 from dwdet.models import build_fcos  # noqa: E402
 from dwdet.utils.env import describe_device  # noqa: E402
@@ -62,15 +66,17 @@ def make_batch(batch: int, height: int, width: int, gts: int, device: str, seed:
     return images, targets
 
 
-def step_fn(model: nn.Module, images, targets, device: str) -> Callable[[], float]:
-    """One timed training step of ``model``; returns its seconds."""
+def step_fn(model: nn.Module, images, targets, device: str, amp: str = "none") -> Callable[[], float]:
+    """One timed training step of ``model`` (the forward under ``amp``'s autocast); returns its seconds."""
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
     def step() -> float:
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        loss = sum(model(images, targets).values())
+        with autocast(torch.device(device), amp):
+            losses = model(images, targets)
+        loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -85,18 +91,20 @@ def run(args: argparse.Namespace) -> Dict[str, dict]:
     images, targets = make_batch(args.batch, args.height, args.width, args.gts, args.device)
     steps: Dict[str, Callable[[], float]] = {}
     peaks: Dict[str, float] = {}
-    for name in args.models:
-        torch.manual_seed(0)
-        # resize to the input's own size: every model sees the same pixels
-        model = build(name, args.backbone, min(args.height, args.width), max(args.height, args.width))
-        model = model.to(args.device).train()
-        steps[name] = step_fn(model, images, targets, args.device)
-        for _ in range(args.warmup):
-            if args.device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            steps[name]()
-            if args.device == "cuda":
-                peaks[name] = torch.cuda.max_memory_allocated() / 2**20
+    for model_name in args.models:
+        for amp in args.amp:
+            name = model_name if amp == "none" else f"{model_name}+{amp}"
+            torch.manual_seed(0)
+            # resize to the input's own size: every model sees the same pixels
+            model = build(model_name, args.backbone, min(args.height, args.width), max(args.height, args.width))
+            model = model.to(args.device).train()
+            steps[name] = step_fn(model, images, targets, args.device, amp)
+            for _ in range(args.warmup):
+                if args.device == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                steps[name]()
+                if args.device == "cuda":
+                    peaks[name] = torch.cuda.max_memory_allocated() / 2**20
     times: Dict[str, List[float]] = {name: [] for name in steps}
     for _ in range(args.steps):
         for name, step in steps.items():
@@ -110,10 +118,12 @@ def run(args: argparse.Namespace) -> Dict[str, dict]:
 
 
 def ratios(results: Dict[str, dict]) -> Dict[str, float]:
-    """DW's cost over the FCOS baseline, and ours against torchvision's, from the medians."""
+    """DW's cost over the FCOS baseline, ours against torchvision's, and each model's autocast step
+    against its float32 one, from the medians."""
     median = {name: r["median_s"] for name, r in results.items()}
     pairs = {"dw / fcos": ("dw", "fcos"), "dw_refine / fcos": ("dw_refine", "fcos"),
-             "fcos / torchvision_fcos": ("fcos", "torchvision_fcos")}
+             "fcos / torchvision_fcos": ("fcos", "torchvision_fcos"),
+             **{f"{name} / {name.split('+')[0]}": (name, name.split("+")[0]) for name in median if "+" in name}}
     return {label: median[a] / median[b] for label, (a, b) in pairs.items() if a in median and b in median}
 
 
@@ -140,6 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gts", type=int, default=10, help="boxes per image")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model")
+    parser.add_argument("--amp", nargs="+", choices=list(AMP_MODES), default=["none"],
+                        help="the autocast settings to time each model under (none: float32)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
@@ -162,8 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         s = spread[label]
         print(f"{label:>24}: {value:.3f} (per-round quartiles {s['q1']:.3f} .. {s['q3']:.3f} over {s['rounds']})")
     if args.json:
-        write_json({"device": device, "input": vars(args) | {"json": None}, "results": results,
-                    "ratios": ratios(results), "ratio_spread": spread}, args.json, indent=1)
+        write_json({"device": device, "environment": environment_record(), "input": vars(args) | {"json": None},
+                    "results": results, "ratios": ratios(results), "ratio_spread": spread}, args.json, indent=1)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,17 @@ def _cpu_model() -> str | None:
         return None
 
 
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX; Linux), None where unknown. Without
+    them bf16 autocast converts every operand, and a convolution costs several times its float32 one."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def _cpu_id() -> str | None:
     """Vendor, family, model and stepping (Linux): what tells two CPUs apart whose model names are
     as generic as "AMD EPYC"."""

@@ -47,7 +47,7 @@ from dwdet.engine.loop import NonFiniteLossError, Progress, StepOptions, TrainSt
 from dwdet.engine.metrics import MetricsLog
 from dwdet.engine.optim import build_lr_scheduler, build_optimizer, scaled_lr
 from dwdet.engine.precision import grad_scaler
-from dwdet.engine.runtime import StopRequest, save_environment, seed_everything
+from dwdet.engine.runtime import StopRequest, cpu_has_bf16, save_environment, seed_everything
 from dwdet.utils.dist import barrier, gather_to_main, get_rank, get_world_size, is_distributed, is_main_process, \
     local_device
 from dwdet.utils.logger import setup_logging
@@ -125,6 +125,10 @@ class Trainer:
             scaler=grad_scaler(self.device, train.amp), progress=Progress(),
             ema=ModelEMA(self.model, train.ema_decay, train.ema_tau) if train.ema else None)
         self.options = StepOptions.from_config(train)
+        if self.device.type == "cpu" and train.amp == "bf16" and cpu_has_bf16() is False:
+            logger.warning("train.amp=bf16 on a CPU without bf16 instructions (AVX512-BF16, AMX): autocast "
+                           "converts every operand, and a training step takes several times its float32 time "
+                           "(tools/bench_train.py --amp none bf16 measures it); train.amp=none trains faster here")
 
         self.val_loader = self.evaluator = None
         if cfg.eval.interval > 0:

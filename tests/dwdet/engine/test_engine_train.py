@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dwdet.config import load_config
-from dwdet.engine import NonFiniteLossError, Trainer, load_checkpoint, save_checkpoint
+from dwdet.engine import NonFiniteLossError, Trainer, load_checkpoint, runtime, save_checkpoint
+from dwdet.engine import trainer as trainer_module
 from tests.engine_helpers import BUILDERS, tiny_config
 from tests.paths import ROOT
 
@@ -186,6 +187,24 @@ def test_bf16_autocast_trains(tmp_path):
     assert result["status"] == "finished"
     assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values())
     assert not trainer.scaler.is_enabled()
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 amx_bf16", True),
+                                             ("fpu avx2 avx512f", False), (None, None)])
+def test_bf16_instructions_are_read_from_the_cpu_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\n" + (f"flags\t\t: {flags}\n" if flags else ""))
+    assert runtime.cpu_has_bf16(str(cpuinfo)) is expected
+    assert runtime.cpu_has_bf16(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize("amp, has_bf16, warned", [("bf16", False, True), ("bf16", True, False), ("bf16", None, False),
+                                                   ("none", False, False)])
+def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_about(tmp_path, monkeypatch, caplog, amp, has_bf16, warned):
+    monkeypatch.setattr(trainer_module, "cpu_has_bf16", lambda: has_bf16)
+    with caplog.at_level("WARNING", logger="dwdet.engine.trainer"):
+        Trainer(tiny_config(tmp_path, ["eval.interval=0", f"train.amp={amp}"]), tmp_path / "run", **BUILDERS)
+    assert ("train.amp=bf16 on a CPU without bf16 instructions" in caplog.text) is warned
 
 
 def test_gradient_clipping_bounds_the_update(tmp_path):
