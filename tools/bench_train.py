@@ -12,7 +12,8 @@ After ``--warmup`` steps per model, the models take turns step by step, so that 
 machine hit them alike; reported are the median step times and their ratios, with the spread of
 the ratio over the rounds (each round's step of one model over the other's: quartiles), and on CUDA
 the peak allocated memory of a step. With ``--amp none bf16`` each model is also timed under bf16
-autocast (as ``train.amp=bf16`` trains), named ``MODEL+bf16``, beside its float32 step. A ratio's target of a few per cent needs about 20 steps or more.
+autocast (as ``train.amp=bf16`` trains), named ``MODEL+bf16``, beside its float32 step. A ratio's
+target of a few per cent needs about 20 steps or more.
 """
 from __future__ import annotations
 
