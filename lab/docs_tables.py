@@ -97,7 +97,7 @@ def gap_row(label: str, args_text: str, columns: int = 2) -> str:
         return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
 
     seeds = len(gaps[main]["seeds"])
-    machines = len({m for name in (main, *others) if name != "-" for m in gaps[name]["machines"]})
+    machines = {m for name in (main, *others) if name != "-" for m in gaps[name]["machines"]}
 
     def other_cell(name: str) -> str:
         if name == "-":
@@ -106,8 +106,7 @@ def gap_row(label: str, args_text: str, columns: int = 2) -> str:
         return (f"{by_name[name].label}: {ap(name)}, {report.gap_cell(gaps[name]['gap']['AP'], '**')}"
                 + ("" if count == seeds else f" ({count} seeds)"))
 
-    seeds_text = f"{seeds}" + (f" ({machines} CPU types)" if machines > 1 else "")
-    return (f"| {label} | {args.split} | {seeds_text} | {ap(base)} | {ap(main)} | "
+    return (f"| {label} | {args.split} | {report.seeds_cell(seeds, machines)} | {ap(base)} | {ap(main)} | "
             + " | ".join(report.gap_cell(gaps[main]["gap"][k], "**") for k in GAP_METRICS)
             + "".join(f" | {other_cell(name)}" for name in others) + " |\n")
 

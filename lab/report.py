@@ -149,15 +149,14 @@ def paired_table(summary: dict, gaps: dict) -> str:
     """Each method's paired gap to the baseline: mean [95 % CI] per metric (:func:`gap_cell`)."""
     lines = ["| paired gap (95 % CI) | seeds | " + " | ".join(METRICS) + " |", "| --- " * (len(METRICS) + 2) + "|"]
     for name, entry in gaps.items():
-        lines.append(f"| {summary[name]['label']} − {summary[entry['baseline']]['label']} | {seeds_cell(entry)} | "
+        lines.append(f"| {summary[name]['label']} − {summary[entry['baseline']]['label']} | {seeds_cell(len(entry['seeds']), entry['machines'])} | "
                      + " | ".join(gap_cell(entry["gap"][k]) for k in METRICS) + " |")
     return "\n".join(lines) + "\n"
 
 
-def seeds_cell(gap: dict) -> str:
-    """The paired seeds of a gap, and how many CPU types trained them where that is more than one."""
-    mixed = len(gap["machines"])
-    return f"{len(gap['seeds'])}" + (f" ({mixed} CPU types)" if mixed > 1 else "")
+def seeds_cell(seeds: int, machines: set[str] | list[str]) -> str:
+    """A count of paired seeds, and how many CPU types trained them where that is more than one."""
+    return f"{seeds}" + (f" ({len(machines)} CPU types)" if len(machines) > 1 else "")
 
 
 def point_label(method: Method) -> str:

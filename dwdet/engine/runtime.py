@@ -118,45 +118,43 @@ def checkout_state(cwd: str | None = None) -> tuple[str | None, bool | None]:
     return revision or None, None if changes is None or not revision else bool(changes)
 
 
+def _cpu_fields(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's fields of ``cpuinfo`` (Linux; every core of a machine is the same
+    type), empty where it cannot be read."""
+    fields: dict[str, str] = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if not key and fields:
+                    break  # the blank line that ends the first processor's block
+                fields.setdefault(key, value.strip())
+    except OSError:
+        return {}
+    return fields
+
+
 def _cpu_model() -> str | None:
     """The CPU's model name (Linux); oneDNN and ATen pick their kernels, and so their rounding, by it."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
-    except OSError:
-        return None
+    return _cpu_fields().get("model name")
 
 
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
     """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX; Linux), None where unknown. Without
     them bf16 autocast converts every operand, and a convolution costs several times its float32 one."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
-    except OSError:
-        return None
-    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    flags = _cpu_fields(cpuinfo).get("flags")
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def _cpu_id() -> str | None:
     """Vendor, family, model and stepping (Linux): what tells two CPUs apart whose model names are
     as generic as "AMD EPYC"."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("vendor_id", "cpu family", "model", "stepping") and key not in fields:
-                    fields[key] = value.strip()
-                elif not key and fields:
-                    break  # the first processor's block is enough
-    except OSError:
+    fields = _cpu_fields()
+    keys = [k for k in ("vendor_id", "cpu family", "model", "stepping") if k in fields]
+    if not keys:
         return None
-    if not fields:
-        return None
-    return " ".join(f"{k.replace('cpu ', '')} {fields[k]}" if k != "vendor_id" else fields[k]
-                    for k in ("vendor_id", "cpu family", "model", "stepping") if k in fields)
+    return " ".join(fields[k] if k == "vendor_id" else f"{k.replace('cpu ', '')} {fields[k]}" for k in keys)
 
 
 def _git(*args: str, cwd: str | None = None) -> str | None:

@@ -245,10 +245,11 @@ def test_pairs_trained_on_several_cpu_types_are_counted_in_the_seeds_cell():
     one[("dw", 2)], one[("fcos", 2)] = record("dw", 2, None), record("fcos", 2, None)  # unrecorded: not a type
     gaps = report.paired_gaps(report.summarize(methods, None, one), "fcos")
     assert gaps["dw"]["machines"] == ["AMD EPYC, AVX512"]
-    assert report.seeds_cell(gaps["dw"]) == "3"
+    assert report.seeds_cell(len(gaps["dw"]["seeds"]), gaps["dw"]["machines"]) == "3"
     mixed = {**one, ("dw", 1): record("dw", 1, "AVX2")}
     gaps = report.paired_gaps(report.summarize(methods, None, mixed), "fcos")
-    assert len(gaps["dw"]["machines"]) == 2 and report.seeds_cell(gaps["dw"]) == "3 (2 CPU types)"
+    assert len(gaps["dw"]["machines"]) == 2
+    assert report.seeds_cell(len(gaps["dw"]["seeds"]), gaps["dw"]["machines"]) == "3 (2 CPU types)"
 
 
 def test_report_of_the_test_split_uses_the_test_metrics_and_marks_transcribed_records(tmp_path):
