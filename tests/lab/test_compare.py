@@ -142,6 +142,27 @@ def test_patterns80_adamw_assigners_are_the_recipe_with_each_assigners_loss():
     assert kinds == {"atss", "gfl", "vfl", "tood"}
 
 
+def test_synthetic128_studies_pair_with_the_benchmarks_plain_runs():
+    plain = {m.name: load_config(os.path.join(ROOT, m.config)) for m in runner.selected_methods("methods")[:2]}
+    for study, axis in (("synthetic128_lr", "lr"), ("synthetic128_length", "length"), ("synthetic128_dw_ablation", None)):
+        methods = runner.selected_methods(study)
+        assert {"fcos", "dw"} <= {m.name for m in methods}  # the five paired seeds already trained
+        for method in methods:
+            cfg = load_config(os.path.join(ROOT, method.config), list(method.overrides))
+            base = plain["fcos" if method.name.startswith("fcos") else "dw"]
+            assert cfg.model == base.model and cfg.data == base.data and method.all_seeds
+            if method.name in ("fcos", "dw"):
+                assert cfg == base
+            elif axis == "lr":
+                assert cfg.train.lr != base.train.lr and cfg.train.epochs == base.train.epochs
+            elif axis == "length":
+                assert cfg.train.lr == base.train.lr and cfg.train.epochs in (12, 24)
+            else:  # an ablation changes DW's loss alone
+                assert cfg.train == base.train and cfg.loss != base.loss
+    warm = load_config(os.path.join(ROOT, studies.DW_CONFIG), ["loss.fcos_warmup_epochs=2"])
+    assert warm.train.epochs == 3 * warm.loss.fcos_warmup_epochs  # a third of the schedule, TOOD's share
+
+
 def test_length_report_draws_ap_against_length(tmp_path):
     for name, ap in (("s80_fcos_e2", 0.1), ("s80_fcos", 0.3), ("s80_dw_e2", 0.05), ("s80_dw", 0.35)):
         _fake_run(tmp_path, name, 0, ap, [2.0, 1.0])
