@@ -37,6 +37,7 @@ import torch.utils.benchmark as tbench  # noqa: E402
 
 import dw_ops  # noqa: E402
 from dw_ops import reference  # noqa: E402
+from dwdet.engine.runtime import environment_record  # noqa: E402
 from dwdet.losses import DWLoss, assign_dw, assign_task_aligned, prepare_batch  # noqa: E402
 from dwdet.models.points import anchor_points  # noqa: E402
 from dwdet.utils.env import describe_device  # noqa: E402
@@ -433,15 +434,6 @@ def steady_state_allocator() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux), for the record of a CPU timing."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
-    except OSError:
-        return "unknown"
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -463,7 +455,7 @@ def main(argv=None) -> None:
     steady = args.device == "cpu" and steady_state_allocator()
     device = describe_device(args.device)
     print(f"device: {device}; dw_ops build: {dw_ops.build_info()}; steady-state allocator: {steady}")
-    results = {"device": device, "cpu": cpu_model(), "threads": torch.get_num_threads(),
+    results = {"device": device, "environment": environment_record(),
                "command": " ".join(["python", "tools/bench_ops.py"] + (sys.argv[1:] if argv is None else argv)),
                "rows": []}
 
