@@ -218,13 +218,14 @@ STUDIES = {
                (*NEG_AS_ON_COCO, "loss.neg_reference_power=1.0"), False),
     ),
     # why DW trails FCOS from scratch at 128 px (val): each part of the hypothesis changed alone.
-    # DW's weights come from predictions that are noise at the start (a third of the schedule with
-    # FCOS's loss first); its positive classification signal is weak (x0.25); its objectness learns
+    # DW's weights come from predictions that are noise at the start (FCOS's loss first, for 1 to 3
+    # of the 6 epochs); its positive classification signal is weak (x0.25); its objectness learns
     # from its own predictions only (FCOS's centerness target instead)
     "synthetic128_dw_ablation": (
         Method("fcos", "FCOS", FCOS_CONFIG),
         Method("dw", "DW (released)", DW_CONFIG),
-        Method("dw_fcoswarm2", "DW after 2 epochs of FCOS's loss", DW_CONFIG, ("loss.fcos_warmup_epochs=2",)),
+        *(Method(f"dw_fcoswarm{epochs}", f"DW after {epochs} epoch{'s' * (epochs > 1)} of FCOS's loss", DW_CONFIG,
+                 (f"loss.fcos_warmup_epochs={epochs}",)) for epochs in (1, 2, 3)),
         Method("dw_pos1", "DW, positive terms x1 (not x0.25)", DW_CONFIG, ("loss.pos_reweight=1.0",)),
         Method("dw_ctr", "DW + FCOS's centerness target on the objectness", DW_CONFIG,
                ("loss.objectness_target=centerness",)),
