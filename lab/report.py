@@ -149,7 +149,8 @@ def paired_table(summary: dict, gaps: dict) -> str:
     """Each method's paired gap to the baseline: mean [95 % CI] per metric (:func:`gap_cell`)."""
     lines = ["| paired gap (95 % CI) | seeds | " + " | ".join(METRICS) + " |", "| --- " * (len(METRICS) + 2) + "|"]
     for name, entry in gaps.items():
-        lines.append(f"| {summary[name]['label']} − {summary[entry['baseline']]['label']} | {seeds_cell(len(entry['seeds']), entry['machines'])} | "
+        seeds = seeds_cell(len(entry["seeds"]), entry["machines"])
+        lines.append(f"| {summary[name]['label']} − {summary[entry['baseline']]['label']} | {seeds} | "
                      + " | ".join(gap_cell(entry["gap"][k]) for k in METRICS) + " |")
     return "\n".join(lines) + "\n"
 
