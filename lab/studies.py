@@ -236,8 +236,16 @@ STUDIES = {
     ),
     # the SGD lr of each detector, swept on val around the config's 0.04 (per 16 images)
     "synthetic128_lr": lr_study(SYNTHETIC128, recipe_lr="0.04", lrs=SYNTHETIC128_LRS),
-    # AP against training length: the 6 epochs of the benchmark against 12 and 24
-    "synthetic128_length": length_study(SYNTHETIC128, (6, 12, 24), SYNTHETIC128_EPOCHS, every_seed=True),
+    # AP against training length: the 6 epochs of the benchmark against 12 and 24, and the DW
+    # setting chosen on val at 6 epochs (FCOS's loss for the first half) at each length, to see
+    # whether the longer a schedule DW's own loss trains, the more it gains
+    "synthetic128_length": (
+        *length_study(SYNTHETIC128, (6, 12, 24), SYNTHETIC128_EPOCHS, every_seed=True),
+        *(Method(f"dw_fcoswarm{epochs // 2}" + (f"_e{epochs}" if epochs != SYNTHETIC128_EPOCHS else ""),
+                 "DW after half the schedule of FCOS's loss", DW_CONFIG,
+                 (*(schedule(epochs) if epochs != SYNTHETIC128_EPOCHS else ()), f"loss.fcos_warmup_epochs={epochs // 2}"),
+                 curve="DW after half the schedule of FCOS's loss", x=epochs) for epochs in (6, 12, 24)),
+    ),
     # the paper's tables 1 and 6: hard (FCOS, ATSS) and soft (GFL, VFL, TOOD) assignment beside DW
     "assigners": (
         Method("fcos", "FCOS", ASSIGNER_CONFIGS["fcos"]),

@@ -157,8 +157,11 @@ def test_synthetic128_studies_pair_with_the_benchmarks_plain_runs():
                 assert cfg == base
             elif axis == "lr":
                 assert cfg.train.lr != base.train.lr and cfg.train.epochs == base.train.epochs
-            elif axis == "length":
-                assert cfg.train.lr == base.train.lr and cfg.train.epochs in (12, 24)
+            elif axis == "length":  # a longer schedule, or the warm-up setting: half of its schedule
+                assert cfg.train.lr == base.train.lr
+                warmup = cfg.loss.get("fcos_warmup_epochs", 0)
+                assert warmup == 0 and cfg.train.epochs in (12, 24) or 2 * warmup == cfg.train.epochs
+                assert {**cfg.loss, "fcos_warmup_epochs": 0} == {**base.loss, "fcos_warmup_epochs": 0}
             else:  # an ablation changes DW's loss alone
                 assert cfg.train == base.train and cfg.loss != base.loss
                 warmups.add(cfg.loss.get("fcos_warmup_epochs", 0))
