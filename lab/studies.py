@@ -233,6 +233,11 @@ STUDIES = {
         # the two that gained alone, together
         Method("dw_fcoswarm2_ctr", "DW after 2 epochs of FCOS's loss + the centerness target", DW_CONFIG,
                ("loss.fcos_warmup_epochs=2", "loss.objectness_target=centerness")),
+        # DW's loss sits in medium objects (APm): each size's bag on the FPN levels FCOS gives it,
+        # alone and with the chosen warm-up
+        Method("dw_levels", "DW, bags on FCOS's levels for each size", DW_CONFIG, ("loss.bag_levels=fcos_ranges",)),
+        Method("dw_fcoswarm3_levels", "DW after 3 epochs of FCOS's loss, bags on FCOS's levels", DW_CONFIG,
+               ("loss.fcos_warmup_epochs=3", "loss.bag_levels=fcos_ranges")),
     ),
     # the SGD lr of each detector, swept on val around the config's 0.04 (per 16 images)
     "synthetic128_lr": lr_study(SYNTHETIC128, recipe_lr="0.04", lrs=SYNTHETIC128_LRS),
