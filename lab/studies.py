@@ -143,6 +143,29 @@ def length_study(methods: tuple[tuple[str, str, str], ...], lengths: tuple[int, 
                  for name, label, config in methods for epochs in lengths)
 
 
+# DW's settings from the 128 px ablation, each as its label and its run name and overrides at a
+# length (epochs): the warm-up takes half of every schedule
+SYNTHETIC128_DW_SETTINGS = (
+    ("DW after half the schedule of FCOS's loss",
+     lambda epochs: (f"dw_fcoswarm{epochs // 2}", (f"loss.fcos_warmup_epochs={epochs // 2}",))),
+    ("DW, bags on FCOS's levels for each size", lambda epochs: ("dw_levels", ("loss.bag_levels=fcos_ranges",))),
+)
+
+
+def setting_curves(settings, config: str, lengths: tuple[int, ...], plain_epochs: int) -> tuple[Method, ...]:
+    """Each setting of ``settings`` ((label, epochs -> (name, overrides)) pairs) at every training
+    length, one curve per setting, as :func:`length_study` draws the plain methods: every seed, and
+    the run at ``plain_epochs`` named as the setting's own study names it."""
+    methods = []
+    for label, setting in settings:
+        for epochs in lengths:
+            name, overrides = setting(epochs)
+            plain = epochs == plain_epochs
+            methods.append(Method(name if plain else f"{name}_e{epochs}", label, config,
+                                  (*(() if plain else schedule(epochs)), *overrides), curve=label, x=epochs))
+    return tuple(methods)
+
+
 def adamw_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
     """FCOS and DW on patterns80 with the AdamW recipe at several lengths (the full length with
     every seed, the shorter ones with the first), and FCOS with AdamW on the SGD recipe's 6 epochs at
@@ -241,15 +264,11 @@ STUDIES = {
     ),
     # the SGD lr of each detector, swept on val around the config's 0.04 (per 16 images)
     "synthetic128_lr": lr_study(SYNTHETIC128, recipe_lr="0.04", lrs=SYNTHETIC128_LRS),
-    # AP against training length: the 6 epochs of the benchmark against 12 and 24, and the DW
-    # setting chosen on val at 6 epochs (FCOS's loss for the first half) at each length, to see
-    # whether the longer a schedule DW's own loss trains, the more it gains
+    # AP against training length: the 6 epochs of the benchmark against 12 and 24, and DW's
+    # settings from the ablation at each length (the warm-up at half of each schedule)
     "synthetic128_length": (
         *length_study(SYNTHETIC128, (6, 12, 24), SYNTHETIC128_EPOCHS, every_seed=True),
-        *(Method(f"dw_fcoswarm{epochs // 2}" + (f"_e{epochs}" if epochs != SYNTHETIC128_EPOCHS else ""),
-                 "DW after half the schedule of FCOS's loss", DW_CONFIG,
-                 (*(schedule(epochs) if epochs != SYNTHETIC128_EPOCHS else ()), f"loss.fcos_warmup_epochs={epochs // 2}"),
-                 curve="DW after half the schedule of FCOS's loss", x=epochs) for epochs in (6, 12, 24)),
+        *setting_curves(SYNTHETIC128_DW_SETTINGS, DW_CONFIG, (6, 12, 24), SYNTHETIC128_EPOCHS),
     ),
     # the paper's tables 1 and 6: hard (FCOS, ATSS) and soft (GFL, VFL, TOOD) assignment beside DW
     "assigners": (

@@ -157,11 +157,12 @@ def test_synthetic128_studies_pair_with_the_benchmarks_plain_runs():
                 assert cfg == base
             elif axis == "lr":
                 assert cfg.train.lr != base.train.lr and cfg.train.epochs == base.train.epochs
-            elif axis == "length":  # a longer schedule, or the warm-up setting: half of its schedule
+            elif axis == "length":  # a longer schedule, or a DW setting of the ablation at each length
                 assert cfg.train.lr == base.train.lr
-                warmup = cfg.loss.get("fcos_warmup_epochs", 0)
-                assert warmup == 0 and cfg.train.epochs in (12, 24) or 2 * warmup == cfg.train.epochs
-                assert {**cfg.loss, "fcos_warmup_epochs": 0} == {**base.loss, "fcos_warmup_epochs": 0}
+                assert cfg.train.epochs in (6, 12, 24) and (cfg.train.epochs > 6 or cfg.loss != base.loss)
+                assert cfg.loss.get("fcos_warmup_epochs", 0) in (0, cfg.train.epochs // 2)
+                setting = {"fcos_warmup_epochs": 0, "bag_levels": "all"}
+                assert {**cfg.loss, **setting} == {**base.loss, **setting}
             else:  # an ablation changes DW's loss alone
                 assert cfg.train == base.train and cfg.loss != base.loss
                 warmups.add(cfg.loss.get("fcos_warmup_epochs", 0))
