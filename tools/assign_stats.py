@@ -14,6 +14,10 @@ differently are measured alike. Per run, over the GTs of the dataset:
                pair of the bag: all its points are pushed towards background at full weight)
     P_neg=1    fraction of all bag pairs whose score entry has P_neg = 1
     score      mean over GTs of the joint score s of the bag point with the largest w_pos
+    w_pos s8   the share of all w_pos (summed over the dataset's bag pairs) on the finest level's
+               points: how much of DW's positive weight the coarser levels take
+    shared     fraction of bag pairs whose point lies in the bags of two or more GTs (its scores
+               are a positive for each GT's class and a negative in the others' bags)
 
 and of the scores s = sigmoid(cls) sigmoid(ctr) the detector ranks its detections by:
 
@@ -40,15 +44,16 @@ from dwdet.engine import CheckpointError, builders  # noqa: E402
 from dwdet.losses import DWLoss  # noqa: E402
 from dwdet.models import FCOSDetector  # noqa: E402
 
-COLUMNS = ("gts", "bag", "best IoU", "top IoU", "IoU>=0.5", "P_neg=1", "score", "ctr bg", "ctr in", "s>0.05", "right", "wrong",
-           "bg")
+COLUMNS = ("gts", "bag", "best IoU", "top IoU", "IoU>=0.5", "P_neg=1", "score", "w_pos s8", "shared", "ctr bg", "ctr in",
+           "s>0.05", "right", "wrong", "bg")
 
 
 @torch.no_grad()
 def bag_stats(model: FCOSDetector, dataset, loss: DWLoss, max_images: int | None = None) -> dict[str, float]:
     """The statistics of the module docstring for ``model`` over ``dataset`` (image, target) pairs."""
     model.eval()
-    has_bag, best_iou, top_iou, best_score, pneg_one, pairs = [], [], [], [], 0, 0
+    has_bag, best_iou, top_iou, best_score, pneg_one, pairs, shared = [], [], [], [], 0, 0, 0
+    w_pos_finest, w_pos_all = 0.0, 0.0
     ctr_bg, ctr_in, above, measured = [], [], {"right": 0, "wrong": 0, "bg": 0}, 0
     for index in range(min(len(dataset), max_images or len(dataset))):
         image, target = dataset[index]
@@ -72,6 +77,10 @@ def bag_stats(model: FCOSDetector, dataset, loss: DWLoss, max_images: int | None
         entries = dw_ops.pair_entry_index(bag, labels, batch.num_points, batch.num_classes)
         pneg_one += int((a.w_neg[torch.searchsorted(a.neg_index, entries)] == 1).sum())
         pairs += len(score)
+        finest = batch.strides[bag.point_index] == min(batch.level_strides)
+        w_pos_finest += float(a.w_pos[finest].sum())
+        w_pos_all += float(a.w_pos.sum())
+        shared += int((torch.bincount(bag.point_index)[bag.point_index] > 1).sum())
         for g in range(len(labels)):
             lo, hi = bag.gt_offsets[g], bag.gt_offsets[g + 1]
             has_bag.append(float(hi > lo))
@@ -86,6 +95,8 @@ def bag_stats(model: FCOSDetector, dataset, loss: DWLoss, max_images: int | None
             "IoU>=0.5": statistics.fmean(float(x >= 0.5) for x in best_iou),
             "P_neg=1": pneg_one / max(pairs, 1),
             "score": statistics.fmean(best_score) if best_score else float("nan"),
+            "w_pos s8": w_pos_finest / w_pos_all if w_pos_all > 0 else float("nan"),
+            "shared": shared / max(pairs, 1),
             "ctr bg": statistics.fmean(ctr_bg) if ctr_bg else float("nan"),
             "ctr in": statistics.fmean(ctr_in) if ctr_in else float("nan"),
             "s>0.05": sum(above.values()) / measured, **{k: v / measured for k, v in above.items()}}
@@ -112,8 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {run: run_stats(Path(run), args.split, args.max_images, args.trained_weights) for run in args.runs}
     print("| run | " + " | ".join(COLUMNS) + " |\n" + "| --- " * (len(COLUMNS) + 1) + "|")
     for run, stats in results.items():
-        print(f"| {run} | {stats['gts']} | " + " | ".join(f"{stats[k]:.3f}" for k in COLUMNS[1:9])
-              + " | " + " | ".join(f"{stats[k]:.0f}" for k in COLUMNS[9:]) + " |")
+        print(f"| {run} | {stats['gts']} | " + " | ".join(f"{stats[k]:.3f}" for k in COLUMNS[1:11])
+              + " | " + " | ".join(f"{stats[k]:.0f}" for k in COLUMNS[11:]) + " |")
     if args.json:
         write_json(results, args.json, indent=1)  # elsewhere, said where, if args.json cannot be written
 

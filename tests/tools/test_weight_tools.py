@@ -169,6 +169,31 @@ def test_assign_stats_against_boxes_decoded_independently():
                         key = "right" if any(int(target["labels"][g]) == k for g in holding) else (
                             "wrong" if holding else "bg")
                         counts[key] += 1
+    # bag pairs: (point, GT) with the point strictly inside the GT box, on every level; shared if
+    # the point is inside both boxes
+    bag_pairs = shared = 0
+    for stride, level in zip(model.head.strides, cls):
+        for i in range(level.shape[-2]):
+            for j in range(level.shape[-1]):
+                x, y = (j + 0.5) * stride, (i + 0.5) * stride
+                holding = sum(x0 < x < x1 and y0 < y < y1 for x0, y0, x1, y1 in target["boxes"].tolist())
+                bag_pairs += holding
+                shared += holding if holding > 1 else 0
+    assert stats["shared"] == pytest.approx(shared / bag_pairs)
     assert stats["ctr in"] == pytest.approx(sum(ctr_in) / len(ctr_in), rel=1e-5)
     assert stats["ctr bg"] == pytest.approx(sum(ctr_out) / len(ctr_out), rel=1e-5)
     assert {k: stats[k] for k in counts} == counts and stats["s>0.05"] == sum(counts.values())
+
+
+def test_assign_stats_share_of_w_pos_on_the_finest_level():
+    assign_stats = load_tool("assign_stats")
+    torch.manual_seed(0)
+    model = build_fcos(3, None, backbone="resnet18", backbone_weights=None, backbone_norm="gn", channels=64,
+                       min_size=64, max_size=64)
+    image = torch.rand(3, 64, 64)
+    # stride-8 points lie at 4 + 8k, stride-16 ones at 8 + 16k, stride-32 ones at 16 + 32k: the first
+    # box holds the stride-8 point (4, 4) alone, the second the stride-16 point (8, 8) alone
+    for box, share in (([2.0, 2.0, 7.0, 7.0], 1.0), ([6.0, 6.0, 10.0, 10.0], 0.0)):
+        target = {"boxes": torch.tensor([box]), "labels": torch.tensor([0])}
+        stats = assign_stats.bag_stats(model, [(image, target)], DWLoss(3))
+        assert stats["bag"] == 1.0 and stats["w_pos s8"] == share and stats["shared"] == 0.0
