@@ -41,6 +41,7 @@ import torch  # noqa: E402
 import dw_ops  # noqa: E402
 from dwdet.utils.io import write_json  # noqa: E402
 from dwdet.engine import CheckpointError, builders  # noqa: E402
+from dwdet.engine.runtime import environment_record  # noqa: E402
 from dwdet.losses import DWLoss  # noqa: E402
 from dwdet.models import FCOSDetector  # noqa: E402
 
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", help="run folders written by tools/train.py")
     parser.add_argument("--split", choices=("train", "val"), default="val")
     parser.add_argument("--max-images", type=int, default=None, help="measure only the first images")
-    parser.add_argument("--json", help="also write the statistics here")
+    parser.add_argument("--json", help="also write the statistics here, with the environment (revision, CPU, command)")
     parser.add_argument("--trained-weights", action="store_true",
                         help="for the runs trained with train.ema: their trained weights, not their average "
                              "(the others have only their trained weights)")
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {run} | {stats['gts']} | " + " | ".join(f"{stats[k]:.3f}" for k in COLUMNS[1:11])
               + " | " + " | ".join(f"{stats[k]:.0f}" for k in COLUMNS[11:]) + " |")
     if args.json:
-        write_json(results, args.json, indent=1)  # elsewhere, said where, if args.json cannot be written
+        write_json({"environment": environment_record(), "split": args.split, "max_images": args.max_images,
+                    "trained_weights": args.trained_weights, "runs": results}, args.json, indent=1)  # elsewhere, said where, if args.json cannot be written
 
 
 if __name__ == "__main__":

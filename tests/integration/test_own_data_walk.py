@@ -86,6 +86,15 @@ def test_from_a_folder_of_coco_data_to_drawn_detections(tmp_path):
     assert abs(found["tide"]["AP50"] - 100 * found["coco"]["AP50"]) <= 100 / 101
     assert set(found["tide"]) == {"AP50", "Cls", "Loc", "Both", "Dupe", "Bkg", "Miss", "FalsePos", "FalseNeg"}
 
+    # what DW's assignment sees for the run, recorded with the environment it was measured in
+    record = tmp_path / "assign.json"
+    measured = run("tools/assign_stats.py", str(work_dir), "--split", "val", "--json", str(record))
+    assert measured.returncode == 0, measured.stdout[-3000:] + measured.stderr[-3000:]
+    stats = json.loads(record.read_text())
+    assert stats["split"] == "val" and {"git_revision", "cpu_capability"} <= set(stats["environment"])
+    run_stats = stats["runs"][str(work_dir)]
+    assert {"gts", "bag", "best IoU", "w_pos s8", "shared"} <= set(run_stats) and run_stats["gts"] >= 1
+
     # the same command again (here in this process, to save the start-up) is refused, naming
     # --resume; with --resume it says the run is complete
     arguments = [str(ROOT / train[1]), *train[2:]]
