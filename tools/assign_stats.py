@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     for run, stats in results.items():
         print(f"| {run} | {stats['gts']} | " + " | ".join(f"{stats[k]:.3f}" for k in COLUMNS[1:11])
               + " | " + " | ".join(f"{stats[k]:.0f}" for k in COLUMNS[11:]) + " |")
-    if args.json:
+    if args.json:  # written elsewhere, said where, if args.json cannot be written
         write_json({"environment": environment_record(), "split": args.split, "max_images": args.max_images,
-                    "trained_weights": args.trained_weights, "runs": results}, args.json, indent=1)  # elsewhere, said where, if args.json cannot be written
+                    "trained_weights": args.trained_weights, "runs": results}, args.json, indent=1)
 
 
 if __name__ == "__main__":
