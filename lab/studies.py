@@ -131,39 +131,39 @@ ADAMW_RECIPE = (*ADAMW, "train.lr=4e-4", "train.amp=bf16", "train.ema_decay=0.99
                 *schedule(PATTERNS80_ADAMW_EPOCHS))
 
 
-def length_study(methods: tuple[tuple[str, str, str], ...], lengths: tuple[int, ...], plain_epochs: int,
-                 every_seed: bool = False) -> tuple[Method, ...]:
-    """Each (name, label, config) at every training length of ``lengths`` (epochs, the lr step at
-    the same fraction of each), one curve of AP against length per method; the config's own length
-    (``plain_epochs``) is its plain run. Other lengths train the first seed only unless
+def length_curves(curves, lengths: tuple[int, ...], plain_epochs: int,
+                  every_seed: bool = False) -> tuple[Method, ...]:
+    """Each curve ``(label, config, epochs -> (name, overrides))`` at every training length of
+    ``lengths`` (epochs, the lr step at the same fraction of each): one curve of AP against length.
+    The run at the config's own length (``plain_epochs``) is the plain ``name``, the others
+    ``name_e{epochs}``; lengths other than the plain one train the first seed only unless
     ``every_seed``."""
-    return tuple(Method(f"{name}_e{epochs}" if epochs != plain_epochs else name, label, config,
-                        schedule(epochs) if epochs != plain_epochs else (),
-                        all_seeds=every_seed or epochs == plain_epochs, curve=label, x=epochs)
-                 for name, label, config in methods for epochs in lengths)
-
-
-# DW's settings from the 128 px ablation, each as its label and its run name and overrides at a
-# length (epochs): the warm-up takes half of every schedule
-SYNTHETIC128_DW_SETTINGS = (
-    ("DW after half the schedule of FCOS's loss",
-     lambda epochs: (f"dw_fcoswarm{epochs // 2}", (f"loss.fcos_warmup_epochs={epochs // 2}",))),
-    ("DW, bags on FCOS's levels for each size", lambda epochs: ("dw_levels", ("loss.bag_levels=fcos_ranges",))),
-)
-
-
-def setting_curves(settings, config: str, lengths: tuple[int, ...], plain_epochs: int) -> tuple[Method, ...]:
-    """Each setting of ``settings`` ((label, epochs -> (name, overrides)) pairs) at every training
-    length, one curve per setting, as :func:`length_study` draws the plain methods: every seed, and
-    the run at ``plain_epochs`` named as the setting's own study names it."""
     methods = []
-    for label, setting in settings:
+    for label, config, at_length in curves:
         for epochs in lengths:
-            name, overrides = setting(epochs)
+            name, overrides = at_length(epochs)
             plain = epochs == plain_epochs
             methods.append(Method(name if plain else f"{name}_e{epochs}", label, config,
-                                  (*(() if plain else schedule(epochs)), *overrides), curve=label, x=epochs))
+                                  (*(() if plain else schedule(epochs)), *overrides),
+                                  all_seeds=every_seed or plain, curve=label, x=epochs))
     return tuple(methods)
+
+
+def length_study(methods: tuple[tuple[str, str, str], ...], lengths: tuple[int, ...], plain_epochs: int,
+                 every_seed: bool = False) -> tuple[Method, ...]:
+    """Each (name, label, config) unchanged at every training length (:func:`length_curves`)."""
+    curves = tuple((label, config, lambda epochs, name=name: (name, ())) for name, label, config in methods)
+    return length_curves(curves, lengths, plain_epochs, every_seed)
+
+
+# DW's settings from the 128 px ablation as curves of :func:`length_curves`: the warm-up takes
+# half of every schedule
+SYNTHETIC128_DW_SETTINGS = (
+    ("DW after half the schedule of FCOS's loss", DW_CONFIG,
+     lambda epochs: (f"dw_fcoswarm{epochs // 2}", (f"loss.fcos_warmup_epochs={epochs // 2}",))),
+    ("DW, bags on FCOS's levels for each size", DW_CONFIG,
+     lambda epochs: ("dw_levels", ("loss.bag_levels=fcos_ranges",))),
+)
 
 
 def adamw_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
@@ -172,12 +172,8 @@ def adamw_study(lengths: tuple[int, ...]) -> tuple[Method, ...]:
     two learning rates, the sweep that chose the recipe's lr (first seed)."""
     sweep = tuple(Method(f"p80_fcos_adamw_lr{lr}", f"FCOS, AdamW lr {lr}, 6 epochs fp32", PATTERNS80_FCOS,
                          (*ADAMW, f"train.lr={lr}"), all_seeds=False) for lr in ("1e-3", "4e-4"))
-    curves = tuple(Method(f"{name}_e{epochs}" if epochs != PATTERNS80_ADAMW_EPOCHS else name, label, config,
-                          schedule(epochs) if epochs != PATTERNS80_ADAMW_EPOCHS else (),
-                          all_seeds=epochs == PATTERNS80_ADAMW_EPOCHS, curve=label, x=epochs)
-                   for name, label, config in (("p80a_fcos", "FCOS", PATTERNS80_ADAMW_FCOS),
-                                               ("p80a_dw", "DW (released)", PATTERNS80_ADAMW_DW))
-                   for epochs in lengths)
+    curves = length_study((("p80a_fcos", "FCOS", PATTERNS80_ADAMW_FCOS),
+                           ("p80a_dw", "DW (released)", PATTERNS80_ADAMW_DW)), lengths, PATTERNS80_ADAMW_EPOCHS)
     return sweep + curves
 
 
@@ -268,7 +264,7 @@ STUDIES = {
     # settings from the ablation at each length (the warm-up at half of each schedule)
     "synthetic128_length": (
         *length_study(SYNTHETIC128, (6, 12, 24), SYNTHETIC128_EPOCHS, every_seed=True),
-        *setting_curves(SYNTHETIC128_DW_SETTINGS, DW_CONFIG, (6, 12, 24), SYNTHETIC128_EPOCHS),
+        *length_curves(SYNTHETIC128_DW_SETTINGS, (6, 12, 24), SYNTHETIC128_EPOCHS, every_seed=True),
     ),
     # the paper's tables 1 and 6: hard (FCOS, ATSS) and soft (GFL, VFL, TOOD) assignment beside DW
     "assigners": (
