@@ -190,9 +190,13 @@ def lr_study(methods: tuple[tuple[str, str, str], ...], recipe_lr: str = "4e-4",
 
 def objects_study() -> tuple[Method, ...]:
     """FCOS and DW on patterns80 with 1-2 objects per image (the runs of the patterns80 study) and
-    4-6, nothing else changed; the x is the (point, class) scores per object."""
-    return tuple(Method(name + suffix, label, config, overrides, curve=label, x=x, axis="objects")
-                 for name, label, config in (("p80_fcos", "FCOS", PATTERNS80_FCOS), ("p80_dw", "DW (released)", PATTERNS80_DW))
+    4-6, nothing else changed; the x is the (point, class) scores per object. A third curve keeps
+    DW's bags on FCOS's levels: with more objects, more of the coarse levels' points fall in the
+    bags of several objects."""
+    curves = (("p80_fcos", "FCOS", PATTERNS80_FCOS, ()), ("p80_dw", "DW (released)", PATTERNS80_DW, ()),
+              ("p80_dw_levels", "DW, bags on FCOS's levels for each size", PATTERNS80_DW, ("loss.bag_levels=fcos_ranges",)))
+    return tuple(Method(name + suffix, label, config, (*overrides, *options), curve=label, x=x, axis="objects")
+                 for name, label, config, options in curves
                  for suffix, overrides, x in (("", (), PATTERNS80_SCORES_PER_OBJECT),
                                               ("_o4to6", PATTERNS80_MORE_OBJECTS, PATTERNS80_MORE_OBJECTS_SCORES)))
 
